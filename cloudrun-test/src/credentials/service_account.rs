@@ -1,0 +1,279 @@
+//! A service-account key file (`"type": "service_account"`): a self-signed RS256
+//! assertion traded at the key's `token_uri` for an identity token (`target_audience`)
+//! or an access token (`scope`).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde::Deserialize;
+
+use super::{BoxFuture, CLOUD_PLATFORM_SCOPE, CredentialSource};
+use crate::error::{Error, describe_http_error};
+use crate::token::Token;
+
+const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+const KEY_FILE_FIX: &str = "create a fresh key with \
+    `gcloud iam service-accounts keys create key.json --iam-account=SA_EMAIL` \
+    and point GOOGLE_APPLICATION_CREDENTIALS at it";
+
+pub(crate) struct ServiceAccountKey {
+    path: PathBuf,
+    client_email: String,
+    private_key_id: Option<String>,
+    token_uri: String,
+    key_pair: RsaKeyPair,
+}
+
+impl fmt::Debug for ServiceAccountKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceAccountKey")
+            .field("path", &self.path)
+            .field("client_email", &self.client_email)
+            .field("private_key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceAccountKey {
+    pub(crate) fn parse(path: &Path, value: serde_json::Value) -> Result<Self, Error> {
+        let file_error = |problem: String| Error::CredentialsFile {
+            path: path.to_owned(),
+            problem,
+            fix: KEY_FILE_FIX.into(),
+        };
+        let field = |name: &str| -> Result<Option<String>, Error> {
+            match value.get(name) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(text)) => Ok(Some(text.clone())),
+                Some(_) => Err(file_error(format!("field `{name}` is not a string"))),
+            }
+        };
+        let required = |name: &str| -> Result<String, Error> {
+            field(name)?
+                .filter(|text| !text.is_empty())
+                .ok_or_else(|| file_error(format!("has no `{name}`")))
+        };
+        let client_email = required("client_email")?;
+        let private_key = required("private_key")?;
+        let key_pair = parse_private_key(&private_key).map_err(|problem| {
+            file_error(format!("field `private_key` is not usable: {problem}"))
+        })?;
+        let token_uri = field("token_uri")?.unwrap_or_else(|| DEFAULT_TOKEN_URI.into());
+        if reqwest::Url::parse(&token_uri).is_err() {
+            return Err(file_error(format!(
+                "field `token_uri` is not a URL: {token_uri:?}"
+            )));
+        }
+        Ok(ServiceAccountKey {
+            path: path.to_owned(),
+            client_email,
+            private_key_id: field("private_key_id")?,
+            token_uri,
+            key_pair,
+        })
+    }
+
+    /// The JWT-bearer assertion: `target_audience` asks for an identity token, `scope`
+    /// for an access token. `aud` is the key's token URI, as Google's Go library sends it.
+    fn assertion(&self, extra_claim: (&str, &str)) -> Result<String, Error> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mut header = serde_json::json!({ "alg": "RS256", "typ": "JWT" });
+        if let Some(kid) = &self.private_key_id {
+            header["kid"] = kid.as_str().into();
+        }
+        let mut claims = serde_json::json!({
+            "iss": self.client_email,
+            "aud": self.token_uri,
+            "iat": now,
+            "exp": now + 3600,
+        });
+        claims[extra_claim.0] = extra_claim.1.into();
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let mut signature = vec![0; self.key_pair.public_modulus_len()];
+        self.key_pair
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                signing_input.as_bytes(),
+                &mut signature,
+            )
+            .map_err(|_| {
+                Error::Internal("RS256 signing with the service-account key failed".into())
+            })?;
+        Ok(format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature)
+        ))
+    }
+
+    async fn exchange(
+        &self,
+        http: &reqwest::Client,
+        extra_claim: (&str, &str),
+        what: &str,
+    ) -> Result<TokenAnswer, Error> {
+        let assertion = self.assertion(extra_claim)?;
+        let endpoint_error = |problem: String, fix: String| Error::TokenEndpoint {
+            what: format!("minting {what} for {}", self.client_email),
+            url: self.token_uri.clone(),
+            problem,
+            fix,
+        };
+        let network_fix = || {
+            format!(
+                "check that {} is reachable from here (proxy, firewall, DNS), or that `token_uri` in {} is right",
+                self.token_uri,
+                self.path.display()
+            )
+        };
+        let response = http
+            .post(&self.token_uri)
+            .form(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", assertion.as_str()),
+            ])
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|error| endpoint_error(describe_http_error(&error), network_fix()))?;
+        let status = response.status();
+        let body = response
+            .text()
+            .await
+            .map_err(|error| endpoint_error(describe_http_error(&error), network_fix()))?;
+        if !status.is_success() {
+            let reason = serde_json::from_str::<OAuthError>(&body)
+                .map(|error| match error.error_description {
+                    Some(description) => format!("{}: {description}", error.error),
+                    None => error.error,
+                })
+                .unwrap_or_else(|_| format!("answer: {}", truncate(&body, 200)));
+            return Err(endpoint_error(
+                format!("HTTP {status}, {reason}"),
+                format!(
+                    "the key in {} may have been deleted or disabled; {KEY_FILE_FIX}",
+                    self.path.display()
+                ),
+            ));
+        }
+        serde_json::from_str(&body).map_err(|error| {
+            endpoint_error(
+                format!("the answer is not a token response ({error})"),
+                network_fix(),
+            )
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct OAuthError {
+    error: String,
+    error_description: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    id_token: Option<String>,
+    access_token: Option<String>,
+    expires_in: Option<u64>,
+}
+
+impl CredentialSource for ServiceAccountKey {
+    fn describe(&self) -> String {
+        format!(
+            "service-account key file {} ({})",
+            self.path.display(),
+            self.client_email
+        )
+    }
+
+    fn identity(&self) -> Option<String> {
+        Some(self.client_email.clone())
+    }
+
+    fn fingerprint(&self) -> String {
+        format!(
+            "service_account:{}:{}:{}",
+            self.client_email,
+            self.private_key_id.as_deref().unwrap_or("-"),
+            self.token_uri
+        )
+    }
+
+    fn mint_id_token<'a>(
+        &'a self,
+        http: &'a reqwest::Client,
+        audience: &'a str,
+    ) -> BoxFuture<'a, Result<Token, Error>> {
+        Box::pin(async move {
+            let answer = self
+                .exchange(http, ("target_audience", audience), "an identity token")
+                .await?;
+            let id_token = answer.id_token.ok_or_else(|| Error::TokenEndpoint {
+                what: format!("minting an identity token for {}", self.client_email),
+                url: self.token_uri.clone(),
+                problem: "the answer has no `id_token`".into(),
+                fix: "check that `token_uri` is Google's OAuth token endpoint".into(),
+            })?;
+            tracing::debug!(identity = %self.client_email, audience, "minted an identity token");
+            Ok(Token::from_jwt(id_token))
+        })
+    }
+
+    fn mint_access_token<'a>(
+        &'a self,
+        http: &'a reqwest::Client,
+    ) -> BoxFuture<'a, Result<Token, Error>> {
+        Box::pin(async move {
+            let answer = self
+                .exchange(http, ("scope", CLOUD_PLATFORM_SCOPE), "an access token")
+                .await?;
+            let access_token = answer.access_token.ok_or_else(|| Error::TokenEndpoint {
+                what: format!("minting an access token for {}", self.client_email),
+                url: self.token_uri.clone(),
+                problem: "the answer has no `access_token`".into(),
+                fix: "check that `token_uri` is Google's OAuth token endpoint".into(),
+            })?;
+            let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(3600));
+            tracing::debug!(identity = %self.client_email, "minted an access token");
+            Ok(Token::from_access_token(access_token, lifetime))
+        })
+    }
+}
+
+/// Reads a PKCS#8 RSA key from the PEM text Google puts in key files.
+fn parse_private_key(pem: &str) -> Result<RsaKeyPair, String> {
+    const BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
+    const END: &str = "-----END PRIVATE KEY-----";
+    let start = pem
+        .find(BEGIN)
+        .ok_or("no `-----BEGIN PRIVATE KEY-----` line")?;
+    let body = &pem[start + BEGIN.len()..];
+    let end = body
+        .find(END)
+        .ok_or("no `-----END PRIVATE KEY-----` line")?;
+    let base64_text: String = body[..end].split_whitespace().collect();
+    let der = STANDARD
+        .decode(base64_text)
+        .map_err(|_| "the PEM body is not valid base64".to_string())?;
+    RsaKeyPair::from_pkcs8(&der).map_err(|_| "the PEM body is not a PKCS#8 RSA private key".into())
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((index, _)) => &text[..index],
+        None => text,
+    }
+}

@@ -1,0 +1,47 @@
+//! Test private Google Cloud Run services from Rust.
+//!
+//! `#[cloudrun_test]` turns an `async fn` into a plain `#[test]` that resolves the
+//! service's URL, fetches an identity token whose audience is that URL (minted once
+//! per process and shared by all tests), and hands the test a [`Client`] that attaches
+//! it to every request for the service:
+//!
+//! ```no_run
+//! use cloudrun_test::{cloudrun_test, Client};
+//!
+//! #[cloudrun_test(service = "hello")]
+//! async fn root_answers(client: Client) {
+//!     let res = client.get("/").send().await.unwrap();
+//!     assert_eq!(res.status(), 200);
+//! }
+//! ```
+//!
+//! Credentials come from `CLOUDRUN_TEST_ID_TOKEN` or a service-account key file in
+//! `GOOGLE_APPLICATION_CREDENTIALS`. The service URL comes from `url = "..."`,
+//! `CLOUDRUN_TEST_URL_<SERVICE>`, or the Cloud Run Admin API (with
+//! `CLOUDRUN_TEST_PROJECT` and `CLOUDRUN_TEST_REGION`).
+
+mod cache;
+mod client;
+mod context;
+mod credentials;
+mod entry;
+mod error;
+mod resolve;
+mod token;
+
+pub use client::{Client, ClientBuilder, RequestBuilder};
+pub use context::TestContext;
+pub use credentials::Credentials;
+pub use error::Error;
+pub use token::{Claims, IdToken};
+
+/// `#[cloudrun_test(service = "...")]`: see the crate documentation.
+pub use cloudrun_test_macros::cloudrun_test;
+/// The same attribute, for `#[cloudrun_test::test(service = "...")]`.
+pub use cloudrun_test_macros::cloudrun_test as test;
+
+/// What the attribute's expansion calls. Not a public API: it may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::entry::{Flavor, Inject, TestFn, TestFuture, TestOutcome, TestSpec, run_test};
+}

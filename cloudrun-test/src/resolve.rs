@@ -1,0 +1,266 @@
+//! From a service name to the URL to call and the audience to mint tokens for.
+//!
+//! Order: an explicit URL (`url = ...`), then `CLOUDRUN_TEST_URL_<SERVICE>`, then the
+//! Cloud Run Admin API v2 (`services.get`), whose answers are cached per process.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use reqwest::Url;
+use serde::Deserialize;
+
+use crate::cache::SingleFlight;
+use crate::credentials::Credentials;
+use crate::error::{Error, describe_http_error};
+
+const DEFAULT_RUN_ENDPOINT: &str = "https://run.googleapis.com";
+
+/// What the user asked for; every field optional, settings fill the gaps.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ServiceQuery {
+    pub service: Option<String>,
+    pub url: Option<String>,
+    pub audience: Option<String>,
+    pub tag: Option<String>,
+    pub project: Option<String>,
+    pub region: Option<String>,
+}
+
+/// Where requests go and which audience their tokens carry.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub url: Url,
+    pub audience: String,
+    pub service: Option<String>,
+    pub project: Option<String>,
+    pub region: Option<String>,
+}
+
+/// The environment variable that gives a service's URL directly.
+pub(crate) fn url_variable(service: &str) -> String {
+    format!("CLOUDRUN_TEST_URL_{}", env_suffix(service))
+}
+
+fn env_suffix(service: &str) -> String {
+    service.to_ascii_uppercase().replace('-', "_")
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|value| value.trim().to_owned())
+        .filter(|value| !value.is_empty())
+}
+
+pub(crate) async fn resolve(
+    query: &ServiceQuery,
+    credentials: &Result<Credentials, Error>,
+) -> Result<Target, Error> {
+    let project = query
+        .project
+        .clone()
+        .or_else(|| env("CLOUDRUN_TEST_PROJECT"))
+        .or_else(|| env("GOOGLE_CLOUD_PROJECT"));
+    let region = query.region.clone().or_else(|| env("CLOUDRUN_TEST_REGION"));
+    let target = |url: Url, project, region| {
+        let audience = query.audience.clone().unwrap_or_else(|| origin(&url));
+        Ok(Target {
+            url,
+            audience,
+            service: query.service.clone(),
+            project,
+            region,
+        })
+    };
+
+    if let Some(url) = &query.url {
+        return target(parse_url(url, "`url = ...`")?, project, region);
+    }
+    let Some(service) = query.service.as_deref() else {
+        return Err(Error::Setting {
+            problem: "no service to test: neither a service name nor a URL was given".into(),
+            fix: "write `#[cloudrun_test(service = \"NAME\")]` or `#[cloudrun_test(url = \"https://...\")]`"
+                .into(),
+        });
+    };
+    let variable = url_variable(service);
+    if let Some(url) = env(&variable) {
+        return target(parse_url(&url, &variable)?, project, region);
+    }
+
+    let missing = |what: &str, variable: &str, gcloud: &str| Error::Setting {
+        problem: format!("cannot look Cloud Run service `{service}` up: no {what} is set"),
+        fix: format!(
+            "set {variable}, or `{what} = \"...\"` in the attribute, or run `gcloud config set {gcloud}`; \
+             or skip the lookup by setting {} to the service's URL",
+            url_variable(service)
+        ),
+    };
+    let project = project.ok_or_else(|| {
+        missing(
+            "project",
+            "CLOUDRUN_TEST_PROJECT (or GOOGLE_CLOUD_PROJECT)",
+            "project PROJECT_ID",
+        )
+    })?;
+    let region =
+        region.ok_or_else(|| missing("region", "CLOUDRUN_TEST_REGION", "run/region REGION"))?;
+    let endpoint = env("CLOUDRUN_TEST_RUN_ENDPOINT").unwrap_or_else(|| DEFAULT_RUN_ENDPOINT.into());
+    let credentials = credentials.clone()?;
+    let info = lookup(&credentials, &endpoint, &project, &region, service).await?;
+
+    let tag = query.tag.clone().or_else(|| env("CLOUDRUN_TEST_TAG"));
+    let uri = match &tag {
+        None => info.uri.clone().ok_or_else(|| Error::AdminApi {
+            service: service.into(),
+            url: endpoint.clone(),
+            problem: "the service has no URL yet (is its first revision deployed?)".into(),
+            fix: format!("deploy it: `gcloud run deploy {service} --region {region}`"),
+        })?,
+        Some(tag) => tagged_uri(&info, service, tag, &region)?,
+    };
+    let url = parse_url(&uri, "the Admin API's answer")?;
+    target(url, Some(project), Some(region))
+}
+
+fn tagged_uri(info: &ServiceInfo, service: &str, tag: &str, region: &str) -> Result<String, Error> {
+    if let Some(uri) = info
+        .traffic_statuses
+        .iter()
+        .find(|status| status.tag.as_deref() == Some(tag))
+        .and_then(|status| status.uri.clone())
+    {
+        return Ok(uri);
+    }
+    let known: Vec<&str> = info
+        .traffic_statuses
+        .iter()
+        .filter_map(|status| status.tag.as_deref())
+        .collect();
+    Err(Error::Setting {
+        problem: format!(
+            "service `{service}` has no traffic tag `{tag}`; its tags: {}",
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            }
+        ),
+        fix: format!(
+            "deploy a revision with that tag: `gcloud run deploy {service} --region {region} --no-traffic --tag {tag}`, \
+             or pick an existing tag with CLOUDRUN_TEST_TAG"
+        ),
+    })
+}
+
+fn parse_url(text: &str, from: &str) -> Result<Url, Error> {
+    let url = Url::parse(text).map_err(|error| Error::Setting {
+        problem: format!("the service URL {text:?} from {from} is not a URL ({error})"),
+        fix: "give a full URL such as https://hello-123456789.europe-west1.run.app".into(),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(Error::Setting {
+            problem: format!("the service URL {text:?} from {from} is not an http(s) URL"),
+            fix: "give a full URL such as https://hello-123456789.europe-west1.run.app".into(),
+        });
+    }
+    Ok(url)
+}
+
+/// `https://host[:port]`: what Cloud Run accepts as the audience of its URLs.
+pub(crate) fn origin(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+/// The part of a `services.get` answer that we use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ServiceInfo {
+    pub uri: Option<String>,
+    #[serde(default)]
+    pub traffic_statuses: Vec<TrafficStatus>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct TrafficStatus {
+    pub tag: Option<String>,
+    pub uri: Option<String>,
+}
+
+/// (endpoint, project, region, service)
+type LookupKey = (String, String, String, String);
+
+static LOOKUPS: LazyLock<SingleFlight<LookupKey, ServiceInfo>> = LazyLock::new(SingleFlight::new);
+
+async fn lookup(
+    credentials: &Credentials,
+    endpoint: &str,
+    project: &str,
+    region: &str,
+    service: &str,
+) -> Result<ServiceInfo, Error> {
+    let url = format!(
+        "{}/v2/projects/{project}/locations/{region}/services/{service}",
+        endpoint.trim_end_matches('/')
+    );
+    let access_token = credentials.access_token().await?;
+    let key = (
+        endpoint.into(),
+        project.into(),
+        region.into(),
+        service.into(),
+    );
+    let (project, region, service) = (project.to_owned(), region.to_owned(), service.to_owned());
+    let identity = credentials.describe();
+    LOOKUPS
+        .get(key, |_| true, move |http| async move {
+            let admin_error = |problem: String, fix: String| Error::AdminApi {
+                service: service.clone(),
+                url: url.clone(),
+                problem,
+                fix,
+            };
+            let response = http
+                .get(&url)
+                .bearer_auth(access_token.secret())
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+                .map_err(|error| {
+                    admin_error(
+                        describe_http_error(&error),
+                        "check the network, or set CLOUDRUN_TEST_RUN_ENDPOINT if the Admin API lives elsewhere".into(),
+                    )
+                })?;
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            match status.as_u16() {
+                200 => serde_json::from_str(&body).map_err(|error| {
+                    admin_error(
+                        format!("the answer is not a Cloud Run service ({error})"),
+                        "check CLOUDRUN_TEST_RUN_ENDPOINT points at the Cloud Run Admin API".into(),
+                    )
+                }),
+                404 => Err(Error::ServiceNotFound {
+                    env_suffix: env_suffix(&service),
+                    service,
+                    project,
+                    region,
+                    url,
+                }),
+                401 | 403 => Err(admin_error(
+                    format!("HTTP {status}: {identity} may not read the service"),
+                    format!(
+                        "grant it roles/run.viewer: `gcloud projects add-iam-policy-binding {project} \
+                         --member=serviceAccount:EMAIL --role=roles/run.viewer`, or set {} to skip the lookup",
+                        url_variable(&service)
+                    ),
+                )),
+                _ => Err(admin_error(
+                    format!("HTTP {status}"),
+                    "retry later; if it persists, check https://status.cloud.google.com".into(),
+                )),
+            }
+        })
+        .await
+}
