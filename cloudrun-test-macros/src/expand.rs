@@ -1,0 +1,291 @@
+//! From the parsed function and arguments to the generated `#[test] fn`.
+
+use proc_macro2::{Delimiter, TokenStream, TokenTree};
+use quote::{ToTokens, quote, quote_spanned};
+use syn::parse::{Parse, ParseStream};
+use syn::spanned::Spanned;
+use syn::{Attribute, FnArg, Signature, Visibility};
+
+use crate::args::{Args, Errors, Flavor};
+
+/// The annotated function. Like `syn::ItemFn`, except that the body stays raw
+/// tokens: a half-typed body (the usual state while editing) must not stop the
+/// macro, and it is handed to rustc untouched, so its errors keep their spans.
+struct TestItem {
+    attrs: Vec<Attribute>,
+    vis: Visibility,
+    sig: Signature,
+    /// `{ ... }`, braces included.
+    body: TokenTree,
+}
+
+impl Parse for TestItem {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let attrs = input.call(Attribute::parse_outer)?;
+        let vis = input.parse()?;
+        let sig: Signature = input.parse()?;
+        let body: TokenTree = input.parse()?;
+        match &body {
+            TokenTree::Group(group) if group.delimiter() == Delimiter::Brace => {}
+            _ => return Err(syn::Error::new(body.span(), "expected the function's body")),
+        }
+        if !input.is_empty() {
+            return Err(input.error("unexpected tokens after the function's body"));
+        }
+        Ok(TestItem {
+            attrs,
+            vis,
+            sig,
+            body,
+        })
+    }
+}
+
+pub(crate) fn cloudrun_test(args: TokenStream, item: TokenStream) -> TokenStream {
+    let test = match syn::parse2::<TestItem>(item.clone()) {
+        Ok(test) => test,
+        // Not a function we can even take apart: give the tokens back unchanged,
+        // so the rest of the file still resolves, with the error.
+        Err(error) => {
+            let mut output = item;
+            output.extend(error.into_compile_error());
+            return output;
+        }
+    };
+
+    let args = Args::parse(args);
+    let signature = check_signature(&test);
+    match (args, signature) {
+        (Ok(args), Ok(())) => expand(&test, &args),
+        (args, signature) => {
+            let mut errors = Errors::default();
+            for error in [args.err(), signature.err()].into_iter().flatten() {
+                errors.combine(error);
+            }
+            let error = errors.finish().expect_err("one of the two failed");
+            recover(&test, error)
+        }
+    }
+}
+
+/// Everything about the function that the attribute cannot work with.
+fn check_signature(test: &TestItem) -> syn::Result<()> {
+    let sig = &test.sig;
+    let mut errors = Errors::default();
+
+    for attr in test.attrs.iter().filter(|attr| is_test_attribute(attr)) {
+        errors.combine(syn::Error::new_spanned(
+            attr,
+            "`#[cloudrun_test]` already makes this function a test: remove this attribute",
+        ));
+    }
+    if let Some(constness) = &sig.constness {
+        errors.push(
+            constness.span,
+            "a `#[cloudrun_test]` function cannot be `const`",
+        );
+    }
+    if let Some(unsafety) = &sig.unsafety {
+        errors.push(
+            unsafety.span,
+            "a `#[cloudrun_test]` function cannot be `unsafe`",
+        );
+    }
+    if let Some(abi) = &sig.abi {
+        errors.combine(syn::Error::new_spanned(
+            abi,
+            "a `#[cloudrun_test]` function cannot be `extern`",
+        ));
+    }
+    if sig.asyncness.is_none() {
+        errors.push(
+            sig.fn_token.span,
+            "a `#[cloudrun_test]` function must be `async`: add `async` before `fn`",
+        );
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        // `<T>` if there is one, else the `where` clause.
+        let generics = match &sig.generics.where_clause {
+            Some(where_clause) if sig.generics.params.is_empty() => where_clause.to_token_stream(),
+            _ => sig.generics.to_token_stream(),
+        };
+        errors.combine(syn::Error::new_spanned(
+            generics,
+            "a `#[cloudrun_test]` function cannot be generic: what it receives is chosen \
+             by its parameter's type, e.g. `client: Client` or `context: TestContext`",
+        ));
+    }
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(receiver) => errors.combine(syn::Error::new_spanned(
+                receiver,
+                "a `#[cloudrun_test]` function cannot take `self`: make it a free function, \
+                 e.g. `async fn name(client: Client)`",
+            )),
+            FnArg::Typed(typed) => {
+                if let syn::Type::ImplTrait(_) = &*typed.ty {
+                    errors.combine(syn::Error::new_spanned(
+                        &typed.ty,
+                        "write the parameter's type out: `Client` or `TestContext`",
+                    ));
+                }
+            }
+        }
+    }
+    if sig.inputs.len() > 1 {
+        // Span every parameter after the first: those are the ones to remove.
+        let extra: TokenStream = sig
+            .inputs
+            .pairs()
+            .skip(1)
+            .map(|p| p.into_token_stream())
+            .collect();
+        errors.combine(syn::Error::new_spanned(
+            extra,
+            "a `#[cloudrun_test]` function takes at most one parameter: `client: Client`, \
+             or `context: TestContext` (which also holds the client)",
+        ));
+    }
+    if let Some(variadic) = &sig.variadic {
+        errors.combine(syn::Error::new_spanned(
+            variadic,
+            "a `#[cloudrun_test]` function cannot be variadic",
+        ));
+    }
+    errors.finish()
+}
+
+/// `#[test]`, `#[tokio::test]`, `#[cloudrun_test::test]`, `#[cloudrun_test]`...
+/// placed after ours: a second test attribute would make a second, broken test.
+fn is_test_attribute(attr: &Attribute) -> bool {
+    attr.path()
+        .segments
+        .last()
+        .is_some_and(|segment| segment.ident == "test" || segment.ident == "cloudrun_test")
+}
+
+/// The normal expansion: a sync `#[test]` holding the user's `async fn` and one
+/// call into the library, which does all the work.
+fn expand(test: &TestItem, args: &Args) -> TokenStream {
+    let krate = match &args.krate {
+        Some(path) => path.to_token_stream(),
+        None => quote!(::cloudrun_test),
+    };
+    let private = quote!(#krate::__private);
+    let TestItem {
+        attrs, vis, sig, ..
+    } = test;
+    let name = &sig.ident;
+    let name_text = name.to_string();
+    let inner = inner_fn(test);
+
+    let some = |value: TokenStream| quote!(::core::option::Option::Some(#value));
+    let mut fields = TokenStream::new();
+    for (field, value) in [
+        ("service", &args.service),
+        ("url", &args.url),
+        ("audience", &args.audience),
+        ("tag", &args.tag),
+        ("project", &args.project),
+        ("region", &args.region),
+    ] {
+        if let Some(value) = value {
+            let field = syn::Ident::new(field, value.span());
+            let value = some(value.to_token_stream());
+            fields.extend(quote!(#field: #value,));
+        }
+    }
+    if let Some((millis, span)) = args.timeout {
+        let value = some(quote_spanned!(span=> ::core::time::Duration::from_millis(#millis)));
+        fields.extend(quote!(timeout: #value,));
+    }
+    if let Some((flavor, _)) = args.flavor {
+        let variant = match flavor {
+            Flavor::CurrentThread => quote!(CurrentThread),
+            Flavor::MultiThread => quote!(MultiThread),
+        };
+        fields.extend(quote!(flavor: #private::Flavor::#variant,));
+    }
+    if let Some((threads, _)) = args.worker_threads {
+        let value = some(quote!(#threads));
+        fields.extend(quote!(worker_threads: #value,));
+    }
+
+    let checks = type_checks(sig, &private);
+    quote! {
+        #(#attrs)*
+        #[::core::prelude::v1::test]
+        #vis fn #name() {
+            #inner
+            #checks
+            #private::run_test(
+                #private::TestSpec {
+                    name: ::core::concat!(::core::module_path!(), "::", #name_text),
+                    manifest_dir: ::core::env!("CARGO_MANIFEST_DIR"),
+                    #fields
+                    ..#private::TestSpec::DEFAULT
+                },
+                #name,
+            )
+        }
+    }
+}
+
+/// Asserts the parameter and return types on the user's own tokens, so a wrong
+/// type is reported there, with the library's `on_unimplemented` message.
+fn type_checks(sig: &Signature, private: &TokenStream) -> TokenStream {
+    let mut checks = TokenStream::new();
+    if let Some(FnArg::Typed(param)) = sig.inputs.first() {
+        let ty = &param.ty;
+        checks.extend(quote_spanned! {ty.span()=>
+            let _ = <#ty as #private::Inject>::inject;
+        });
+    }
+    if let syn::ReturnType::Type(_, ty) = &sig.output {
+        checks.extend(quote_spanned! {ty.span()=>
+            let _ = <#ty as #private::TestOutcome>::into_result;
+        });
+    }
+    checks
+}
+
+/// The user's function, as written, nested in the test so it keeps its name.
+fn inner_fn(test: &TestItem) -> TokenStream {
+    let TestItem { sig, body, .. } = test;
+    quote!(#sig #body)
+}
+
+/// On a misuse, still emit a `#[test] fn` with the user's function inside, so
+/// the IDE keeps completion and its "Run Test" button, plus the errors. Nothing
+/// in it can fail to compile on its own, so the errors are the macro's only.
+fn recover(test: &TestItem, error: syn::Error) -> TokenStream {
+    let errors = error.into_compile_error();
+    // A method cannot become a `#[test]`; the errors alone are the least noise.
+    if let Some(FnArg::Receiver(_)) = test.sig.inputs.first() {
+        return errors;
+    }
+    let TestItem {
+        attrs,
+        vis,
+        sig,
+        body,
+    } = test;
+    let attrs = attrs.iter().filter(|attr| !is_test_attribute(attr));
+    let name = &sig.ident;
+    let mut inner = sig.clone();
+    // `async` even when the user forgot it, so an `.await` in the body adds no
+    // second error; the other qualifiers are what was reported.
+    inner.asyncness = Some(Default::default());
+    inner.constness = None;
+    inner.unsafety = None;
+    inner.abi = None;
+    quote! {
+        #(#attrs)*
+        #[::core::prelude::v1::test]
+        #vis fn #name() {
+            #[allow(dead_code)]
+            #inner #body
+        }
+        #errors
+    }
+}
