@@ -394,6 +394,12 @@ impl ClientBuilder {
         self
     }
 
+    /// Base URL of the Cloud Run Admin API (default `https://run.googleapis.com`).
+    pub fn run_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.query.run_endpoint = Some(url.into());
+        self
+    }
+
     /// Credentials to use instead of those from the environment.
     pub fn credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = Some(credentials);

@@ -35,6 +35,10 @@ pub use credentials::Credentials;
 pub use error::Error;
 pub use token::{Claims, IdToken};
 
+/// The HTTP client underneath, for its types (`Response`, `StatusCode`, `Method`...).
+pub use reqwest;
+pub use reqwest::Url;
+
 /// `#[cloudrun_test(service = "...")]`: see the crate documentation.
 pub use cloudrun_test_macros::cloudrun_test;
 /// The same attribute, for `#[cloudrun_test::test(service = "...")]`.

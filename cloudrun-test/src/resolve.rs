@@ -24,6 +24,8 @@ pub(crate) struct ServiceQuery {
     pub tag: Option<String>,
     pub project: Option<String>,
     pub region: Option<String>,
+    /// Base URL of the Cloud Run Admin API.
+    pub run_endpoint: Option<String>,
 }
 
 /// Where requests go and which audience their tokens carry.
@@ -105,7 +107,11 @@ pub(crate) async fn resolve(
     })?;
     let region =
         region.ok_or_else(|| missing("region", "CLOUDRUN_TEST_REGION", "run/region REGION"))?;
-    let endpoint = env("CLOUDRUN_TEST_RUN_ENDPOINT").unwrap_or_else(|| DEFAULT_RUN_ENDPOINT.into());
+    let endpoint = query
+        .run_endpoint
+        .clone()
+        .or_else(|| env("CLOUDRUN_TEST_RUN_ENDPOINT"))
+        .unwrap_or_else(|| DEFAULT_RUN_ENDPOINT.into());
     let credentials = credentials.clone()?;
     let info = lookup(&credentials, &endpoint, &project, &region, service).await?;
 
