@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::credentials::CredentialSource;
+use crate::disk_cache::DiskCache;
 use crate::error::Error;
 use crate::token::Token;
 
@@ -164,9 +165,14 @@ pub(crate) async fn id_token(
     let key = (source.fingerprint(), format!("id:{audience}"));
     let source = Arc::clone(source);
     let audience = audience.to_owned();
+    let disk_key = format!("{}|{}", key.0, key.1);
     TOKENS
         .get(key, Token::is_fresh, move |http| async move {
-            source.mint_id_token(&http, &audience).await
+            let mint = source.mint_id_token(&http, &audience);
+            match DiskCache::get().filter(|_| source.worth_caching_on_disk()) {
+                Some(disk) => disk.get_or_mint(&disk_key, mint).await,
+                None => mint.await,
+            }
         })
         .await
 }
@@ -174,9 +180,14 @@ pub(crate) async fn id_token(
 pub(crate) async fn access_token(source: &Arc<dyn CredentialSource>) -> Result<Token, Error> {
     let key = (source.fingerprint(), "access-token".to_owned());
     let source = Arc::clone(source);
+    let disk_key = format!("{}|{}", key.0, key.1);
     TOKENS
         .get(key, Token::is_fresh, move |http| async move {
-            source.mint_access_token(&http).await
+            let mint = source.mint_access_token(&http);
+            match DiskCache::get().filter(|_| source.worth_caching_on_disk()) {
+                Some(disk) => disk.get_or_mint(&disk_key, mint).await,
+                None => mint.await,
+            }
         })
         .await
 }

@@ -24,6 +24,7 @@ mod cache;
 mod client;
 mod context;
 mod credentials;
+mod disk_cache;
 mod entry;
 mod error;
 mod resolve;

@@ -89,6 +89,12 @@ impl Token {
         Token::new(secret, now, now + expires_in, Claims::default())
     }
 
+    /// A token read back from the disk cache.
+    pub(crate) fn restore(secret: String, issued_at: SystemTime, expires_at: SystemTime) -> Token {
+        let claims = Claims::decode_unverified(&secret).unwrap_or_default();
+        Token::new(secret, issued_at, expires_at, claims)
+    }
+
     fn new(secret: String, issued_at: SystemTime, expires_at: SystemTime, claims: Claims) -> Token {
         Token {
             inner: Arc::new(TokenInner {
@@ -106,6 +112,10 @@ impl Token {
 
     pub(crate) fn claims(&self) -> &Claims {
         &self.inner.claims
+    }
+
+    pub(crate) fn issued_at(&self) -> SystemTime {
+        self.inner.issued_at
     }
 
     pub(crate) fn expires_at(&self) -> SystemTime {

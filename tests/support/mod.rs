@@ -1,1 +1,152 @@
+//! Shared helpers for the end-to-end tests: an emulator with a key file, and generated
+//! crates run with the real `cargo test` / `cargo nextest run`.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use cloudrun_test_emulator::{Emulator, EmulatorBuilder};
+
+/// The service account the tests run as, invoker of the services they call.
+pub const TESTER: &str = "tester@emulated-project.iam.gserviceaccount.com";
+/// A service account that exists but may invoke nothing.
+pub const OUTSIDER: &str = "outsider@emulated-project.iam.gserviceaccount.com";
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace")
+        .to_owned()
+}
+
+/// A running emulator plus a folder holding key files for it.
+pub struct Fixture {
+    pub emulator: Emulator,
+    pub keys: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn start(builder: EmulatorBuilder) -> Fixture {
+        let emulator = builder.start().expect("the emulator starts");
+        let keys = tempfile::tempdir().expect("a temporary folder");
+        Fixture { emulator, keys }
+    }
+
+    /// Writes `email`'s key file and returns its path.
+    pub fn key_file(&self, email: &str) -> PathBuf {
+        self.emulator
+            .write_service_account_key(email, self.keys.path())
+            .expect("the key file is written")
+    }
+
+    /// The environment `cloudrun-test emulate` exports, authenticating as `email`.
+    pub fn environment(&self, email: &str) -> Vec<(String, String)> {
+        let base = self.emulator.base_url().as_str().trim_end_matches('/').to_owned();
+        vec![
+            (
+                "GOOGLE_APPLICATION_CREDENTIALS".into(),
+                self.key_file(email).display().to_string(),
+            ),
+            ("CLOUDRUN_TEST_PROJECT".into(), self.emulator.project().into()),
+            ("CLOUDRUN_TEST_REGION".into(), self.emulator.region().into()),
+            ("CLOUDRUN_TEST_RUN_ENDPOINT".into(), base.clone()),
+            ("CLOUDRUN_TEST_EMULATOR".into(), base),
+            // A disk cache of this fixture's own, so runs never share tokens.
+            (
+                "CLOUDRUN_TEST_CACHE_DIR".into(),
+                self.keys.path().join("token-cache").display().to_string(),
+            ),
+        ]
+    }
+}
+
+/// A test crate written to a temporary folder, depending on this workspace's
+/// `cloudrun-test` by path, built in a target folder shared by all generated crates.
+pub struct GeneratedCrate {
+    pub dir: tempfile::TempDir,
+}
+
+impl GeneratedCrate {
+    /// `tests` is the source of `tests/generated.rs`.
+    pub fn new(name: &str, tests: &str) -> GeneratedCrate {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{name}-"))
+            .tempdir()
+            .expect("a temporary folder");
+        let root = workspace_root();
+        let manifest = format!(
+            r#"[package]
+name = "{name}"
+version = "0.0.0"
+edition = "2024"
+publish = false
+
+[dev-dependencies]
+cloudrun-test = {{ path = "{}" }}
+serde_json = "1"
+
+[workspace]
+"#,
+            root.join("cloudrun-test").display()
+        );
+        std::fs::write(dir.path().join("Cargo.toml"), manifest).unwrap();
+        // The workspace's lock file pins the same versions, so the shared target folder
+        // reuses the compiled dependencies and nothing is downloaded.
+        std::fs::copy(root.join("Cargo.lock"), dir.path().join("Cargo.lock")).unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/lib.rs"), "").unwrap();
+        std::fs::create_dir_all(dir.path().join("tests")).unwrap();
+        std::fs::write(dir.path().join("tests/generated.rs"), tests).unwrap();
+        GeneratedCrate { dir }
+    }
+
+    /// Runs `cargo SUBCOMMAND` in the crate with only `env` as cloudrun-test settings.
+    pub fn cargo(&self, args: &[&str], env: &[(String, String)]) -> Output {
+        let mut command = cargo_command(args);
+        command.current_dir(self.dir.path()).envs(env.iter().cloned());
+        let output = command.output().expect("cargo runs");
+        eprintln!(
+            "--- cargo {} ---\n{}\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+}
+
+/// `cargo ARGS`, isolated as [`isolate`] says.
+pub fn cargo_command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO"));
+    command.args(args);
+    isolate(&mut command);
+    command
+}
+
+/// Removes the calling environment's Google and cloudrun-test settings, so that a
+/// developer's own setup cannot leak into a test, and points nested cargo runs at a
+/// target folder of their own (the outer `cargo test` holds the main one's lock).
+pub fn isolate(command: &mut Command) {
+    command
+        .env("CARGO_TARGET_DIR", workspace_root().join("target/nested"))
+        .env_remove("RUSTFLAGS");
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CLOUDRUN_TEST_")
+            || name.starts_with("GOOGLE_")
+            || name.starts_with("CLOUDSDK_")
+            || name == "GCE_METADATA_HOST"
+            || name.starts_with("NEXTEST")
+        {
+            command.env_remove(name.as_ref());
+        }
+    }
+}
+
+/// stdout and stderr of a finished command, as one string.
+pub fn output_text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}

@@ -36,6 +36,10 @@ impl CredentialSource for StaticIdToken {
         )
     }
 
+    fn worth_caching_on_disk(&self) -> bool {
+        false
+    }
+
     fn mint_id_token<'a>(
         &'a self,
         _http: &'a reqwest::Client,

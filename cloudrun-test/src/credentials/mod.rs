@@ -29,6 +29,10 @@ pub(crate) trait CredentialSource: Send + Sync + 'static {
     fn identity(&self) -> Option<String>;
     /// Identifies the credential in cache keys without containing any secret.
     fn fingerprint(&self) -> String;
+    /// Whether minted tokens should go to the disk cache (not if they come ready-made).
+    fn worth_caching_on_disk(&self) -> bool {
+        true
+    }
     fn mint_id_token<'a>(
         &'a self,
         http: &'a reqwest::Client,

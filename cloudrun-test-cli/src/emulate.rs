@@ -1,0 +1,269 @@
+//! `cloudrun-test emulate`: the emulator around a command, as `cargo test` would see
+//! Google and Cloud Run.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitCode};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use cloudrun_test_emulator::{Emulator, ServiceConfig, Upstream};
+
+/// Start the emulator, run COMMAND with the environment pointing at it, stop it.
+///
+/// Each service gets its own origin with Cloud Run's IAM check in front of either a
+/// built-in echo app, an upstream URL, or a command started with PORT set (as Cloud
+/// Run starts containers). A service-account key for --as is written to a temporary
+/// folder and exported as GOOGLE_APPLICATION_CREDENTIALS.
+///
+/// Examples:
+///
+///   cloudrun-test emulate --service hello -- cargo test
+///   cloudrun-test emulate --service hello=http://127.0.0.1:8080 -- cargo test
+///   cloudrun-test emulate --serve 'hello=cargo run -q -p hello' -- cargo test -p hello
+///   cloudrun-test emulate --service hello --invoker someone-else@example.com -- cargo test
+///   cloudrun-test emulate --service hello        # no command: runs until Ctrl-C
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct EmulateArgs {
+    /// A service: NAME (echo app) or NAME=UPSTREAM_URL. Repeatable.
+    #[arg(long = "service", value_name = "NAME[=UPSTREAM]")]
+    services: Vec<String>,
+    /// A service whose upstream is COMMAND, started with PORT set. Repeatable.
+    #[arg(long = "serve", value_name = "NAME=COMMAND")]
+    serves: Vec<String>,
+    /// How long to wait for a --serve command to listen on its PORT.
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    serve_timeout: Duration,
+    /// A member allowed to invoke every service (user:EMAIL, serviceAccount:EMAIL,
+    /// EMAIL or allUsers). Default: the --as service account. Repeatable.
+    #[arg(long = "invoker", value_name = "MEMBER")]
+    invokers: Vec<String>,
+    /// The service account whose key is exported as GOOGLE_APPLICATION_CREDENTIALS.
+    #[arg(long = "as", value_name = "EMAIL")]
+    identity: Option<String>,
+    #[arg(long, default_value = "emulated-project")]
+    project: String,
+    #[arg(long, default_value = "europe-west1")]
+    region: String,
+    /// Lifetime of the identity tokens the emulator issues.
+    #[arg(long, default_value = "3600s", value_parser = parse_duration)]
+    token_lifetime: Duration,
+    /// The command to run inside the emulated environment.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+pub fn run(args: EmulateArgs) -> Result<ExitCode, String> {
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("tester@{}.iam.gserviceaccount.com", args.project));
+    let invokers = if args.invokers.is_empty() {
+        vec![format!("serviceAccount:{identity}")]
+    } else {
+        args.invokers.clone()
+    };
+
+    let mut builder = Emulator::builder()
+        .project(&args.project)
+        .region(&args.region)
+        .id_token_lifetime(args.token_lifetime);
+    let mut upstreams = Vec::new();
+    for spec in &args.services {
+        let (name, upstream) = match spec.split_once('=') {
+            None => (spec.as_str(), Upstream::Echo),
+            Some((name, url)) => {
+                let url = url
+                    .parse()
+                    .map_err(|error| format!("--service {spec}: {url:?} is not a URL ({error})"))?;
+                (name, Upstream::Url(url))
+            }
+        };
+        builder = builder.service(with_invokers(ServiceConfig::new(name).upstream(upstream), &invokers));
+    }
+    for spec in &args.serves {
+        let (name, command) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--serve {spec:?}: expected NAME=COMMAND"))?;
+        let upstream = ServedUpstream::start(name, command, args.serve_timeout)?;
+        let url = format!("http://{}", upstream.address)
+            .parse()
+            .map_err(|error| format!("internal: bad upstream URL ({error})"))?;
+        builder = builder.service(with_invokers(
+            ServiceConfig::new(name).upstream(Upstream::Url(url)),
+            &invokers,
+        ));
+        upstreams.push(upstream);
+    }
+    let emulator = builder
+        .start()
+        .map_err(|error| format!("starting the emulator failed: {error}"))?;
+
+    let key_folder = tempfile::Builder::new()
+        .prefix("cloudrun-test-emulate-")
+        .tempdir()
+        .map_err(|error| format!("creating a temporary folder for the key file failed: {error}"))?;
+    let key_file = emulator
+        .write_service_account_key(&identity, key_folder.path())
+        .map_err(|error| format!("writing the service-account key file failed: {error}"))?;
+
+    let environment = environment(&emulator, &key_file);
+    eprintln!("cloudrun-test emulate: Google endpoints at {}", emulator.base_url());
+    for name in args.services.iter().chain(&args.serves).map(|spec| spec.split('=').next().unwrap_or(spec)) {
+        if let Some(url) = emulator.service_url(name) {
+            eprintln!("cloudrun-test emulate: service {name} at {url}");
+        }
+    }
+    eprintln!("cloudrun-test emulate: environment:");
+    for (name, value) in &environment {
+        eprintln!("  export {name}={value}");
+    }
+
+    // Ctrl-C reaches COMMAND too; we outlive it to stop the emulator and the --serve
+    // commands (which run in their own process groups and do not see it).
+    catch_interrupt();
+    if args.command.is_empty() {
+        eprintln!("cloudrun-test emulate: running until interrupted (Ctrl-C)");
+        while !INTERRUPTED.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status = Command::new(&args.command[0])
+        .args(&args.command[1..])
+        .env_remove("CLOUDRUN_TEST_ID_TOKEN")
+        .env_remove("CLOUDRUN_TEST_TAG")
+        .envs(environment)
+        .status()
+        .map_err(|error| format!("starting {:?} failed: {error}", args.command[0]))?;
+    drop(upstreams);
+    drop(emulator);
+    Ok(match status.code() {
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => ExitCode::FAILURE, // killed by a signal
+    })
+}
+
+fn with_invokers(mut service: ServiceConfig, invokers: &[String]) -> ServiceConfig {
+    for member in invokers {
+        service = service.invoker(member);
+    }
+    service
+}
+
+/// What COMMAND needs to find the emulated Google: credentials, project, region and
+/// the Admin API. Service URLs are left to the Admin API lookup, as in production.
+fn environment(emulator: &Emulator, key_file: &Path) -> Vec<(String, String)> {
+    vec![
+        ("GOOGLE_APPLICATION_CREDENTIALS".into(), key_file.display().to_string()),
+        ("CLOUDRUN_TEST_PROJECT".into(), emulator.project().into()),
+        ("CLOUDRUN_TEST_REGION".into(), emulator.region().into()),
+        (
+            "CLOUDRUN_TEST_RUN_ENDPOINT".into(),
+            emulator.run_endpoint().as_str().trim_end_matches('/').into(),
+        ),
+        ("CLOUDRUN_TEST_EMULATOR".into(), emulator.base_url().as_str().trim_end_matches('/').into()),
+    ]
+}
+
+/// A `--serve` command: the user's own service, started like Cloud Run starts a
+/// container (PORT set), stopped with its whole process group.
+struct ServedUpstream {
+    child: Child,
+    address: SocketAddr,
+}
+
+impl ServedUpstream {
+    fn start(name: &str, command: &str, timeout: Duration) -> Result<ServedUpstream, String> {
+        use std::os::unix::process::CommandExt;
+
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map_err(|error| format!("finding a free port for {name} failed: {error}"))?
+            .port();
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        eprintln!("cloudrun-test emulate: starting {name}: PORT={port} {command}");
+        let child = Command::new("sh")
+            .args(["-c", command])
+            .env("PORT", port.to_string())
+            .process_group(0)
+            .spawn()
+            .map_err(|error| format!("--serve {name}: starting `{command}` failed: {error}"))?;
+        let mut upstream = ServedUpstream { child, address };
+        let started = Instant::now();
+        loop {
+            if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+                return Ok(upstream);
+            }
+            if let Ok(Some(status)) = upstream.child.try_wait() {
+                return Err(format!(
+                    "--serve {name}: `{command}` exited ({status}) before listening on PORT={port}"
+                ));
+            }
+            if started.elapsed() > timeout {
+                return Err(format!(
+                    "--serve {name}: `{command}` did not listen on PORT={port} within {timeout:?}; \
+                     does it read the PORT environment variable? (raise the limit with --serve-timeout)"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ServedUpstream {
+    fn drop(&mut self) {
+        // The command runs under `sh -c` and may have children (e.g. `cargo run`):
+        // signal the whole group it leads.
+        let group = self.child.id() as libc::pid_t;
+        // SAFETY: plain syscall; the group is our child's, created with process_group(0).
+        unsafe {
+            libc::kill(-group, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(-group, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn note_interrupt(_signal: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// A handler rather than `SIG_IGN`: handlers are reset by `exec`, so COMMAND still
+/// gets the default Ctrl-C behaviour.
+fn catch_interrupt() {
+    let handler: extern "C" fn(libc::c_int) = note_interrupt;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 500ms, 5m or 1h"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(value)),
+        "" | "s" => Ok(Duration::from_secs(value)),
+        "m" => Ok(Duration::from_secs(value * 60)),
+        "h" => Ok(Duration::from_secs(value * 3600)),
+        _ => Err(format!("{text:?} is not a duration like 30s, 500ms, 5m or 1h")),
+    }
+}

@@ -1,0 +1,115 @@
+//! The `cloudrun-test` binary, run as a user runs it.
+
+use std::process::{Command, Output};
+
+use cloudrun_test_e2e::{Fixture, TESTER, isolate, output_text, workspace_root};
+use cloudrun_test_emulator::{Emulator, ServiceConfig};
+use serde_json::Value;
+
+fn cloudrun_test(args: &[&str], env: &[(String, String)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cloudrun-test"));
+    command.args(args);
+    isolate(&mut command);
+    command.envs(env.iter().cloned()).output().expect("the binary runs")
+}
+
+fn fixture() -> Fixture {
+    Fixture::start(
+        Emulator::builder().service(ServiceConfig::new("hello").invoker(&format!("serviceAccount:{TESTER}"))),
+    )
+}
+
+#[test]
+fn token_prints_only_a_token_the_service_accepts() {
+    let fixture = fixture();
+    let url = fixture.emulator.service_url("hello").unwrap();
+    let audience = url.origin().ascii_serialization();
+    let output = cloudrun_test(&["token", "--audience", &audience], &fixture.environment(TESTER));
+    assert!(output.status.success(), "{}", output_text(&output));
+    let stdout = String::from_utf8(output.stdout.clone()).unwrap();
+    let token = stdout.strip_suffix('\n').expect("a newline after the token");
+    assert!(!token.contains('\n') && token.split('.').count() == 3, "one JWT alone: {stdout:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("service-account key file") && stderr.contains(TESTER), "{stderr}");
+    assert!(!stderr.contains(token), "the token leaked to stderr");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let echo: Value = runtime.block_on(async {
+        let response = reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    });
+    assert_eq!(echo["caller"], TESTER);
+}
+
+#[test]
+fn token_with_url_uses_its_origin_as_audience() {
+    let fixture = fixture();
+    let url = fixture.emulator.service_url("hello").unwrap().join("/some/path?q=1").unwrap();
+    let output = cloudrun_test(&["token", "--url", url.as_str()], &fixture.environment(TESTER));
+    assert!(output.status.success(), "{}", output_text(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains(&url.origin().ascii_serialization()));
+}
+
+#[test]
+fn token_without_credentials_fails_listing_what_was_tried() {
+    let home = tempfile::tempdir().unwrap();
+    let env = [("HOME".to_string(), home.path().display().to_string())];
+    let output = cloudrun_test(&["token", "--audience", "https://example.com"], &env);
+    assert_eq!(output.status.code(), Some(1), "{}", output_text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no Google credentials found"), "{stderr}");
+    assert!(stderr.contains("GOOGLE_APPLICATION_CREDENTIALS: not set"), "{stderr}");
+    assert!(stderr.contains("fix:"), "{stderr}");
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let output = cloudrun_test(&["token"], &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
+}
+
+#[test]
+fn emulate_exports_the_environment_and_returns_the_command_status() {
+    let output = cloudrun_test(
+        &[
+            "emulate",
+            "--service",
+            "hello",
+            "--project",
+            "p1",
+            "--",
+            "sh",
+            "-c",
+            "test -s \"$GOOGLE_APPLICATION_CREDENTIALS\" && echo \"$CLOUDRUN_TEST_PROJECT $CLOUDRUN_TEST_REGION\" && \
+             curl -sf \"$CLOUDRUN_TEST_RUN_ENDPOINT/_emulator/stats\" >/dev/null && exit 7",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(7), "{}", output_text(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "p1 europe-west1\n");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("export GOOGLE_APPLICATION_CREDENTIALS="), "{stderr}");
+    assert!(stderr.contains("service hello at http://127.0.0.1:"), "{stderr}");
+}
+
+/// The README's first command: the example suite, its service started by `--serve`.
+#[test]
+fn the_example_suite_passes_under_emulate() {
+    let root = workspace_root();
+    let manifest = root.join("examples/hello/Cargo.toml");
+    let manifest = manifest.to_str().unwrap();
+    // The same invocation as the `cargo example-suite` alias in .cargo/config.toml.
+    let serve = format!("hello=cargo run -q --offline --manifest-path {manifest}");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cloudrun-test"));
+    isolate(&mut command);
+    command
+        .current_dir(&root)
+        .args(["emulate", "--serve", &serve, "--"])
+        .args([env!("CARGO"), "test", "--offline", "--manifest-path", manifest]);
+    let output = command.output().unwrap();
+    let text = output_text(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("test result: ok. 5 passed; 0 failed"), "{text}");
+}

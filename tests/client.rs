@@ -1,0 +1,115 @@
+//! The library against the emulator, in process: real HTTP on loopback, real RS256.
+
+use cloudrun_test::reqwest::StatusCode;
+use cloudrun_test::{Client, Credentials};
+use cloudrun_test_e2e::{Fixture, OUTSIDER, TESTER};
+use cloudrun_test_emulator::{Emulator, ServiceConfig};
+use serde_json::Value;
+
+fn fixture() -> Fixture {
+    Fixture::start(
+        Emulator::builder()
+            .project("emulated-project")
+            .region("europe-west1")
+            .service(ServiceConfig::new("hello").invoker(&format!("serviceAccount:{TESTER}")))
+            .service(ServiceConfig::new("tagged").invoker(TESTER).tag("canary")),
+    )
+}
+
+fn client_for(fixture: &Fixture, email: &str, service: &str) -> cloudrun_test::ClientBuilder {
+    let credentials = Credentials::from_file(fixture.key_file(email)).expect("the key file parses");
+    Client::builder()
+        .service(service)
+        .project(fixture.emulator.project())
+        .region(fixture.emulator.region())
+        .run_endpoint(fixture.emulator.run_endpoint().as_str())
+        .credentials(credentials)
+}
+
+#[tokio::test]
+async fn invoker_reaches_the_service_found_through_the_admin_api() {
+    let fixture = fixture();
+    let client = client_for(&fixture, TESTER, "hello").build().await.unwrap();
+    let expected = fixture.emulator.service_url("hello").unwrap();
+    assert_eq!(client.url().origin(), expected.origin());
+    assert_eq!(client.audience(), expected.origin().ascii_serialization());
+
+    let response = client.get("/some/path?x=1").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let echo: Value = response.json().await.unwrap();
+    assert_eq!(echo["caller"], TESTER);
+    assert_eq!(echo["path"], "/some/path?x=1");
+    assert_eq!(echo["service"], "hello");
+}
+
+#[tokio::test]
+async fn the_service_is_private_without_a_token() {
+    let fixture = fixture();
+    let client = client_for(&fixture, TESTER, "hello").build().await.unwrap();
+    let response = client.without_auth().get("/").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("<h1>Error: Forbidden</h1>"), "{body}");
+}
+
+#[tokio::test]
+async fn a_non_invoker_is_refused_with_403() {
+    let fixture = fixture();
+    fixture.key_file(OUTSIDER);
+    let client = client_for(&fixture, OUTSIDER, "hello").build().await.unwrap();
+    let response = client.get("/").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(client.identity().as_deref(), Some(OUTSIDER));
+}
+
+#[tokio::test]
+async fn a_traffic_tag_resolves_to_its_own_url() {
+    let fixture = fixture();
+    let client = client_for(&fixture, TESTER, "tagged").tag("canary").build().await.unwrap();
+    let tag_url = fixture.emulator.tag_url("tagged", "canary").unwrap();
+    assert_eq!(client.url().origin(), tag_url.origin());
+    let echo: Value = client.get("/").send().await.unwrap().json().await.unwrap();
+    assert_eq!(echo["tag"], "canary");
+}
+
+#[tokio::test]
+async fn an_unknown_tag_lists_the_existing_ones() {
+    let fixture = fixture();
+    let error = client_for(&fixture, TESTER, "tagged").tag("nope").build().await.unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("no traffic tag `nope`"), "{message}");
+    assert!(message.contains("canary"), "{message}");
+    assert!(message.contains("--no-traffic --tag nope"), "{message}");
+}
+
+#[tokio::test]
+async fn an_unknown_service_names_project_region_and_the_fix() {
+    let fixture = fixture();
+    let error = client_for(&fixture, TESTER, "nope").build().await.unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("`nope` was not found in project `emulated-project`, region `europe-west1`"), "{message}");
+    assert!(message.contains("gcloud run services list --project emulated-project --region europe-west1"), "{message}");
+    assert!(message.contains("CLOUDRUN_TEST_URL_NOPE"), "{message}");
+}
+
+#[tokio::test]
+async fn the_token_goes_only_to_the_service_origin() {
+    let fixture = fixture();
+    let client = client_for(&fixture, TESTER, "hello").build().await.unwrap();
+    // Another emulated service is another origin: the request must arrive without a token.
+    let other = fixture.emulator.service_url("tagged").unwrap();
+    let response = client.get(other.as_str()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN, "no token was sent to the other origin");
+}
+
+#[tokio::test]
+async fn id_token_is_for_the_service_and_redacted_in_debug() {
+    let fixture = fixture();
+    let client = client_for(&fixture, TESTER, "hello").build().await.unwrap();
+    let token = client.id_token().await.unwrap();
+    assert_eq!(token.claims().aud.as_deref(), Some(client.audience()));
+    assert_eq!(token.claims().email.as_deref(), Some(TESTER));
+    for shown in [format!("{token:?}"), format!("{token}"), format!("{client:?}")] {
+        assert!(!shown.contains(token.as_str()), "token leaked in {shown}");
+    }
+}

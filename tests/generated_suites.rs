@@ -1,0 +1,156 @@
+//! Generated `#[cloudrun_test]` crates run by the real `cargo test`, against the emulator.
+
+use std::sync::OnceLock;
+
+use cloudrun_test_e2e::{Fixture, GeneratedCrate, OUTSIDER, TESTER, output_text};
+use cloudrun_test_emulator::{Emulator, ServiceConfig};
+
+const PARALLEL_TESTS: usize = 40;
+
+/// One crate for every scenario here: 40 tests of `hello`, and one of a missing service.
+fn suite() -> &'static GeneratedCrate {
+    static SUITE: OnceLock<GeneratedCrate> = OnceLock::new();
+    SUITE.get_or_init(|| {
+        let mut source = String::from("use cloudrun_test::{cloudrun_test, Client};\n");
+        for index in 0..PARALLEL_TESTS {
+            source.push_str(&format!(
+                r#"
+#[cloudrun_test(service = "hello")]
+async fn hello_{index}(client: Client) {{
+    let response = client.get("/{index}").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(echo["path"], "/{index}");
+}}
+"#
+            ));
+        }
+        source.push_str(
+            r#"
+#[cloudrun_test(service = "no-such-service")]
+async fn missing_service(client: Client) {
+    client.get("/").send().await.unwrap();
+}
+"#,
+        );
+        GeneratedCrate::new("generated-suite", &source)
+    })
+}
+
+fn fixture() -> Fixture {
+    let fixture = Fixture::start(
+        Emulator::builder()
+            .project("emulated-project")
+            .region("europe-west1")
+            .service(ServiceConfig::new("hello").invoker(&format!("serviceAccount:{TESTER}"))),
+    );
+    fixture.emulator.service_account_key(OUTSIDER);
+    fixture
+}
+
+#[test]
+fn forty_tests_starting_together_mint_one_token() {
+    let fixture = fixture();
+    let output = suite().cargo(
+        &["test", "--offline", "--test", "generated", "--", "hello_", "--test-threads", "40"],
+        &fixture.environment(TESTER),
+    );
+    let text = output_text(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains(&format!("test result: ok. {PARALLEL_TESTS} passed")), "{text}");
+    let stats = fixture.emulator.stats();
+    assert_eq!(stats.id_tokens_minted, 1, "{stats:?}");
+    assert_eq!(stats.front_accepted, PARALLEL_TESTS as u64, "{stats:?}");
+}
+
+#[test]
+fn forty_tests_under_nextest_mint_one_token_across_forty_processes() {
+    let fixture = fixture();
+    let output = suite().cargo(
+        &["nextest", "run", "--offline", "--no-fail-fast", "--test", "generated", "-E", "test(/^hello_/)"],
+        &fixture.environment(TESTER),
+    );
+    let text = output_text(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains(&format!("{PARALLEL_TESTS} tests run: {PARALLEL_TESTS} passed")), "{text}");
+    let stats = fixture.emulator.stats();
+    assert_eq!(stats.id_tokens_minted, 1, "{stats:?}");
+    assert_eq!(stats.front_accepted, PARALLEL_TESTS as u64, "{stats:?}");
+}
+
+#[test]
+fn a_non_invoker_fails_naming_the_identity_and_the_grant() {
+    let fixture = fixture();
+    let output = suite().cargo(
+        &["test", "--offline", "--test", "generated", "--", "--exact", "hello_0"],
+        &fixture.environment(OUTSIDER),
+    );
+    let text = output_text(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("answered 403 Forbidden for outsider@emulated-project.iam.gserviceaccount.com"), "{text}");
+    assert!(
+        text.contains(
+            "gcloud run services add-iam-policy-binding hello --region europe-west1 --project emulated-project \
+             --member=serviceAccount:outsider@emulated-project.iam.gserviceaccount.com --role=roles/run.invoker"
+        ),
+        "{text}"
+    );
+    // The token itself must not be in the output.
+    assert!(!text.contains("eyJ"), "something JWT-like leaked: {text}");
+}
+
+#[test]
+fn an_unknown_service_fails_with_the_admin_api_404_explained() {
+    let fixture = fixture();
+    let output = suite().cargo(
+        &["test", "--offline", "--test", "generated", "--", "--exact", "missing_service"],
+        &fixture.environment(TESTER),
+    );
+    let text = output_text(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("cloudrun_test setup failed for `generated::missing_service`"), "{text}");
+    assert!(text.contains("`no-such-service` was not found in project `emulated-project`"), "{text}");
+    assert!(text.contains("CLOUDRUN_TEST_URL_NO_SUCH_SERVICE"), "{text}");
+}
+
+#[test]
+fn missing_project_and_region_name_the_settings_and_the_gcloud_fix() {
+    let fixture = fixture();
+    for (removed, expected) in [
+        ("CLOUDRUN_TEST_PROJECT", "gcloud config set project PROJECT_ID"),
+        ("CLOUDRUN_TEST_REGION", "gcloud config set run/region REGION"),
+    ] {
+        let environment: Vec<_> = fixture
+            .environment(TESTER)
+            .into_iter()
+            .filter(|(name, _)| name != removed)
+            .collect();
+        let output = suite().cargo(
+            &["test", "--offline", "--test", "generated", "--", "--exact", "hello_0"],
+            &environment,
+        );
+        let text = output_text(&output);
+        assert!(!output.status.success(), "{text}");
+        assert!(text.contains(removed), "{text}");
+        assert!(text.contains(expected), "{text}");
+        assert!(text.contains("CLOUDRUN_TEST_URL_HELLO"), "{text}");
+    }
+}
+
+#[test]
+fn a_malformed_key_file_fails_every_test_with_the_file_named() {
+    let fixture = fixture();
+    let bad_key = fixture.keys.path().join("truncated.json");
+    std::fs::write(&bad_key, "{\"type\": \"service_account\", \"client_em").unwrap();
+    let mut environment = fixture.environment(TESTER);
+    environment.retain(|(name, _)| name != "GOOGLE_APPLICATION_CREDENTIALS");
+    environment.push(("GOOGLE_APPLICATION_CREDENTIALS".into(), bad_key.display().to_string()));
+    let output = suite().cargo(
+        &["test", "--offline", "--test", "generated", "--", "--exact", "hello_0"],
+        &environment,
+    );
+    let text = output_text(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains(&format!("credentials file {}: is not valid JSON", bad_key.display())), "{text}");
+    assert!(!text.contains("panicked at") || text.contains("cloudrun_test setup failed"), "{text}");
+}
