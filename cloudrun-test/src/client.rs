@@ -400,6 +400,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Where to start looking for `cloudrun-test.toml` (default: `CARGO_MANIFEST_DIR`,
+    /// else the current folder); the nearest one in it or a folder above is used.
+    pub fn config_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.query.config_dir = Some(dir.into());
+        self
+    }
+
     /// Credentials to use instead of those from the environment.
     pub fn credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = Some(credentials);

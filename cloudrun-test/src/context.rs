@@ -14,6 +14,9 @@ pub struct TestContext {
 impl TestContext {
     pub(crate) async fn for_spec(spec: &TestSpec) -> Result<Self, Error> {
         let mut builder = Client::builder();
+        if !spec.manifest_dir.is_empty() {
+            builder = builder.config_dir(spec.manifest_dir);
+        }
         if let Some(service) = spec.service {
             builder = builder.service(service);
         }

@@ -28,6 +28,7 @@ mod disk_cache;
 mod entry;
 mod error;
 mod resolve;
+mod settings;
 mod token;
 
 pub use client::{Client, ClientBuilder, RequestBuilder};

@@ -3,6 +3,7 @@
 //! Order: an explicit URL (`url = ...`), then `CLOUDRUN_TEST_URL_<SERVICE>`, then the
 //! Cloud Run Admin API v2 (`services.get`), whose answers are cached per process.
 
+use std::path::PathBuf;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use serde::Deserialize;
 use crate::cache::SingleFlight;
 use crate::credentials::Credentials;
 use crate::error::{Error, describe_http_error};
+use crate::settings::{CONFIG_FILE_NAME, ConfigFile, ServiceSection, env, gcloud_property};
 
 const DEFAULT_RUN_ENDPOINT: &str = "https://run.googleapis.com";
 
@@ -26,6 +28,8 @@ pub(crate) struct ServiceQuery {
     pub region: Option<String>,
     /// Base URL of the Cloud Run Admin API.
     pub run_endpoint: Option<String>,
+    /// Where to start looking for `cloudrun-test.toml` (the test crate's manifest folder).
+    pub config_dir: Option<PathBuf>,
 }
 
 /// Where requests go and which audience their tokens carry.
@@ -47,25 +51,42 @@ fn env_suffix(service: &str) -> String {
     service.to_ascii_uppercase().replace('-', "_")
 }
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .map(|value| value.trim().to_owned())
-        .filter(|value| !value.is_empty())
-}
-
 pub(crate) async fn resolve(
     query: &ServiceQuery,
     credentials: &Result<Credentials, Error>,
 ) -> Result<Target, Error> {
+    let config_dir = query
+        .config_dir
+        .clone()
+        .or_else(|| env("CARGO_MANIFEST_DIR").map(PathBuf::from))
+        .or_else(|| std::env::current_dir().ok());
+    let file = match &config_dir {
+        Some(dir) => ConfigFile::find(dir)?,
+        None => Default::default(),
+    };
+    let service = query.service.as_deref();
+    let from_file = |field: fn(&ServiceSection) -> Option<&String>| {
+        service.and_then(|service| file.service_value(service, field))
+    };
     let project = query
         .project
         .clone()
         .or_else(|| env("CLOUDRUN_TEST_PROJECT"))
-        .or_else(|| env("GOOGLE_CLOUD_PROJECT"));
-    let region = query.region.clone().or_else(|| env("CLOUDRUN_TEST_REGION"));
+        .or_else(|| env("GOOGLE_CLOUD_PROJECT"))
+        .or_else(|| file.value(|section| section.project.as_ref()))
+        .or_else(|| gcloud_property("core", "project"));
+    let region = query
+        .region
+        .clone()
+        .or_else(|| env("CLOUDRUN_TEST_REGION"))
+        .or_else(|| file.value(|section| section.region.as_ref()))
+        .or_else(|| gcloud_property("run", "region"));
+    let audience = query
+        .audience
+        .clone()
+        .or_else(|| from_file(|section| section.audience.as_ref()));
     let target = |url: Url, project, region| {
-        let audience = query.audience.clone().unwrap_or_else(|| origin(&url));
+        let audience = audience.clone().unwrap_or_else(|| origin(&url));
         Ok(Target {
             url,
             audience,
@@ -78,7 +99,7 @@ pub(crate) async fn resolve(
     if let Some(url) = &query.url {
         return target(parse_url(url, "`url = ...`")?, project, region);
     }
-    let Some(service) = query.service.as_deref() else {
+    let Some(service) = service else {
         return Err(Error::Setting {
             problem: "no service to test: neither a service name nor a URL was given".into(),
             fix: "write `#[cloudrun_test(service = \"NAME\")]` or `#[cloudrun_test(url = \"https://...\")]`"
@@ -89,12 +110,19 @@ pub(crate) async fn resolve(
     if let Some(url) = env(&variable) {
         return target(parse_url(&url, &variable)?, project, region);
     }
+    let file_name = file.path.as_ref().map_or_else(
+        || CONFIG_FILE_NAME.to_owned(),
+        |path| path.display().to_string(),
+    );
+    if let Some(url) = from_file(|section| section.url.as_ref()) {
+        return target(parse_url(&url, &file_name)?, project, region);
+    }
 
     let missing = |what: &str, variable: &str, gcloud: &str| Error::Setting {
         problem: format!("cannot look Cloud Run service `{service}` up: no {what} is set"),
         fix: format!(
-            "set {variable}, or `{what} = \"...\"` in the attribute, or run `gcloud config set {gcloud}`; \
-             or skip the lookup by setting {} to the service's URL",
+            "set {variable}, or `{what} = \"...\"` in the attribute or in {CONFIG_FILE_NAME}, \
+             or run `gcloud config set {gcloud}`; or skip the lookup by setting {} to the service's URL",
             url_variable(service)
         ),
     };
@@ -111,11 +139,16 @@ pub(crate) async fn resolve(
         .run_endpoint
         .clone()
         .or_else(|| env("CLOUDRUN_TEST_RUN_ENDPOINT"))
+        .or_else(|| file.value(|section| section.run_endpoint.as_ref()))
         .unwrap_or_else(|| DEFAULT_RUN_ENDPOINT.into());
     let credentials = credentials.clone()?;
     let info = lookup(&credentials, &endpoint, &project, &region, service).await?;
 
-    let tag = query.tag.clone().or_else(|| env("CLOUDRUN_TEST_TAG"));
+    let tag = query
+        .tag
+        .clone()
+        .or_else(|| env("CLOUDRUN_TEST_TAG"))
+        .or_else(|| from_file(|section| section.tag.as_ref()));
     let uri = match &tag {
         None => info.uri.clone().ok_or_else(|| Error::AdminApi {
             service: service.into(),

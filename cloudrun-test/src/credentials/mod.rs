@@ -62,7 +62,9 @@ impl fmt::Debug for Credentials {
 impl Credentials {
     /// Picks credentials from the environment, in this order:
     /// 1. `CLOUDRUN_TEST_ID_TOKEN`: a ready identity token, used as is;
-    /// 2. `GOOGLE_APPLICATION_CREDENTIALS`: a service-account key file.
+    /// 2. `GOOGLE_APPLICATION_CREDENTIALS`: a credentials file;
+    /// 3. gcloud's application default credentials file
+    ///    (`$CLOUDSDK_CONFIG` or `~/.config/gcloud`, `application_default_credentials.json`).
     ///
     /// The choice is made once per process and then reused.
     pub fn from_env() -> Result<Credentials, Error> {
@@ -76,11 +78,27 @@ impl Credentials {
             Ok(token) if !token.trim().is_empty() => {
                 return Ok(Credentials::from_id_token(token.trim()));
             }
-            _ => tried.push("  - CLOUDRUN_TEST_ID_TOKEN: not set"),
+            _ => tried.push("  - CLOUDRUN_TEST_ID_TOKEN: not set".to_string()),
         }
         match std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS") {
             Some(path) if !path.is_empty() => return Credentials::from_file(PathBuf::from(path)),
-            _ => tried.push("  - GOOGLE_APPLICATION_CREDENTIALS: not set"),
+            _ => tried.push("  - GOOGLE_APPLICATION_CREDENTIALS: not set".into()),
+        }
+        match crate::settings::gcloud_config_dir() {
+            Some(dir) => {
+                let well_known = dir.join("application_default_credentials.json");
+                if well_known.is_file() {
+                    return Credentials::from_file(well_known);
+                }
+                tried.push(format!(
+                    "  - {}: no such file (`gcloud auth application-default login` writes it)",
+                    well_known.display()
+                ));
+            }
+            None => tried.push(
+                "  - gcloud's application default credentials: neither CLOUDSDK_CONFIG nor HOME is set"
+                    .into(),
+            ),
         }
         Err(Error::NoCredentials {
             tried: tried.join("\n"),

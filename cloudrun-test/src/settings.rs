@@ -1,0 +1,335 @@
+//! Settings that are not in the attribute: environment variables, `cloudrun-test.toml`
+//! and gcloud's configuration files.
+//!
+//! Precedence, highest first: attribute arguments, environment variables,
+//! `cloudrun-test.toml` (its `CLOUDRUN_TEST_PROFILE` profile over its top level), then
+//! gcloud's `core/project` and `run/region` properties.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde::Deserialize;
+
+use crate::error::Error;
+
+pub(crate) const CONFIG_FILE_NAME: &str = "cloudrun-test.toml";
+
+/// A non-empty environment variable.
+pub(crate) fn env(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|value| value.trim().to_owned())
+        .filter(|value| !value.is_empty())
+}
+
+/// One level of `cloudrun-test.toml`: the top level or a profile.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Section {
+    pub project: Option<String>,
+    pub region: Option<String>,
+    pub run_endpoint: Option<String>,
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceSection>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServiceSection {
+    pub url: Option<String>,
+    pub audience: Option<String>,
+    pub tag: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileContents {
+    project: Option<String>,
+    region: Option<String>,
+    run_endpoint: Option<String>,
+    #[serde(default)]
+    services: BTreeMap<String, ServiceSection>,
+    #[serde(default)]
+    profiles: BTreeMap<String, Section>,
+}
+
+/// `cloudrun-test.toml` with the active profile applied.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ConfigFile {
+    pub path: Option<PathBuf>,
+    /// The active profile's values, then the top level's, field by field.
+    layers: Vec<Section>,
+}
+
+impl ConfigFile {
+    /// The file found by walking up from `start`, parsed once per process and folder.
+    pub(crate) fn find(start: &Path) -> Result<Arc<ConfigFile>, Error> {
+        static FOUND: OnceLock<Mutex<HashMap<PathBuf, Result<Arc<ConfigFile>, Error>>>> =
+            OnceLock::new();
+        let mut found = FOUND
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        found
+            .entry(start.to_owned())
+            .or_insert_with(|| {
+                let profile = env("CLOUDRUN_TEST_PROFILE");
+                match start.ancestors().map(|dir| dir.join(CONFIG_FILE_NAME)).find(|path| path.is_file()) {
+                    Some(path) => ConfigFile::load(&path, profile.as_deref()).map(Arc::new),
+                    None => match profile {
+                        Some(profile) => Err(Error::Setting {
+                            problem: format!(
+                                "CLOUDRUN_TEST_PROFILE is `{profile}`, but there is no {CONFIG_FILE_NAME} in {} or a folder above it",
+                                start.display()
+                            ),
+                            fix: format!("create {CONFIG_FILE_NAME} with a [profiles.{profile}] section, or unset CLOUDRUN_TEST_PROFILE"),
+                        }),
+                        None => Ok(Arc::new(ConfigFile::default())),
+                    },
+                }
+            })
+            .clone()
+    }
+
+    pub(crate) fn load(path: &Path, profile: Option<&str>) -> Result<ConfigFile, Error> {
+        let text = std::fs::read_to_string(path).map_err(|error| Error::Setting {
+            problem: format!("{} cannot be read ({error})", path.display()),
+            fix: "make the file readable, or remove it".into(),
+        })?;
+        ConfigFile::parse(path, &text, profile)
+    }
+
+    pub(crate) fn parse(
+        path: &Path,
+        text: &str,
+        profile: Option<&str>,
+    ) -> Result<ConfigFile, Error> {
+        let contents: FileContents = toml::from_str(text).map_err(|error| {
+            let location = error
+                .span()
+                .map(|span| {
+                    let (line, column) = line_and_column(text, span.start);
+                    format!(":{line}:{column}")
+                })
+                .unwrap_or_default();
+            Error::Setting {
+                problem: format!("{}{location}: {}", path.display(), error.message()),
+                fix: format!(
+                    "fix the file; its keys are project, region, run_endpoint, [services.NAME] with url, audience and tag, \
+                     and [profiles.NAME] with the same keys (see the {CONFIG_FILE_NAME} section of the README)"
+                ),
+            }
+        })?;
+        let mut layers = Vec::new();
+        if let Some(profile) = profile {
+            let Some(section) = contents.profiles.get(profile) else {
+                let known: Vec<&str> = contents.profiles.keys().map(String::as_str).collect();
+                return Err(Error::Setting {
+                    problem: format!(
+                        "CLOUDRUN_TEST_PROFILE is `{profile}`, but {} has no [profiles.{profile}]; its profiles: {}",
+                        path.display(),
+                        if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                    fix: format!(
+                        "add [profiles.{profile}] to the file, or pick one of its profiles"
+                    ),
+                });
+            };
+            layers.push(section.clone());
+        }
+        layers.push(Section {
+            project: contents.project,
+            region: contents.region,
+            run_endpoint: contents.run_endpoint,
+            services: contents.services,
+        });
+        Ok(ConfigFile {
+            path: Some(path.to_owned()),
+            layers,
+        })
+    }
+
+    /// The first layer's value of a top-level field.
+    pub(crate) fn value(&self, field: impl Fn(&Section) -> Option<&String>) -> Option<String> {
+        self.layers.iter().find_map(|layer| field(layer)).cloned()
+    }
+
+    /// The first layer's value of a field of `[services.NAME]`.
+    pub(crate) fn service_value(
+        &self,
+        service: &str,
+        field: impl Fn(&ServiceSection) -> Option<&String>,
+    ) -> Option<String> {
+        self.layers
+            .iter()
+            .filter_map(|layer| layer.services.get(service))
+            .find_map(|section| field(section))
+            .cloned()
+    }
+}
+
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |line| line.chars().count())
+        + 1;
+    (line, column)
+}
+
+/// A property of gcloud's active configuration, read from its files without starting
+/// gcloud: `$CLOUDSDK_CONFIG/configurations/config_NAME`, an INI file.
+pub(crate) fn gcloud_property(section: &str, name: &str) -> Option<String> {
+    // gcloud's own environment overrides win, as in gcloud.
+    let variable = format!(
+        "CLOUDSDK_{}_{}",
+        section.to_ascii_uppercase(),
+        name.to_ascii_uppercase()
+    );
+    if let Some(value) = env(&variable) {
+        return Some(value);
+    }
+    let dir = gcloud_config_dir()?;
+    let active = env("CLOUDSDK_ACTIVE_CONFIG_NAME")
+        .or_else(|| {
+            std::fs::read_to_string(dir.join("active_config"))
+                .ok()
+                .map(|name| name.trim().to_owned())
+        })
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "default".into());
+    let text = std::fs::read_to_string(dir.join("configurations").join(format!("config_{active}")))
+        .ok()?;
+    ini_value(&text, section, name)
+}
+
+/// gcloud's configuration folder, as gcloud finds it.
+pub(crate) fn gcloud_config_dir() -> Option<PathBuf> {
+    if let Some(dir) = env("CLOUDSDK_CONFIG") {
+        return Some(PathBuf::from(dir));
+    }
+    env("HOME").map(|home| Path::new(&home).join(".config/gcloud"))
+}
+
+fn ini_value(text: &str, section: &str, name: &str) -> Option<String> {
+    let mut current = String::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(header) = line
+            .strip_prefix('[')
+            .and_then(|rest| rest.strip_suffix(']'))
+        {
+            current = header.trim().to_owned();
+        } else if current == section
+            && let Some((key, value)) = line.split_once('=')
+            && key.trim() == name
+        {
+            let value = value.trim();
+            return (!value.is_empty()).then(|| value.to_owned());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+project = "top-project"
+region = "europe-west1"
+
+[services.hello]
+url = "https://hello-123.europe-west1.run.app"
+tag = "canary"
+
+[profiles.staging]
+project = "staging-project"
+
+[profiles.staging.services.hello]
+url = "https://hello-456.europe-west1.run.app"
+"#;
+
+    #[test]
+    fn a_profile_overrides_the_top_level_field_by_field() {
+        let path = Path::new("/x/cloudrun-test.toml");
+        let file = ConfigFile::parse(path, FILE, Some("staging")).unwrap();
+        assert_eq!(
+            file.value(|s| s.project.as_ref()).as_deref(),
+            Some("staging-project")
+        );
+        assert_eq!(
+            file.value(|s| s.region.as_ref()).as_deref(),
+            Some("europe-west1")
+        );
+        assert_eq!(
+            file.service_value("hello", |s| s.url.as_ref()).as_deref(),
+            Some("https://hello-456.europe-west1.run.app")
+        );
+        assert_eq!(
+            file.service_value("hello", |s| s.tag.as_ref()).as_deref(),
+            Some("canary")
+        );
+
+        let file = ConfigFile::parse(path, FILE, None).unwrap();
+        assert_eq!(
+            file.value(|s| s.project.as_ref()).as_deref(),
+            Some("top-project")
+        );
+    }
+
+    #[test]
+    fn an_unknown_profile_lists_the_known_ones() {
+        let message = ConfigFile::parse(Path::new("/x/c.toml"), FILE, Some("prod"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("no [profiles.prod]; its profiles: staging"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_syntax_name_file_line_and_column() {
+        let message = ConfigFile::parse(
+            Path::new("/x/c.toml"),
+            "project = \"p\"\nregoin = \"r\"\n",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(message.contains("/x/c.toml:2:1"), "{message}");
+        assert!(message.contains("regoin"), "{message}");
+
+        let message =
+            ConfigFile::parse(Path::new("/x/c.toml"), "[services.hello]\nurl = 3\n", None)
+                .unwrap_err()
+                .to_string();
+        assert!(message.contains("/x/c.toml:2:7"), "{message}");
+
+        let message = ConfigFile::parse(Path::new("/x/c.toml"), "project = \"unterminated\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("/x/c.toml:1:"), "{message}");
+    }
+
+    #[test]
+    fn gcloud_ini_values_are_read_per_section() {
+        let text = "[core]\naccount = a@b.c\nproject = my-proj\n\n[run]\nregion = us-central1\n";
+        assert_eq!(
+            ini_value(text, "core", "project").as_deref(),
+            Some("my-proj")
+        );
+        assert_eq!(
+            ini_value(text, "run", "region").as_deref(),
+            Some("us-central1")
+        );
+        assert_eq!(ini_value(text, "run", "project"), None);
+    }
+}
