@@ -56,7 +56,10 @@ async fn the_service_is_private_without_a_token() {
 async fn a_non_invoker_is_refused_with_403() {
     let fixture = fixture();
     fixture.key_file(OUTSIDER);
-    let client = client_for(&fixture, OUTSIDER, "hello").build().await.unwrap();
+    let client = client_for(&fixture, OUTSIDER, "hello")
+        .build()
+        .await
+        .unwrap();
     let response = client.get("/").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert_eq!(client.identity().as_deref(), Some(OUTSIDER));
@@ -65,7 +68,11 @@ async fn a_non_invoker_is_refused_with_403() {
 #[tokio::test]
 async fn a_traffic_tag_resolves_to_its_own_url() {
     let fixture = fixture();
-    let client = client_for(&fixture, TESTER, "tagged").tag("canary").build().await.unwrap();
+    let client = client_for(&fixture, TESTER, "tagged")
+        .tag("canary")
+        .build()
+        .await
+        .unwrap();
     let tag_url = fixture.emulator.tag_url("tagged", "canary").unwrap();
     assert_eq!(client.url().origin(), tag_url.origin());
     let echo: Value = client.get("/").send().await.unwrap().json().await.unwrap();
@@ -75,7 +82,11 @@ async fn a_traffic_tag_resolves_to_its_own_url() {
 #[tokio::test]
 async fn an_unknown_tag_lists_the_existing_ones() {
     let fixture = fixture();
-    let error = client_for(&fixture, TESTER, "tagged").tag("nope").build().await.unwrap_err();
+    let error = client_for(&fixture, TESTER, "tagged")
+        .tag("nope")
+        .build()
+        .await
+        .unwrap_err();
     let message = error.to_string();
     assert!(message.contains("no traffic tag `nope`"), "{message}");
     assert!(message.contains("canary"), "{message}");
@@ -85,10 +96,21 @@ async fn an_unknown_tag_lists_the_existing_ones() {
 #[tokio::test]
 async fn an_unknown_service_names_project_region_and_the_fix() {
     let fixture = fixture();
-    let error = client_for(&fixture, TESTER, "nope").build().await.unwrap_err();
+    let error = client_for(&fixture, TESTER, "nope")
+        .build()
+        .await
+        .unwrap_err();
     let message = error.to_string();
-    assert!(message.contains("`nope` was not found in project `emulated-project`, region `europe-west1`"), "{message}");
-    assert!(message.contains("gcloud run services list --project emulated-project --region europe-west1"), "{message}");
+    assert!(
+        message
+            .contains("`nope` was not found in project `emulated-project`, region `europe-west1`"),
+        "{message}"
+    );
+    assert!(
+        message
+            .contains("gcloud run services list --project emulated-project --region europe-west1"),
+        "{message}"
+    );
     assert!(message.contains("CLOUDRUN_TEST_URL_NOPE"), "{message}");
 }
 
@@ -99,7 +121,11 @@ async fn the_token_goes_only_to_the_service_origin() {
     // Another emulated service is another origin: the request must arrive without a token.
     let other = fixture.emulator.service_url("tagged").unwrap();
     let response = client.get(other.as_str()).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::FORBIDDEN, "no token was sent to the other origin");
+    assert_eq!(
+        response.status(),
+        StatusCode::FORBIDDEN,
+        "no token was sent to the other origin"
+    );
 }
 
 #[tokio::test]
@@ -109,7 +135,11 @@ async fn id_token_is_for_the_service_and_redacted_in_debug() {
     let token = client.id_token().await.unwrap();
     assert_eq!(token.claims().aud.as_deref(), Some(client.audience()));
     assert_eq!(token.claims().email.as_deref(), Some(TESTER));
-    for shown in [format!("{token:?}"), format!("{token}"), format!("{client:?}")] {
+    for shown in [
+        format!("{token:?}"),
+        format!("{token}"),
+        format!("{client:?}"),
+    ] {
         assert!(!shown.contains(token.as_str()), "token leaked in {shown}");
     }
 }

@@ -52,12 +52,24 @@ fn fixture() -> Fixture {
 fn forty_tests_starting_together_mint_one_token() {
     let fixture = fixture();
     let output = suite().cargo(
-        &["test", "--offline", "--test", "generated", "--", "hello_", "--test-threads", "40"],
+        &[
+            "test",
+            "--offline",
+            "--test",
+            "generated",
+            "--",
+            "hello_",
+            "--test-threads",
+            "40",
+        ],
         &fixture.environment(TESTER),
     );
     let text = output_text(&output);
     assert!(output.status.success(), "{text}");
-    assert!(text.contains(&format!("test result: ok. {PARALLEL_TESTS} passed")), "{text}");
+    assert!(
+        text.contains(&format!("test result: ok. {PARALLEL_TESTS} passed")),
+        "{text}"
+    );
     let stats = fixture.emulator.stats();
     assert_eq!(stats.id_tokens_minted, 1, "{stats:?}");
     assert_eq!(stats.front_accepted, PARALLEL_TESTS as u64, "{stats:?}");
@@ -67,12 +79,26 @@ fn forty_tests_starting_together_mint_one_token() {
 fn forty_tests_under_nextest_mint_one_token_across_forty_processes() {
     let fixture = fixture();
     let output = suite().cargo(
-        &["nextest", "run", "--offline", "--no-fail-fast", "--test", "generated", "-E", "test(/^hello_/)"],
+        &[
+            "nextest",
+            "run",
+            "--offline",
+            "--no-fail-fast",
+            "--test",
+            "generated",
+            "-E",
+            "test(/^hello_/)",
+        ],
         &fixture.environment(TESTER),
     );
     let text = output_text(&output);
     assert!(output.status.success(), "{text}");
-    assert!(text.contains(&format!("{PARALLEL_TESTS} tests run: {PARALLEL_TESTS} passed")), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{PARALLEL_TESTS} tests run: {PARALLEL_TESTS} passed"
+        )),
+        "{text}"
+    );
     let stats = fixture.emulator.stats();
     assert_eq!(stats.id_tokens_minted, 1, "{stats:?}");
     assert_eq!(stats.front_accepted, PARALLEL_TESTS as u64, "{stats:?}");
@@ -82,12 +108,25 @@ fn forty_tests_under_nextest_mint_one_token_across_forty_processes() {
 fn a_non_invoker_fails_naming_the_identity_and_the_grant() {
     let fixture = fixture();
     let output = suite().cargo(
-        &["test", "--offline", "--test", "generated", "--", "--exact", "hello_0"],
+        &[
+            "test",
+            "--offline",
+            "--test",
+            "generated",
+            "--",
+            "--exact",
+            "hello_0",
+        ],
         &fixture.environment(OUTSIDER),
     );
     let text = output_text(&output);
     assert!(!output.status.success(), "{text}");
-    assert!(text.contains("answered 403 Forbidden for outsider@emulated-project.iam.gserviceaccount.com"), "{text}");
+    assert!(
+        text.contains(
+            "answered 403 Forbidden for outsider@emulated-project.iam.gserviceaccount.com"
+        ),
+        "{text}"
+    );
     assert!(
         text.contains(
             "gcloud run services add-iam-policy-binding hello --region europe-west1 --project emulated-project \
@@ -103,13 +142,27 @@ fn a_non_invoker_fails_naming_the_identity_and_the_grant() {
 fn an_unknown_service_fails_with_the_admin_api_404_explained() {
     let fixture = fixture();
     let output = suite().cargo(
-        &["test", "--offline", "--test", "generated", "--", "--exact", "missing_service"],
+        &[
+            "test",
+            "--offline",
+            "--test",
+            "generated",
+            "--",
+            "--exact",
+            "missing_service",
+        ],
         &fixture.environment(TESTER),
     );
     let text = output_text(&output);
     assert!(!output.status.success(), "{text}");
-    assert!(text.contains("cloudrun_test setup failed for `generated::missing_service`"), "{text}");
-    assert!(text.contains("`no-such-service` was not found in project `emulated-project`"), "{text}");
+    assert!(
+        text.contains("cloudrun_test setup failed for `generated::missing_service`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`no-such-service` was not found in project `emulated-project`"),
+        "{text}"
+    );
     assert!(text.contains("CLOUDRUN_TEST_URL_NO_SUCH_SERVICE"), "{text}");
 }
 
@@ -117,8 +170,14 @@ fn an_unknown_service_fails_with_the_admin_api_404_explained() {
 fn missing_project_and_region_name_the_settings_and_the_gcloud_fix() {
     let fixture = fixture();
     for (removed, expected) in [
-        ("CLOUDRUN_TEST_PROJECT", "gcloud config set project PROJECT_ID"),
-        ("CLOUDRUN_TEST_REGION", "gcloud config set run/region REGION"),
+        (
+            "CLOUDRUN_TEST_PROJECT",
+            "gcloud config set project PROJECT_ID",
+        ),
+        (
+            "CLOUDRUN_TEST_REGION",
+            "gcloud config set run/region REGION",
+        ),
     ] {
         let environment: Vec<_> = fixture
             .environment(TESTER)
@@ -126,7 +185,15 @@ fn missing_project_and_region_name_the_settings_and_the_gcloud_fix() {
             .filter(|(name, _)| name != removed)
             .collect();
         let output = suite().cargo(
-            &["test", "--offline", "--test", "generated", "--", "--exact", "hello_0"],
+            &[
+                "test",
+                "--offline",
+                "--test",
+                "generated",
+                "--",
+                "--exact",
+                "hello_0",
+            ],
             &environment,
         );
         let text = output_text(&output);
@@ -144,13 +211,198 @@ fn a_malformed_key_file_fails_every_test_with_the_file_named() {
     std::fs::write(&bad_key, "{\"type\": \"service_account\", \"client_em").unwrap();
     let mut environment = fixture.environment(TESTER);
     environment.retain(|(name, _)| name != "GOOGLE_APPLICATION_CREDENTIALS");
-    environment.push(("GOOGLE_APPLICATION_CREDENTIALS".into(), bad_key.display().to_string()));
+    environment.push((
+        "GOOGLE_APPLICATION_CREDENTIALS".into(),
+        bad_key.display().to_string(),
+    ));
     let output = suite().cargo(
-        &["test", "--offline", "--test", "generated", "--", "--exact", "hello_0"],
+        &[
+            "test",
+            "--offline",
+            "--test",
+            "generated",
+            "--",
+            "--exact",
+            "hello_0",
+        ],
         &environment,
     );
     let text = output_text(&output);
     assert!(!output.status.success(), "{text}");
-    assert!(text.contains(&format!("credentials file {}: is not valid JSON", bad_key.display())), "{text}");
-    assert!(!text.contains("panicked at") || text.contains("cloudrun_test setup failed"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "credentials file {}: is not valid JSON",
+            bad_key.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains("panicked at") || text.contains("cloudrun_test setup failed"),
+        "{text}"
+    );
+}
+
+/// A crate with a `cloudrun-test.toml` and three tests that say which service answered.
+fn config_suite(toml: &str) -> GeneratedCrate {
+    let source = r#"
+use cloudrun_test::{cloudrun_test, TestContext};
+
+#[cloudrun_test(service = "hello")]
+async fn which_service(context: TestContext) {
+    let echo: serde_json::Value = context.client().get("/").send().await.unwrap().json().await.unwrap();
+    println!("ANSWERED-BY={} TAG={} CALLER={}", echo["service"], echo["tag"], echo["caller"]);
+}
+"#;
+    let krate = GeneratedCrate::new("config-suite", source);
+    std::fs::write(krate.dir.path().join("cloudrun-test.toml"), toml).unwrap();
+    krate
+}
+
+fn config_fixture() -> Fixture {
+    let invoker = format!("serviceAccount:{TESTER}");
+    Fixture::start(
+        Emulator::builder()
+            .project("emulated-project")
+            .region("europe-west1")
+            .service(ServiceConfig::new("hello").invoker(&invoker).tag("canary"))
+            .service(ServiceConfig::new("hello-staging").invoker(&invoker)),
+    )
+}
+
+fn run_which_service(krate: &GeneratedCrate, env: &[(String, String)]) -> String {
+    let output = krate.cargo(
+        &[
+            "test",
+            "--offline",
+            "--test",
+            "generated",
+            "--",
+            "--exact",
+            "which_service",
+            "--nocapture",
+        ],
+        env,
+    );
+    let text = output_text(&output);
+    assert!(output.status.success(), "{text}");
+    text
+}
+
+/// The IDE case: no cloudrun-test variable at all; the file and gcloud's application
+/// default credentials (a service-account key in the well-known place) are enough.
+#[test]
+fn the_config_file_is_found_with_no_environment_variables() {
+    let fixture = config_fixture();
+    let toml = format!(
+        "project = \"emulated-project\"\nregion = \"europe-west1\"\nrun_endpoint = \"{}\"\n",
+        fixture
+            .emulator
+            .run_endpoint()
+            .as_str()
+            .trim_end_matches('/')
+    );
+    let krate = config_suite(&toml);
+    let home = tempfile::tempdir().unwrap();
+    let gcloud = home.path().join(".config/gcloud");
+    std::fs::create_dir_all(&gcloud).unwrap();
+    std::fs::write(
+        gcloud.join("application_default_credentials.json"),
+        fixture.emulator.service_account_key(TESTER),
+    )
+    .unwrap();
+    let env = [("HOME".to_string(), home.path().display().to_string())];
+    let text = run_which_service(&krate, &env);
+    assert!(text.contains("ANSWERED-BY=\"hello\" TAG=null"), "{text}");
+}
+
+#[test]
+fn a_profile_switches_service_url_and_the_file_can_pick_a_tag() {
+    let fixture = config_fixture();
+    let staging = fixture.emulator.service_url("hello-staging").unwrap();
+    let toml = format!(
+        "[services.hello]\ntag = \"canary\"\n\n[profiles.staging.services.hello]\nurl = \"{staging}\"\n"
+    );
+    let krate = config_suite(&toml);
+    let mut env = fixture.environment(TESTER);
+
+    let text = run_which_service(&krate, &env);
+    assert!(
+        text.contains("ANSWERED-BY=\"hello\" TAG=\"canary\""),
+        "{text}"
+    );
+
+    env.push(("CLOUDRUN_TEST_PROFILE".into(), "staging".into()));
+    let text = run_which_service(&krate, &env);
+    assert!(text.contains("ANSWERED-BY=\"hello-staging\""), "{text}");
+}
+
+#[test]
+fn environment_variables_win_over_the_file() {
+    let fixture = config_fixture();
+    let staging = fixture.emulator.service_url("hello-staging").unwrap();
+    let krate = config_suite("[services.hello]\nurl = \"http://127.0.0.1:9\"\n");
+    let mut env = fixture.environment(TESTER);
+    env.push(("CLOUDRUN_TEST_URL_HELLO".into(), staging.to_string()));
+    let text = run_which_service(&krate, &env);
+    assert!(text.contains("ANSWERED-BY=\"hello-staging\""), "{text}");
+}
+
+#[test]
+fn a_malformed_config_file_names_file_line_and_column() {
+    let fixture = config_fixture();
+    let krate = config_suite("project = \"p\"\n[services.hello]\nurll = \"x\"\n");
+    let output = krate.cargo(
+        &[
+            "test",
+            "--offline",
+            "--test",
+            "generated",
+            "--",
+            "--exact",
+            "which_service",
+        ],
+        &fixture.environment(TESTER),
+    );
+    let text = output_text(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("cloudrun-test.toml:3:1"), "{text}");
+    assert!(text.contains("urll"), "{text}");
+}
+
+/// Local mode: a service on 127.0.0.1 needs no Google credentials at all.
+#[test]
+fn a_local_url_needs_no_credentials() {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = server.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in server.incoming().take(1) {
+            let mut stream = stream.unwrap();
+            let mut request = [0u8; 4096];
+            let read = stream.read(&mut request).unwrap();
+            let request = String::from_utf8_lossy(&request[..read]).to_lowercase();
+            let body = if request.contains("authorization") {
+                "{\"service\":\"had-a-token\"}"
+            } else {
+                "{\"service\":\"local\"}"
+            };
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+        }
+    });
+    let krate = config_suite("");
+    let home = tempfile::tempdir().unwrap();
+    let env = [
+        ("HOME".to_string(), home.path().display().to_string()),
+        (
+            "CLOUDRUN_TEST_URL_HELLO".to_string(),
+            format!("http://{address}"),
+        ),
+    ];
+    let text = run_which_service(&krate, &env);
+    assert!(text.contains("ANSWERED-BY=\"local\""), "{text}");
 }

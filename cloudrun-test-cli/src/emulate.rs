@@ -22,6 +22,8 @@ use cloudrun_test_emulator::{Emulator, ServiceConfig, Upstream};
 ///   cloudrun-test emulate --service hello=http://127.0.0.1:8080 -- cargo test
 ///   cloudrun-test emulate --serve 'hello=cargo run -q -p hello' -- cargo test -p hello
 ///   cloudrun-test emulate --service hello --invoker someone-else@example.com -- cargo test
+///   cloudrun-test emulate --serve 'hello=cargo run -q' --tag hello=candidate -- \
+///       env CLOUDRUN_TEST_TAG=candidate cargo test
 ///   cloudrun-test emulate --service hello        # no command: runs until Ctrl-C
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
@@ -32,6 +34,10 @@ pub struct EmulateArgs {
     /// A service whose upstream is COMMAND, started with PORT set. Repeatable.
     #[arg(long = "serve", value_name = "NAME=COMMAND")]
     serves: Vec<String>,
+    /// A traffic tag with its own URL in front of the same upstream, as
+    /// `gcloud run deploy --no-traffic --tag TAG` creates. Repeatable.
+    #[arg(long = "tag", value_name = "SERVICE=TAG")]
+    tags: Vec<String>,
     /// How long to wait for a --serve command to listen on its PORT.
     #[arg(long, default_value = "300s", value_parser = parse_duration)]
     serve_timeout: Duration,
@@ -65,6 +71,22 @@ pub fn run(args: EmulateArgs) -> Result<ExitCode, String> {
         args.invokers.clone()
     };
 
+    let names: Vec<&str> = args
+        .services
+        .iter()
+        .chain(&args.serves)
+        .map(|spec| spec.split('=').next().unwrap_or(spec))
+        .collect();
+    for spec in &args.tags {
+        match spec.split_once('=') {
+            Some((service, tag)) if names.contains(&service) && !tag.is_empty() => {}
+            _ => {
+                return Err(format!(
+                    "--tag {spec:?}: expected SERVICE=TAG for a service given with --service or --serve"
+                ));
+            }
+        }
+    }
     let mut builder = Emulator::builder()
         .project(&args.project)
         .region(&args.region)
@@ -80,7 +102,12 @@ pub fn run(args: EmulateArgs) -> Result<ExitCode, String> {
                 (name, Upstream::Url(url))
             }
         };
-        builder = builder.service(with_invokers(ServiceConfig::new(name).upstream(upstream), &invokers));
+        builder = builder.service(configure(
+            name,
+            ServiceConfig::new(name).upstream(upstream),
+            &invokers,
+            &args.tags,
+        ));
     }
     for spec in &args.serves {
         let (name, command) = spec
@@ -90,9 +117,11 @@ pub fn run(args: EmulateArgs) -> Result<ExitCode, String> {
         let url = format!("http://{}", upstream.address)
             .parse()
             .map_err(|error| format!("internal: bad upstream URL ({error})"))?;
-        builder = builder.service(with_invokers(
+        builder = builder.service(configure(
+            name,
             ServiceConfig::new(name).upstream(Upstream::Url(url)),
             &invokers,
+            &args.tags,
         ));
         upstreams.push(upstream);
     }
@@ -109,10 +138,18 @@ pub fn run(args: EmulateArgs) -> Result<ExitCode, String> {
         .map_err(|error| format!("writing the service-account key file failed: {error}"))?;
 
     let environment = environment(&emulator, &key_file);
-    eprintln!("cloudrun-test emulate: Google endpoints at {}", emulator.base_url());
-    for name in args.services.iter().chain(&args.serves).map(|spec| spec.split('=').next().unwrap_or(spec)) {
+    eprintln!(
+        "cloudrun-test emulate: Google endpoints at {}",
+        emulator.base_url()
+    );
+    for name in &names {
         if let Some(url) = emulator.service_url(name) {
             eprintln!("cloudrun-test emulate: service {name} at {url}");
+        }
+    }
+    for (service, tag) in args.tags.iter().filter_map(|spec| spec.split_once('=')) {
+        if let Some(url) = emulator.tag_url(service, tag) {
+            eprintln!("cloudrun-test emulate: tag {tag} of {service} at {url}");
         }
     }
     eprintln!("cloudrun-test emulate: environment:");
@@ -145,9 +182,22 @@ pub fn run(args: EmulateArgs) -> Result<ExitCode, String> {
     })
 }
 
-fn with_invokers(mut service: ServiceConfig, invokers: &[String]) -> ServiceConfig {
+/// The invokers and tags that apply to the service `name`.
+fn configure(
+    name: &str,
+    mut service: ServiceConfig,
+    invokers: &[String],
+    tags: &[String],
+) -> ServiceConfig {
     for member in invokers {
         service = service.invoker(member);
+    }
+    for (_, tag) in tags
+        .iter()
+        .filter_map(|spec| spec.split_once('='))
+        .filter(|(service, _)| *service == name)
+    {
+        service = service.tag(tag);
     }
     service
 }
@@ -156,14 +206,24 @@ fn with_invokers(mut service: ServiceConfig, invokers: &[String]) -> ServiceConf
 /// the Admin API. Service URLs are left to the Admin API lookup, as in production.
 fn environment(emulator: &Emulator, key_file: &Path) -> Vec<(String, String)> {
     vec![
-        ("GOOGLE_APPLICATION_CREDENTIALS".into(), key_file.display().to_string()),
+        (
+            "GOOGLE_APPLICATION_CREDENTIALS".into(),
+            key_file.display().to_string(),
+        ),
         ("CLOUDRUN_TEST_PROJECT".into(), emulator.project().into()),
         ("CLOUDRUN_TEST_REGION".into(), emulator.region().into()),
         (
             "CLOUDRUN_TEST_RUN_ENDPOINT".into(),
-            emulator.run_endpoint().as_str().trim_end_matches('/').into(),
+            emulator
+                .run_endpoint()
+                .as_str()
+                .trim_end_matches('/')
+                .into(),
         ),
-        ("CLOUDRUN_TEST_EMULATOR".into(), emulator.base_url().as_str().trim_end_matches('/').into()),
+        (
+            "CLOUDRUN_TEST_EMULATOR".into(),
+            emulator.base_url().as_str().trim_end_matches('/').into(),
+        ),
     ]
 }
 
@@ -255,7 +315,10 @@ fn catch_interrupt() {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
     let value: u64 = number
         .parse()
         .map_err(|_| format!("{text:?} is not a duration like 30s, 500ms, 5m or 1h"))?;
@@ -264,6 +327,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => Ok(Duration::from_secs(value)),
         "m" => Ok(Duration::from_secs(value * 60)),
         "h" => Ok(Duration::from_secs(value * 3600)),
-        _ => Err(format!("{text:?} is not a duration like 30s, 500ms, 5m or 1h")),
+        _ => Err(format!(
+            "{text:?} is not a duration like 30s, 500ms, 5m or 1h"
+        )),
     }
 }

@@ -37,7 +37,9 @@ fn main() -> ExitCode {
     if cli.verbose {
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
-            .with_env_filter("cloudrun_test=debug,cloudrun_test_emulator=debug,cloudrun_test_cli=debug")
+            .with_env_filter(
+                "cloudrun_test=debug,cloudrun_test_emulator=debug,cloudrun_test_cli=debug",
+            )
             .init();
     }
     let result = match cli.command {

@@ -39,7 +39,10 @@ pub fn run(args: TokenArgs) -> Result<ExitCode, String> {
     let token = runtime
         .block_on(credentials.id_token(&audience))
         .map_err(|error| error.to_string())?;
-    eprintln!("cloudrun-test: token for {audience} from {}", credentials.describe());
+    eprintln!(
+        "cloudrun-test: token for {audience} from {}",
+        credentials.describe()
+    );
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{}", token.as_str())
         .and_then(|()| stdout.flush())
@@ -48,5 +51,6 @@ pub fn run(args: TokenArgs) -> Result<ExitCode, String> {
 }
 
 fn reqwest_url(text: &str) -> Result<cloudrun_test::Url, String> {
-    cloudrun_test::Url::parse(text).map_err(|error| format!("--url {text:?} is not a URL ({error})"))
+    cloudrun_test::Url::parse(text)
+        .map_err(|error| format!("--url {text:?} is not a URL ({error})"))
 }

@@ -10,12 +10,16 @@ fn cloudrun_test(args: &[&str], env: &[(String, String)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cloudrun-test"));
     command.args(args);
     isolate(&mut command);
-    command.envs(env.iter().cloned()).output().expect("the binary runs")
+    command
+        .envs(env.iter().cloned())
+        .output()
+        .expect("the binary runs")
 }
 
 fn fixture() -> Fixture {
     Fixture::start(
-        Emulator::builder().service(ServiceConfig::new("hello").invoker(&format!("serviceAccount:{TESTER}"))),
+        Emulator::builder()
+            .service(ServiceConfig::new("hello").invoker(&format!("serviceAccount:{TESTER}"))),
     )
 }
 
@@ -24,18 +28,34 @@ fn token_prints_only_a_token_the_service_accepts() {
     let fixture = fixture();
     let url = fixture.emulator.service_url("hello").unwrap();
     let audience = url.origin().ascii_serialization();
-    let output = cloudrun_test(&["token", "--audience", &audience], &fixture.environment(TESTER));
+    let output = cloudrun_test(
+        &["token", "--audience", &audience],
+        &fixture.environment(TESTER),
+    );
     assert!(output.status.success(), "{}", output_text(&output));
     let stdout = String::from_utf8(output.stdout.clone()).unwrap();
-    let token = stdout.strip_suffix('\n').expect("a newline after the token");
-    assert!(!token.contains('\n') && token.split('.').count() == 3, "one JWT alone: {stdout:?}");
+    let token = stdout
+        .strip_suffix('\n')
+        .expect("a newline after the token");
+    assert!(
+        !token.contains('\n') && token.split('.').count() == 3,
+        "one JWT alone: {stdout:?}"
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("service-account key file") && stderr.contains(TESTER), "{stderr}");
+    assert!(
+        stderr.contains("service-account key file") && stderr.contains(TESTER),
+        "{stderr}"
+    );
     assert!(!stderr.contains(token), "the token leaked to stderr");
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let echo: Value = runtime.block_on(async {
-        let response = reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap();
+        let response = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         response.json().await.unwrap()
     });
@@ -45,8 +65,16 @@ fn token_prints_only_a_token_the_service_accepts() {
 #[test]
 fn token_with_url_uses_its_origin_as_audience() {
     let fixture = fixture();
-    let url = fixture.emulator.service_url("hello").unwrap().join("/some/path?q=1").unwrap();
-    let output = cloudrun_test(&["token", "--url", url.as_str()], &fixture.environment(TESTER));
+    let url = fixture
+        .emulator
+        .service_url("hello")
+        .unwrap()
+        .join("/some/path?q=1")
+        .unwrap();
+    let output = cloudrun_test(
+        &["token", "--url", url.as_str()],
+        &fixture.environment(TESTER),
+    );
     assert!(output.status.success(), "{}", output_text(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains(&url.origin().ascii_serialization()));
 }
@@ -59,7 +87,10 @@ fn token_without_credentials_fails_listing_what_was_tried() {
     assert_eq!(output.status.code(), Some(1), "{}", output_text(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("no Google credentials found"), "{stderr}");
-    assert!(stderr.contains("GOOGLE_APPLICATION_CREDENTIALS: not set"), "{stderr}");
+    assert!(
+        stderr.contains("GOOGLE_APPLICATION_CREDENTIALS: not set"),
+        "{stderr}"
+    );
     assert!(stderr.contains("fix:"), "{stderr}");
     assert!(output.stdout.is_empty());
 }
@@ -90,8 +121,14 @@ fn emulate_exports_the_environment_and_returns_the_command_status() {
     assert_eq!(output.status.code(), Some(7), "{}", output_text(&output));
     assert_eq!(String::from_utf8_lossy(&output.stdout), "p1 europe-west1\n");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("export GOOGLE_APPLICATION_CREDENTIALS="), "{stderr}");
-    assert!(stderr.contains("service hello at http://127.0.0.1:"), "{stderr}");
+    assert!(
+        stderr.contains("export GOOGLE_APPLICATION_CREDENTIALS="),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("service hello at http://127.0.0.1:"),
+        "{stderr}"
+    );
 }
 
 /// The README's first command: the example suite, its service started by `--serve`.
@@ -107,9 +144,18 @@ fn the_example_suite_passes_under_emulate() {
     command
         .current_dir(&root)
         .args(["emulate", "--serve", &serve, "--"])
-        .args([env!("CARGO"), "test", "--offline", "--manifest-path", manifest]);
+        .args([
+            env!("CARGO"),
+            "test",
+            "--offline",
+            "--manifest-path",
+            manifest,
+        ]);
     let output = command.output().unwrap();
     let text = output_text(&output);
     assert!(output.status.success(), "{text}");
-    assert!(text.contains("test result: ok. 5 passed; 0 failed"), "{text}");
+    assert!(
+        text.contains("test result: ok. 5 passed; 0 failed"),
+        "{text}"
+    );
 }

@@ -333,3 +333,79 @@ url = "https://hello-456.europe-west1.run.app"
         assert_eq!(ini_value(text, "run", "project"), None);
     }
 }
+
+/// Fuzzing the `cloudrun-test.toml` parser: arbitrary and near-valid files never panic,
+/// and every error names the file. Run longer by hand with `PROPTEST_CASES=100000`.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    use super::*;
+
+    fn check(text: &str) -> u64 {
+        for profile in [None, Some("staging")] {
+            if let Err(error) =
+                ConfigFile::parse(Path::new("/fuzz/cloudrun-test.toml"), text, profile)
+            {
+                let message = error.to_string();
+                assert!(message.contains("/fuzz/cloudrun-test.toml"), "{message}");
+                assert!(message.contains("fix:"), "{message}");
+            }
+        }
+        1
+    }
+
+    fn fuzz<S: Strategy>(name: &str, strategy: S, property: impl Fn(S::Value) -> u64) {
+        let clean = std::sync::atomic::AtomicU64::new(0);
+        TestRunner::new(Config::default())
+            .run(&strategy, |input| {
+                clean.fetch_add(property(input), std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            })
+            .unwrap();
+        eprintln!(
+            "config fuzzing, {name}: {} inputs ran clean",
+            clean.into_inner()
+        );
+    }
+
+    #[test]
+    fn arbitrary_text_never_panics() {
+        fuzz("arbitrary text", ".{0,300}", |text: String| check(&text));
+    }
+
+    /// Lines drawn from the file's own grammar, with wrong types and stray tokens mixed in.
+    #[test]
+    fn near_valid_files_never_panic() {
+        let line = prop::sample::select(vec![
+            "project = \"p\"",
+            "region = \"r\"",
+            "run_endpoint = \"http://127.0.0.1:1\"",
+            "[services.hello]",
+            "[services.\"a b\"]",
+            "url = \"https://x.run.app\"",
+            "audience = \"aud\"",
+            "tag = \"canary\"",
+            "[profiles.staging]",
+            "[profiles.staging.services.hello]",
+            "[profiles.staging.profiles.x]",
+            "project = 3",
+            "url = [1, 2]",
+            "services = \"x\"",
+            "[[services]]",
+            "tag = { a = 1 }",
+            "unknown = true",
+            "project = \"unterminated",
+            "=",
+            "[",
+            "\u{feff}",
+            "# comment",
+        ]);
+        fuzz(
+            "near-valid files",
+            prop::collection::vec(line, 0..12),
+            |lines: Vec<&str>| check(&lines.join("\n")),
+        );
+    }
+}

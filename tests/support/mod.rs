@@ -40,13 +40,21 @@ impl Fixture {
 
     /// The environment `cloudrun-test emulate` exports, authenticating as `email`.
     pub fn environment(&self, email: &str) -> Vec<(String, String)> {
-        let base = self.emulator.base_url().as_str().trim_end_matches('/').to_owned();
+        let base = self
+            .emulator
+            .base_url()
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned();
         vec![
             (
                 "GOOGLE_APPLICATION_CREDENTIALS".into(),
                 self.key_file(email).display().to_string(),
             ),
-            ("CLOUDRUN_TEST_PROJECT".into(), self.emulator.project().into()),
+            (
+                "CLOUDRUN_TEST_PROJECT".into(),
+                self.emulator.project().into(),
+            ),
             ("CLOUDRUN_TEST_REGION".into(), self.emulator.region().into()),
             ("CLOUDRUN_TEST_RUN_ENDPOINT".into(), base.clone()),
             ("CLOUDRUN_TEST_EMULATOR".into(), base),
@@ -102,7 +110,9 @@ serde_json = "1"
     /// Runs `cargo SUBCOMMAND` in the crate with only `env` as cloudrun-test settings.
     pub fn cargo(&self, args: &[&str], env: &[(String, String)]) -> Output {
         let mut command = cargo_command(args);
-        command.current_dir(self.dir.path()).envs(env.iter().cloned());
+        command
+            .current_dir(self.dir.path())
+            .envs(env.iter().cloned());
         let output = command.output().expect("cargo runs");
         eprintln!(
             "--- cargo {} ---\n{}\n{}",
