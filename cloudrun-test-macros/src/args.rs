@@ -49,8 +49,8 @@ pub(crate) struct Args {
     pub region: Option<LitStr>,
     /// The timeout in milliseconds, with the span of its value.
     pub timeout: Option<(u64, Span)>,
-    pub flavor: Option<(Flavor, Span)>,
-    pub worker_threads: Option<(usize, Span)>,
+    pub flavor: Option<Flavor>,
+    pub worker_threads: Option<usize>,
 }
 
 /// One `key = value` entry, before validation.
@@ -112,7 +112,7 @@ impl Args {
 
         if args.worker_threads.is_some() {
             match args.flavor {
-                Some((Flavor::MultiThread, _)) => {}
+                Some(Flavor::MultiThread) => {}
                 // A bad `flavor` was reported already; one error is enough.
                 None if seen.contains_key("flavor") => {}
                 _ => errors.push(
@@ -176,15 +176,14 @@ impl Args {
                         ));
                     }
                 };
-                self.flavor = Some((flavor, lit.span()));
+                self.flavor = Some(flavor);
             }
             "worker_threads" => {
                 let lit = match literal(value) {
                     Some(Lit::Int(lit)) => lit,
                     _ => return Err(wrong_type(key, value, "a number", "4")),
                 };
-                let threads = positive(&lit)?;
-                self.worker_threads = Some((threads, lit.span()));
+                self.worker_threads = Some(positive(lit)?);
             }
             "crate" => {
                 let lit = string(key, value, "\"cloudrun_test\"")?;
@@ -346,9 +345,16 @@ fn positive(lit: &LitInt) -> syn::Result<usize> {
 
 /// "`service` takes a string, e.g. `service = "hello"`", spanned on the value.
 fn wrong_type(key: &str, value: &Expr, what: &str, example: &str) -> syn::Error {
+    // A macro sees tokens, not values: a constant's name is all it would get.
+    let why = match value {
+        Expr::Path(_) | Expr::Macro(_) | Expr::Call(_) => {
+            " (an attribute sees tokens: it cannot compute a constant's or an expression's value)"
+        }
+        _ => "",
+    };
     syn::Error::new_spanned(
         value,
-        format!("`{key}` takes {what}, e.g. `{key} = {example}`"),
+        format!("`{key}` takes {what}, e.g. `{key} = {example}`{why}"),
     )
 }
 
@@ -439,8 +445,8 @@ mod tests {
         .unwrap();
         assert_eq!(args.service.unwrap().value(), "hello");
         assert_eq!(args.timeout.unwrap().0, 5_000);
-        assert_eq!(args.flavor.unwrap().0, Flavor::MultiThread);
-        assert_eq!(args.worker_threads.unwrap().0, 2);
+        assert_eq!(args.flavor.unwrap(), Flavor::MultiThread);
+        assert_eq!(args.worker_threads.unwrap(), 2);
         assert!(args.krate.is_some());
     }
 

@@ -1,10 +1,9 @@
 //! From the parsed function and arguments to the generated `#[test] fn`.
 
-use proc_macro2::{Delimiter, TokenStream, TokenTree};
-use quote::{ToTokens, quote, quote_spanned};
+use proc_macro2::{Delimiter, Span, TokenStream, TokenTree};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::parse::{Parse, ParseStream};
-use syn::spanned::Spanned;
-use syn::{Attribute, FnArg, Signature, Visibility};
+use syn::{Attribute, FnArg, Signature, Token, Visibility};
 
 use crate::args::{Args, Errors, Flavor};
 
@@ -23,6 +22,16 @@ impl Parse for TestItem {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         let attrs = input.call(Attribute::parse_outer)?;
         let vis = input.parse()?;
+        // Anything but a function: say what the attribute goes on, rather than
+        // syn's "expected `fn`" (kept for a function whose signature is malformed).
+        let function = input.peek(Token![fn])
+            || input.peek(Token![async])
+            || input.peek(Token![const])
+            || input.peek(Token![unsafe])
+            || input.peek(Token![extern]);
+        if !function {
+            return Err(input.error("`#[cloudrun_test]` goes on an `async fn`"));
+        }
         let sig: Signature = input.parse()?;
         let body: TokenTree = input.parse()?;
         match &body {
@@ -199,54 +208,102 @@ fn expand(test: &TestItem, args: &Args) -> TokenStream {
         let value = some(quote_spanned!(span=> ::core::time::Duration::from_millis(#millis)));
         fields.extend(quote!(timeout: #value,));
     }
-    if let Some((flavor, _)) = args.flavor {
+    if let Some(flavor) = args.flavor {
         let variant = match flavor {
             Flavor::CurrentThread => quote!(CurrentThread),
             Flavor::MultiThread => quote!(MultiThread),
         };
         fields.extend(quote!(flavor: #private::Flavor::#variant,));
     }
-    if let Some((threads, _)) = args.worker_threads {
+    if let Some(threads) = args.worker_threads {
         let value = some(quote!(#threads));
         fields.extend(quote!(worker_threads: #value,));
     }
 
-    let checks = type_checks(sig, &private);
+    let spec = quote! {
+        #private::TestSpec {
+            name: ::core::concat!(::core::module_path!(), "::", #name_text),
+            manifest_dir: ::core::env!("CARGO_MANIFEST_DIR"),
+            #fields
+            ..#private::TestSpec::DEFAULT
+        }
+    };
+    // `run_test` is reached through a local generic function whose bounds are
+    // the library's requirements on the parameter and return types. Its type
+    // parameters are inferred from the user's function (the types are not
+    // written a second time, so an unknown type is reported once), and each is
+    // carried by a `PhantomData` argument spanned on the user's type: rustc blames
+    // an unmet bound on the argument holding the type parameter, so a type the
+    // library cannot use is reported once, on the user's tokens, with the
+    // library's `on_unimplemented` message. Inside the function the bounds hold,
+    // so `run_test` cannot fail a second time. Named so that rustc's note reads
+    // "required by a bound in `cloudrun_test`".
+    let runner = if name == "cloudrun_test" {
+        format_ident!("__cloudrun_test")
+    } else {
+        format_ident!("cloudrun_test")
+    };
+    let output = match &sig.output {
+        syn::ReturnType::Default => phantom(name),
+        syn::ReturnType::Type(_, ty) => phantom(ty),
+    };
+    let call = match sig.inputs.first() {
+        Some(FnArg::Typed(param)) => {
+            let param = phantom(&param.ty);
+            quote! {
+                fn #runner<F, P, Fut, R>(
+                    spec: #private::TestSpec,
+                    test: F,
+                    _: ::core::marker::PhantomData<P>,
+                    _: ::core::marker::PhantomData<R>,
+                ) where
+                    F: ::core::ops::FnOnce(P) -> Fut,
+                    P: #private::Inject,
+                    Fut: ::core::future::Future<Output = R> + 'static,
+                    R: #private::TestOutcome,
+                {
+                    #private::run_test::<F, (P,)>(spec, test)
+                }
+                #runner(#spec, #name, #param, #output)
+            }
+        }
+        _ => quote! {
+            fn #runner<F, Fut, R>(
+                spec: #private::TestSpec,
+                test: F,
+                _: ::core::marker::PhantomData<R>,
+            ) where
+                F: ::core::ops::FnOnce() -> Fut,
+                Fut: ::core::future::Future<Output = R> + 'static,
+                R: #private::TestOutcome,
+            {
+                #private::run_test::<F, ()>(spec, test)
+            }
+            #runner(#spec, #name, #output)
+        },
+    };
     quote! {
         #(#attrs)*
         #[::core::prelude::v1::test]
         #vis fn #name() {
             #inner
-            #checks
-            #private::run_test(
-                #private::TestSpec {
-                    name: ::core::concat!(::core::module_path!(), "::", #name_text),
-                    manifest_dir: ::core::env!("CARGO_MANIFEST_DIR"),
-                    #fields
-                    ..#private::TestSpec::DEFAULT
-                },
-                #name,
-            )
+            #call
         }
     }
 }
 
-/// Asserts the parameter and return types on the user's own tokens, so a wrong
-/// type is reported there, with the library's `on_unimplemented` message.
-fn type_checks(sig: &Signature, private: &TokenStream) -> TokenStream {
-    let mut checks = TokenStream::new();
-    if let Some(FnArg::Typed(param)) = sig.inputs.first() {
-        let ty = &param.ty;
-        checks.extend(quote_spanned! {ty.span()=>
-            let _ = <#ty as #private::Inject>::inject;
-        });
-    }
-    if let syn::ReturnType::Type(_, ty) = &sig.output {
-        checks.extend(quote_spanned! {ty.span()=>
-            let _ = <#ty as #private::TestOutcome>::into_result;
-        });
-    }
-    checks
+/// `::core::marker::PhantomData`, spanned from the first to the last token of
+/// `tokens` (a `Span` cannot be joined on stable; rustc joins an expression's
+/// first and last tokens itself).
+fn phantom(tokens: &impl ToTokens) -> TokenStream {
+    let mut tokens = tokens.to_token_stream().into_iter();
+    let first = tokens
+        .next()
+        .map_or_else(Span::call_site, |token| token.span());
+    let last = tokens.last().map_or(first, |token| token.span());
+    let path = quote_spanned!(first=> ::core::marker::);
+    let ty = quote_spanned!(last=> PhantomData);
+    quote!(#path #ty)
 }
 
 /// The user's function, as written, nested in the test so it keeps its name.
@@ -287,5 +344,114 @@ fn recover(test: &TestItem, error: syn::Error) -> TokenStream {
             #inner #body
         }
         #errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expand(args: TokenStream, item: TokenStream) -> String {
+        cloudrun_test(args, item).to_string()
+    }
+
+    const TEST_ATTRIBUTE: &str = "# [:: core :: prelude :: v1 :: test]";
+
+    #[test]
+    fn wraps_the_function_in_a_test_of_the_same_name() {
+        let output = expand(
+            quote!(service = "hello", timeout = "30s"),
+            quote! {
+                /// docs
+                #[ignore]
+                pub async fn root_answers(client: Client) -> Result<(), MyErr> { body }
+            },
+        );
+        let outer =
+            format!("# [doc = r\" docs\"] # [ignore] {TEST_ATTRIBUTE} pub fn root_answers () {{");
+        assert!(output.starts_with(&outer), "{output}");
+        assert!(
+            output.contains(
+                "async fn root_answers (client : Client) -> Result < () , MyErr > { body }"
+            )
+        );
+        assert!(output.contains("service : :: core :: option :: Option :: Some (\"hello\")"));
+        assert!(output.contains("Duration :: from_millis (30000u64)"));
+        assert!(output.contains(":: cloudrun_test :: __private :: run_test"));
+        assert!(!output.contains("compile_error"));
+    }
+
+    #[test]
+    fn uses_the_crate_path_everywhere() {
+        let output = expand(
+            quote!(
+                url = "https://a.run.app",
+                crate = "my::lib",
+                flavor = "multi_thread"
+            ),
+            quote!(
+                async fn t() {}
+            ),
+        );
+        assert!(output.contains("my :: lib :: __private :: run_test"));
+        assert!(output.contains("my :: lib :: __private :: Flavor :: MultiThread"));
+        assert!(!output.contains("cloudrun_test ::"), "{output}");
+    }
+
+    #[test]
+    fn a_test_named_like_the_helper_gets_another_helper() {
+        let output = expand(
+            quote!(service = "a"),
+            quote!(
+                async fn cloudrun_test() {}
+            ),
+        );
+        assert!(output.contains("fn __cloudrun_test <"), "{output}");
+    }
+
+    #[test]
+    fn misuse_still_emits_the_test_with_the_body() {
+        // Not async, and an unknown argument: both reported, and the test is still
+        // there, with the user's (now async) function inside, for the IDE.
+        let output = expand(
+            quote!(servce = "hello"),
+            quote!(
+                #[test]
+                fn t(client: Client) {
+                    client.get().await;
+                }
+            ),
+        );
+        assert!(
+            output.starts_with(&format!("{TEST_ATTRIBUTE} fn t () {{")),
+            "{output}"
+        );
+        assert!(output.contains("async fn t (client : Client) { client . get () . await ; }"));
+        assert_eq!(output.matches("compile_error").count(), 3, "{output}");
+        assert!(!output.contains("__private"));
+    }
+
+    #[test]
+    fn a_method_gets_only_the_errors() {
+        let output = expand(
+            quote!(service = "a"),
+            quote!(
+                async fn t(&self) {}
+            ),
+        );
+        assert!(output.starts_with(":: core :: compile_error !"), "{output}");
+        assert!(!output.contains("fn t"));
+    }
+
+    #[test]
+    fn not_a_function_is_given_back() {
+        let output = expand(
+            quote!(service = "a"),
+            quote!(
+                struct S;
+            ),
+        );
+        assert!(output.starts_with("struct S ;"), "{output}");
+        assert!(output.contains("goes on an `async fn`"));
     }
 }

@@ -16,14 +16,21 @@
 //! /// docs
 //! #[::core::prelude::v1::test]
 //! fn root_answers() {
-//!     // The user's function, unchanged: same name, so the test path is the one
-//!     // the user sees, and rust-analyzer's "Run Test" finds it.
+//!     // The user's function, unchanged: the test keeps its name and module, which
+//!     // is what `cargo test NAME` and rust-analyzer's "Run Test" look for.
 //!     async fn root_answers(client: Client) -> Result<(), MyErr> { body }
-//!     // Type assertions spanned on the parameter and return types, so a wrong
-//!     // type is reported on the user's tokens with the library's message.
-//!     let _ = <Client as ::cloudrun_test::__private::Inject>::inject;
-//!     let _ = <Result<(), MyErr> as ::cloudrun_test::__private::TestOutcome>::into_result;
-//!     ::cloudrun_test::__private::run_test(
+//!     // The library's requirements on the parameter and return types, as bounds
+//!     // (see `expand.rs`: a wrong type is reported once, on the user's tokens).
+//!     fn cloudrun_test<F, P, Fut, R>(spec: TestSpec, test: F, _: PhantomData<P>, _: PhantomData<R>)
+//!     where
+//!         F: FnOnce(P) -> Fut,
+//!         P: Inject,
+//!         Fut: Future<Output = R> + 'static,
+//!         R: TestOutcome,
+//!     {
+//!         ::cloudrun_test::__private::run_test::<F, (P,)>(spec, test)
+//!     }
+//!     cloudrun_test(
 //!         ::cloudrun_test::__private::TestSpec {
 //!             name: ::core::concat!(::core::module_path!(), "::", "root_answers"),
 //!             manifest_dir: ::core::env!("CARGO_MANIFEST_DIR"),
@@ -32,9 +39,14 @@
 //!             ..::cloudrun_test::__private::TestSpec::DEFAULT
 //!         },
 //!         root_answers,
+//!         PhantomData, // spanned on `Client`
+//!         PhantomData, // spanned on `Result<(), MyErr>`
 //!     )
 //! }
 //! ```
+//!
+//! (Every path in the real expansion is absolute, and the library's is the
+//! `crate = "..."` argument when given.)
 //!
 //! On a misuse (bad argument, not `async`, two parameters...) it still emits the
 //! `#[test] fn` with the user's function inside, next to the `compile_error!`s, as
