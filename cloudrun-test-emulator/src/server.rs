@@ -1,0 +1,193 @@
+//! Start-up: bind the listeners, build the state, serve on a dedicated thread.
+//!
+//! The emulator owns its runtime (not the caller's) so that it works from plain
+//! `#[test]`s and from inside any runtime, and keeps serving while the per-test
+//! runtimes of `#[tokio::test]` come and go.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::{Arc, RwLock, mpsc};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{any, get, post};
+
+use crate::front::{self, Front};
+use crate::state::{Origin, Service, State, random_uid};
+use crate::{Emulator, EmulatorBuilder, Error, Upstream, admin, oauth};
+
+/// Two workers: enough for concurrent tests, cheap on small machines.
+const WORKER_THREADS: usize = 2;
+
+pub(crate) fn start(builder: EmulatorBuilder) -> Result<Emulator, Error> {
+    let (base_listener, base_url) = bind("the Google endpoints")?;
+    let mut front_listeners = Vec::new();
+    let mut services = Vec::new();
+    for config in builder.services {
+        let mut origins = Vec::new();
+        for tag in std::iter::once(None).chain(config.tags.iter().map(Some)) {
+            let what = match tag {
+                None => format!("service {}", config.name),
+                Some(tag) => format!("tag {tag} of service {}", config.name),
+            };
+            let (listener, url) = bind(&what)?;
+            front_listeners.push((listener, services.len(), tag.cloned()));
+            origins.push(Origin {
+                tag: tag.cloned(),
+                url,
+            });
+        }
+        services.push(Service {
+            name: config.name,
+            uid: random_uid(),
+            origins,
+            custom_audiences: config.custom_audiences,
+            upstream: config.upstream,
+            invokers: RwLock::new(config.invokers),
+        });
+    }
+    let state = Arc::new(State::new(
+        builder.project,
+        builder.region,
+        base_url,
+        builder.id_token_lifetime.max(Duration::from_secs(1)),
+        services,
+    ));
+
+    // Slow work off the start-up path: RSA keys and the upstream client.
+    let keys_state = Arc::clone(&state);
+    std::thread::Builder::new()
+        .name("cloudrun-test-emulator-warm-up".to_owned())
+        .spawn(move || {
+            keys_state.keys.fill();
+            // Ready before the first proxied request, which comes after a token.
+            if keys_state
+                .services
+                .iter()
+                .any(|service| matches!(service.upstream, Upstream::Url(_)))
+            {
+                let _ = keys_state.http();
+            }
+        })
+        .map_err(Error::Runtime)?;
+
+    let google = Router::new()
+        .route("/token", post(oauth::token))
+        .route("/oauth2/v3/certs", get(oauth::certs))
+        .route(
+            "/v2/projects/{project}/locations/{region}/services/{service}",
+            get(admin::get_service),
+        )
+        .route(
+            "/v2/projects/{project}/locations/{region}/services",
+            get(admin::list_services),
+        )
+        .route(
+            "/_emulator/stats",
+            get(admin::stats).delete(admin::reset_stats),
+        )
+        .fallback(admin::fallback)
+        .with_state(Arc::clone(&state));
+    let fronts: Vec<(TcpListener, Router)> = front_listeners
+        .into_iter()
+        .map(|(listener, service, tag)| {
+            let front = Front {
+                state: Arc::clone(&state),
+                service,
+                tag,
+            };
+            let router = Router::new()
+                .route("/", any(front::handle))
+                .route("/{*path}", any(front::handle))
+                .with_state(front);
+            (listener, router)
+        })
+        .collect();
+
+    let (ready_sender, ready) = mpsc::channel();
+    let (shutdown, shutdown_signal) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("cloudrun-test-emulator".to_owned())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(WORKER_THREADS)
+                .thread_name("cloudrun-test-emulator-worker")
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ = ready_sender.send(Err(error));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let serving = serve(base_listener, google, fronts);
+                let failed = serving.is_err();
+                let _ = ready_sender.send(serving);
+                if !failed {
+                    // Ends when the Emulator is dropped (or its sender is).
+                    let _ = shutdown_signal.await;
+                }
+            });
+            // In-flight requests are abandoned: the emulator is going away.
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        })
+        .map_err(Error::Runtime)?;
+
+    match ready.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            let _ = thread.join();
+            return Err(Error::Runtime(error));
+        }
+        Err(_) => {
+            let _ = thread.join();
+            return Err(Error::Runtime(std::io::Error::other(
+                "the emulator's thread ended during start-up",
+            )));
+        }
+    }
+    tracing::info!(
+        base_url = %state.base_url,
+        services = state.services.len(),
+        "cloudrun-test emulator started"
+    );
+    Ok(Emulator {
+        state,
+        shutdown: Some(shutdown),
+        thread: Some(thread),
+    })
+}
+
+/// Binds 127.0.0.1 on a port the OS chooses.
+fn bind(what: &str) -> Result<(TcpListener, reqwest::Url), Error> {
+    let bind_error = |source| Error::Bind {
+        what: what.to_owned(),
+        source,
+    };
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(bind_error)?;
+    listener.set_nonblocking(true).map_err(bind_error)?;
+    let port = listener.local_addr().map_err(bind_error)?.port();
+    let url = format!("http://127.0.0.1:{port}/")
+        .parse()
+        .map_err(|error| bind_error(std::io::Error::other(error)))?;
+    Ok((listener, url))
+}
+
+/// Spawns a server task per listener; must run inside the emulator's runtime.
+fn serve(
+    base_listener: TcpListener,
+    google: Router,
+    fronts: Vec<(TcpListener, Router)>,
+) -> Result<(), std::io::Error> {
+    for (listener, router) in std::iter::once((base_listener, google)).chain(fronts) {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, service).await {
+                tracing::error!(%error, "an emulator listener stopped");
+            }
+        });
+    }
+    Ok(())
+}
