@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cloudrun_test_emulator::{Emulator, EmulatorBuilder};
 
@@ -76,6 +77,11 @@ pub struct GeneratedCrate {
 impl GeneratedCrate {
     /// `tests` is the source of `tests/generated.rs`.
     pub fn new(name: &str, tests: &str) -> GeneratedCrate {
+        // Cargo names a path package's build outputs by name and version, not folder:
+        // two crates of the same name built at once would overwrite each other's test
+        // binary (with the other's CARGO_MANIFEST_DIR compiled in).
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("{name}-{}", NEXT.fetch_add(1, Ordering::Relaxed));
         let dir = tempfile::Builder::new()
             .prefix(&format!("{name}-"))
             .tempdir()
