@@ -85,10 +85,13 @@ fn authorize(
     headers: &HeaderMap,
 ) -> Result<Option<String>, Denial> {
     // X-Serverless-Authorization wins, leaving Authorization to the application.
-    let value = headers
-        .get(X_SERVERLESS_AUTHORIZATION)
-        .or_else(|| headers.get(header::AUTHORIZATION))
-        .filter(|value| !value.as_bytes().iter().all(u8::is_ascii_whitespace));
+    let present = |name| {
+        headers
+            .get(name)
+            .filter(|value| !value.as_bytes().iter().all(u8::is_ascii_whitespace))
+    };
+    let value =
+        present(X_SERVERLESS_AUTHORIZATION).or_else(|| present(header::AUTHORIZATION.as_str()));
     let token = value.map(|value| {
         value
             .to_str()

@@ -14,6 +14,15 @@
 //!   403 without a token, 401 for an invalid token, 403 for a caller who is not
 //!   an invoker; accepted requests reach the built-in echo app or an upstream.
 //!
+//! The real `gcloud` works against it with a key file from
+//! [`Emulator::write_service_account_key`] (its `token_uri` is the emulator):
+//!
+//! ```text
+//! export CLOUDSDK_CONFIG=$(mktemp -d)        # keep your own gcloud setup out of it
+//! gcloud auth activate-service-account --key-file KEY.json
+//! gcloud auth print-identity-token --audiences=http://127.0.0.1:PORT
+//! ```
+//!
 //! ```no_run
 //! use cloudrun_test_emulator::{Emulator, ServiceConfig};
 //!

@@ -50,12 +50,17 @@ impl IntoResponse for OAuthError {
 
 /// `POST /token`, form-encoded.
 pub(crate) async fn token(AxumState(state): AxumState<Arc<State>>, body: Bytes) -> Response {
-    // Key generation may still be running on the background thread; let other
-    // requests use this worker meanwhile.
-    tokio::task::block_in_place(|| match grant(&state, &body) {
+    let answer = || match grant(&state, &body) {
         Ok(answer) => Json(answer).into_response(),
         Err(error) => error.into_response(),
-    })
+    };
+    if state.keys.signing_if_ready().is_some() {
+        answer()
+    } else {
+        // The signing key is still being generated in the background: wait for it
+        // without holding up the other requests on this worker.
+        tokio::task::block_in_place(answer)
+    }
 }
 
 fn grant(state: &State, body: &[u8]) -> Result<Value, OAuthError> {

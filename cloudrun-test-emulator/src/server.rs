@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock, mpsc};
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{any, get, post};
+use axum::routing::{get, post};
 
 use crate::front::{self, Front};
 use crate::state::{Origin, Service, State, random_uid};
@@ -95,10 +95,8 @@ pub(crate) fn start(builder: EmulatorBuilder) -> Result<Emulator, Error> {
                 service,
                 tag,
             };
-            let router = Router::new()
-                .route("/", any(front::handle))
-                .route("/{*path}", any(front::handle))
-                .with_state(front);
+            // Every method and path goes through the IAM check.
+            let router = Router::new().fallback(front::handle).with_state(front);
             (listener, router)
         })
         .collect();

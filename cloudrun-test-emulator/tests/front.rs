@@ -289,6 +289,15 @@ async fn x_serverless_authorization_wins_over_authorization() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    // An empty one counts as absent.
+    let response = http()
+        .get(url.clone())
+        .header("x-serverless-authorization", "")
+        .bearer_auth(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
     // A bad X-Serverless-Authorization is not rescued by a good Authorization.
     let response = http()
         .get(url.clone())
