@@ -65,8 +65,8 @@ pub(crate) struct ConfigFile {
 impl ConfigFile {
     /// The file found by walking up from `start`, parsed once per process and folder.
     pub(crate) fn find(start: &Path) -> Result<Arc<ConfigFile>, Error> {
-        static FOUND: OnceLock<Mutex<HashMap<PathBuf, Result<Arc<ConfigFile>, Error>>>> =
-            OnceLock::new();
+        type Found = HashMap<PathBuf, Result<Arc<ConfigFile>, Error>>;
+        static FOUND: OnceLock<Mutex<Found>> = OnceLock::new();
         let mut found = FOUND
             .get_or_init(Default::default)
             .lock()
@@ -156,7 +156,7 @@ impl ConfigFile {
 
     /// The first layer's value of a top-level field.
     pub(crate) fn value(&self, field: impl Fn(&Section) -> Option<&String>) -> Option<String> {
-        self.layers.iter().find_map(|layer| field(layer)).cloned()
+        self.layers.iter().find_map(field).cloned()
     }
 
     /// The first layer's value of a field of `[services.NAME]`.
@@ -168,7 +168,7 @@ impl ConfigFile {
         self.layers
             .iter()
             .filter_map(|layer| layer.services.get(service))
-            .find_map(|section| field(section))
+            .find_map(field)
             .cloned()
     }
 }
