@@ -15,20 +15,21 @@ async fn main() {
     let app = Router::new()
         .route("/", get(|| async { "Hello from Cloud Run!\n" }))
         .route("/hello/{name}", get(greet))
-        .route("/echo", post(|Json(body): Json<Value>| async move { Json(body) }))
+        .route(
+            "/echo",
+            post(|Json(body): Json<Value>| async move { Json(body) }),
+        )
         .route("/whoami", get(whoami));
-    let listener = match tokio::net::TcpListener::bind(("0.0.0.0", port.parse().unwrap_or(8080))).await {
-        Ok(listener) => listener,
-        Err(error) => {
-            eprintln!("hello: cannot listen on port {port}: {error}");
-            std::process::exit(1);
-        }
-    };
+    let listener =
+        match tokio::net::TcpListener::bind(("0.0.0.0", port.parse().unwrap_or(8080))).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("hello: cannot listen on port {port}: {error}");
+                std::process::exit(1);
+            }
+        };
     eprintln!("hello: listening on port {port}");
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+    if let Err(error) = axum::serve(listener, app).await {
         eprintln!("hello: server failed: {error}");
         std::process::exit(1);
     }

@@ -17,7 +17,13 @@ async fn root_says_hello(client: Client) {
 
 #[cloudrun_test(service = "hello")]
 async fn greets_by_name(client: Client) -> Result<(), cloudrun_test::reqwest::Error> {
-    let greeting: Value = client.get("/hello/Ada").send().await.unwrap().json().await?;
+    let greeting: Value = client
+        .get("/hello/Ada")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await?;
     assert_eq!(greeting, json!({ "greeting": "Hello, Ada!" }));
     Ok(())
 }
@@ -33,7 +39,15 @@ async fn echoes_json(client: Client) {
 /// The service sees the identity the suite runs as.
 #[cloudrun_test(service = "hello")]
 async fn sees_the_caller(context: TestContext) {
-    let answer: Value = context.client().get("/whoami").send().await.unwrap().json().await.unwrap();
+    let answer: Value = context
+        .client()
+        .get("/whoami")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let expected = context.identity().expect("a service-account identity");
     assert_eq!(answer["email"], json!(expected));
 }
