@@ -67,12 +67,17 @@ impl Args {
         let mut args = Args::default();
         let mut errors = Errors::default();
         let mut seen: HashMap<String, Span> = HashMap::new();
+        // Whether a key meant to name the target was given, even misspelt or with
+        // a bad value: then "needs the service" would only repeat that error.
+        let mut target_given = false;
         for entry in &entries {
             let key = entry.key.unraw().to_string();
             if !KEYS.contains(&key.as_str()) {
+                target_given |= matches!(closest_key(&key), Some("service" | "url"));
                 errors.push(entry.key.span(), unknown_key_message(&key));
                 continue;
             }
+            target_given |= key == "service" || key == "url";
             if seen.insert(key.clone(), entry.key.span()).is_some() {
                 errors.push(
                     entry.key.span(),
@@ -99,7 +104,7 @@ impl Args {
             }
         }
 
-        if args.service.is_none() && args.url.is_none() && errors.is_empty() {
+        if !target_given {
             errors.push(
                 Span::call_site(),
                 format!(
@@ -374,10 +379,6 @@ impl Errors {
         }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_none()
-    }
-
     pub(crate) fn finish(self) -> syn::Result<()> {
         self.0.map_or(Ok(()), Err)
     }
@@ -430,7 +431,13 @@ mod tests {
     }
 
     fn parse(tokens: TokenStream) -> Result<Args, String> {
-        Args::parse(tokens).map_err(|error| error.to_string())
+        Args::parse(tokens).map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|error| error.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
     }
 
     #[test]
@@ -454,9 +461,13 @@ mod tests {
     fn invalid_arguments() {
         let cases = [
             (quote!(), "needs the service"),
+            (quote!(timeout = "5s"), "needs the service"),
+            (quote!(timeout = "soon"), "needs the service"),
+            (quote!(timeout = "soon"), "invalid timeout"),
             (quote!(service = "a", url = "https://a"), "not both"),
             (quote!(service = "a", service = "b"), "given twice"),
             (quote!(servce = "a"), "did you mean `service`?"),
+            (quote!(banana = "a"), "needs the service"),
             (quote!(service = 3), "takes a string"),
             (quote!(service = ""), "is empty"),
             (quote!(url = "hello"), "absolute"),
