@@ -48,10 +48,23 @@ fn fixture() -> Fixture {
     fixture
 }
 
+/// Runs the 40 `hello_` tests with `args` and checks that they all passed, reached the
+/// service, and caused a single identity-token mint.
+fn forty_tests_mint_once(args: &[&str], summary: &str) {
+    let fixture = fixture();
+    let output = suite().cargo(args, &fixture.environment(TESTER));
+    let text = output_text(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains(summary), "{text}");
+    let stats = fixture.emulator.stats();
+    assert_eq!(stats.id_tokens_minted, 1, "{stats:?}");
+    assert_eq!(stats.front_accepted, PARALLEL_TESTS as u64, "{stats:?}");
+}
+
 #[test]
 fn forty_tests_starting_together_mint_one_token() {
-    let fixture = fixture();
-    let output = suite().cargo(
+    let threads = PARALLEL_TESTS.to_string();
+    forty_tests_mint_once(
         &[
             "test",
             "--offline",
@@ -60,25 +73,15 @@ fn forty_tests_starting_together_mint_one_token() {
             "--",
             "hello_",
             "--test-threads",
-            "40",
+            &threads,
         ],
-        &fixture.environment(TESTER),
+        &format!("test result: ok. {PARALLEL_TESTS} passed"),
     );
-    let text = output_text(&output);
-    assert!(output.status.success(), "{text}");
-    assert!(
-        text.contains(&format!("test result: ok. {PARALLEL_TESTS} passed")),
-        "{text}"
-    );
-    let stats = fixture.emulator.stats();
-    assert_eq!(stats.id_tokens_minted, 1, "{stats:?}");
-    assert_eq!(stats.front_accepted, PARALLEL_TESTS as u64, "{stats:?}");
 }
 
 #[test]
 fn forty_tests_under_nextest_mint_one_token_across_forty_processes() {
-    let fixture = fixture();
-    let output = suite().cargo(
+    forty_tests_mint_once(
         &[
             "nextest",
             "run",
@@ -89,19 +92,8 @@ fn forty_tests_under_nextest_mint_one_token_across_forty_processes() {
             "-E",
             "test(/^hello_/)",
         ],
-        &fixture.environment(TESTER),
+        &format!("{PARALLEL_TESTS} tests run: {PARALLEL_TESTS} passed"),
     );
-    let text = output_text(&output);
-    assert!(output.status.success(), "{text}");
-    assert!(
-        text.contains(&format!(
-            "{PARALLEL_TESTS} tests run: {PARALLEL_TESTS} passed"
-        )),
-        "{text}"
-    );
-    let stats = fixture.emulator.stats();
-    assert_eq!(stats.id_tokens_minted, 1, "{stats:?}");
-    assert_eq!(stats.front_accepted, PARALLEL_TESTS as u64, "{stats:?}");
 }
 
 #[test]
