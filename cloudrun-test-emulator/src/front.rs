@@ -51,6 +51,9 @@ pub(crate) async fn handle(
     let state = &front.state;
     let service = &state.services[front.service];
     let path = request.uri().path().to_owned();
+    if let Some(response) = crate::faults::front_request(state, service, &path).await {
+        return response;
+    }
     let caller = match authorize(state, service, request.headers()) {
         Ok(caller) => caller,
         Err(Denial::Unauthorized(reason)) => {
@@ -172,7 +175,7 @@ fn verify_id_token(
 }
 
 /// Cloud Run's (Google front end's) error pages.
-fn error_page(status: StatusCode, path: &str, reason: &str) -> Response {
+pub(crate) fn error_page(status: StatusCode, path: &str, reason: &str) -> Response {
     let path = html_escape(path);
     let (title, heading, detail) = if status == StatusCode::UNAUTHORIZED {
         (

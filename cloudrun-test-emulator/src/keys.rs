@@ -5,7 +5,7 @@
 //! few spares for service accounts) instead of delaying `Emulator::start`.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use aws_lc_rs::encoding::AsDer;
@@ -16,6 +16,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
 /// How many service-account keys to keep ready.
 const SPARE_KEYS: usize = 2;
+/// How many times the signing key can be rotated in one emulator's life.
+pub(crate) const MAX_ROTATIONS: usize = 32;
 
 /// The RS256 key generation or signing failed inside aws-lc (not expected in practice).
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -100,6 +102,12 @@ impl RsaKey {
 #[derive(Default)]
 pub(crate) struct Keys {
     signing: OnceLock<Result<RsaKey, KeyError>>,
+    /// Keys that replaced `signing` ([`Keys::rotate`]), oldest first: slots filled
+    /// once and never emptied, so `&RsaKey`s handed out stay valid.
+    rotated: [OnceLock<RsaKey>; MAX_ROTATIONS],
+    /// How many of `rotated` are filled; the last filled one signs.
+    rotations: AtomicUsize,
+    rotating: Mutex<()>,
     spares: Mutex<Vec<RsaKey>>,
     /// Set when the emulator stops, so the background thread stops early.
     stopped: AtomicBool,
@@ -108,6 +116,9 @@ pub(crate) struct Keys {
 impl Keys {
     /// The signing key, generated on first use; blocks while another thread generates it.
     pub(crate) fn signing(&self) -> Result<&RsaKey, KeyError> {
+        if let Some(key) = self.latest_rotation() {
+            return Ok(key);
+        }
         self.signing
             .get_or_init(RsaKey::generate)
             .as_ref()
@@ -117,7 +128,35 @@ impl Keys {
     /// The signing key if it exists already. Nothing can carry its signature before
     /// then, so checking a token never needs to wait for it.
     pub(crate) fn signing_if_ready(&self) -> Option<&RsaKey> {
-        self.signing.get().and_then(|key| key.as_ref().ok())
+        self.latest_rotation()
+            .or_else(|| self.signing.get().and_then(|key| key.as_ref().ok()))
+    }
+
+    fn latest_rotation(&self) -> Option<&RsaKey> {
+        match self.rotations.load(Ordering::Acquire) {
+            0 => None,
+            filled => self.rotated[filled - 1].get(),
+        }
+    }
+
+    /// Replaces the signing key with a new one: tokens signed before no longer
+    /// verify (unlike Google, the JWKS keeps no previous key). Returns the new key,
+    /// or `None` after [`MAX_ROTATIONS`] rotations.
+    pub(crate) fn rotate(&self) -> Result<Option<&RsaKey>, KeyError> {
+        let _one_at_a_time = self
+            .rotating
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        // Make sure there is a key to replace, so the old one really disappears.
+        self.signing.get_or_init(RsaKey::generate);
+        let filled = self.rotations.load(Ordering::Acquire);
+        let Some(slot) = self.rotated.get(filled) else {
+            return Ok(None);
+        };
+        // Only rotations fill slots, one at a time: this one is empty.
+        let _ = slot.set(self.take()?);
+        self.rotations.store(filled + 1, Ordering::Release);
+        Ok(slot.get())
     }
 
     /// A fresh key for a service account: a spare if one is ready, else made now.

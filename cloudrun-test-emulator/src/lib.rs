@@ -35,6 +35,7 @@
 //! ```
 
 mod admin;
+mod faults;
 mod front;
 mod jwt;
 mod keys;
@@ -52,6 +53,7 @@ use std::time::Duration;
 pub use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
+pub use crate::faults::Fault;
 use crate::state::State;
 
 /// A running emulator. Dropping it stops it: its listeners close and its thread ends.
@@ -108,6 +110,10 @@ pub struct Stats {
     pub front_unauthorized: u64,
     /// 403 answers: no token, or a caller who is not an invoker.
     pub front_forbidden: u64,
+    /// Faults injected so far (see [`Fault`]): errors answered, requests held or
+    /// delayed, connections reset, key rotations.
+    #[serde(default)]
+    pub faults_injected: u64,
 }
 
 /// Why the emulator could not start.

@@ -50,6 +50,9 @@ impl IntoResponse for OAuthError {
 
 /// `POST /token`, form-encoded.
 pub(crate) async fn token(AxumState(state): AxumState<Arc<State>>, body: Bytes) -> Response {
+    if let Some(response) = crate::faults::token_request(&state).await {
+        return response;
+    }
     let answer = || match grant(&state, &body) {
         Ok(answer) => Json(answer).into_response(),
         Err(error) => error.into_response(),

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 
+use crate::faults::FaultyListener;
 use crate::front::{self, Front};
 use crate::state::{Origin, Service, State, random_uid};
 use crate::{Emulator, EmulatorBuilder, Error, Upstream, admin, oauth};
@@ -87,7 +89,7 @@ pub(crate) fn start(builder: EmulatorBuilder) -> Result<Emulator, Error> {
         )
         .fallback(admin::fallback)
         .with_state(Arc::clone(&state));
-    let fronts: Vec<(TcpListener, Router)> = front_listeners
+    let fronts: Vec<(TcpListener, Router, Option<usize>)> = front_listeners
         .into_iter()
         .map(|(listener, service, tag)| {
             let front = Front {
@@ -97,12 +99,13 @@ pub(crate) fn start(builder: EmulatorBuilder) -> Result<Emulator, Error> {
             };
             // Every method and path goes through the IAM check.
             let router = Router::new().fallback(front::handle).with_state(front);
-            (listener, router)
+            (listener, router, Some(service))
         })
         .collect();
 
     let (ready_sender, ready) = mpsc::channel();
     let (shutdown, shutdown_signal) = tokio::sync::oneshot::channel::<()>();
+    let serve_state = Arc::clone(&state);
     let thread = std::thread::Builder::new()
         .name("cloudrun-test-emulator".to_owned())
         .spawn(move || {
@@ -119,7 +122,7 @@ pub(crate) fn start(builder: EmulatorBuilder) -> Result<Emulator, Error> {
                 }
             };
             runtime.block_on(async move {
-                let serving = serve(base_listener, google, fronts);
+                let serving = serve(serve_state, base_listener, google, fronts);
                 let failed = serving.is_err();
                 let _ = ready_sender.send(serving);
                 if !failed {
@@ -174,12 +177,16 @@ fn bind(what: &str) -> Result<(TcpListener, reqwest::Url), Error> {
 
 /// Spawns a server task per listener; must run inside the emulator's runtime.
 fn serve(
+    state: Arc<State>,
     base_listener: TcpListener,
     google: Router,
-    fronts: Vec<(TcpListener, Router)>,
+    fronts: Vec<(TcpListener, Router, Option<usize>)>,
 ) -> Result<(), std::io::Error> {
-    for (listener, router) in std::iter::once((base_listener, google)).chain(fronts) {
+    for (listener, router, service) in std::iter::once((base_listener, google, None)).chain(fronts)
+    {
         let listener = tokio::net::TcpListener::from_std(listener)?;
+        // Connection resets are injected at accept; `tap_io` keeps `ConnectInfo<SocketAddr>`.
+        let listener = FaultyListener::new(listener, Arc::clone(&state), service).tap_io(|_| ());
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, service).await {

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::Url;
 use serde::Serialize;
 
+use crate::faults::Faults;
 use crate::front::UPSTREAM_TIMEOUT;
 use crate::keys::{KeyError, Keys, RsaKey, random_bytes, random_hex};
 use crate::{Stats, Upstream};
@@ -153,6 +154,7 @@ pub(crate) struct State {
     pub(crate) base_url: Url,
     pub(crate) id_token_lifetime: Duration,
     pub(crate) keys: Keys,
+    pub(crate) faults: Faults,
     pub(crate) services: Vec<Service>,
     /// For `Upstream::Url`, built on first use: loading TLS roots takes 25–80 ms,
     /// too much for start-up.
@@ -176,6 +178,7 @@ impl State {
             base_url,
             id_token_lifetime,
             keys: Keys::default(),
+            faults: Faults::default(),
             services,
             http: OnceLock::new(),
             accounts: RwLock::default(),
