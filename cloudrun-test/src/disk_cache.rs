@@ -5,7 +5,9 @@
 //! file (mode 0600, in a 0700 folder, written by atomic rename) and a file lock makes
 //! concurrent processes mint once. Files are named by a hash of (credential
 //! fingerprint, audience) and never trusted past the token's expiry minus its margin;
-//! a corrupt or foreign file is ignored and replaced.
+//! a corrupt or foreign file is ignored and replaced. After each mint, files of tokens
+//! that expired over [`PRUNE_AFTER`] ago are deleted, so the folder does not grow with
+//! every key and audience ever used.
 //!
 //! The trade-off: tokens (valid for at most an hour) rest on disk, readable by the
 //! same user. Set `CLOUDRUN_TEST_DISK_CACHE=off` to keep them in memory only.
@@ -26,6 +28,9 @@ use crate::token::Token;
 /// How long to wait for another process that is minting the same token.
 const LOCK_WAIT: Duration = Duration::from_secs(60);
 const FORMAT_VERSION: u32 = 1;
+/// How long after its token expired a cache file is deleted (and a leftover temporary
+/// or unreadable file, after its last change).
+const PRUNE_AFTER: Duration = Duration::from_secs(3600);
 
 pub(crate) struct DiskCache {
     dir: PathBuf,
@@ -40,6 +45,13 @@ struct Entry {
     token: String,
     issued_at: u64,
     expires_at: u64,
+}
+
+impl Entry {
+    /// Whether the token expired over [`PRUNE_AFTER`] before `now`.
+    fn expired_long_before(&self, now: SystemTime) -> bool {
+        UNIX_EPOCH + Duration::from_secs(self.expires_at) + PRUNE_AFTER < now
+    }
 }
 
 impl DiskCache {
@@ -87,7 +99,7 @@ impl DiskCache {
     {
         let name = file_name(key);
         let path = self.dir.join(format!("{name}.json"));
-        let _lock = self.lock(&self.dir.join(format!("{name}.lock"))).await;
+        let lock = self.lock(&self.dir.join(format!("{name}.lock"))).await;
         if let Some(token) = read(&path, key) {
             tracing::debug!("identity token served from the disk cache");
             return Ok(token);
@@ -96,6 +108,9 @@ impl DiskCache {
         if let Err(error) = write(&self.dir, &path, key, &token) {
             tracing::warn!(path = %path.display(), "could not store the token on disk: {error}");
         }
+        drop(lock);
+        // Once per mint, not per read: at most one folder scan per key and token lifetime.
+        self.prune(SystemTime::now());
         Ok(token)
     }
 
@@ -125,6 +140,95 @@ impl DiskCache {
     }
 }
 
+impl DiskCache {
+    /// Deletes what no reader will ever use again: entries whose token expired over
+    /// [`PRUNE_AFTER`] before `now`, with their lock files; unreadable entries, orphan
+    /// lock files and temporary files untouched for as long. Only names this cache
+    /// writes are considered, and an entry only while holding its lock (a writer holds
+    /// it too), so a fresh token is never deleted. Errors are ignored: pruning is tidying.
+    fn prune(&self, now: SystemTime) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        let untouched_for_long = |path: &Path| {
+            fs::symlink_metadata(path)
+                .and_then(|metadata| metadata.modified())
+                .is_ok_and(|modified| modified + PRUNE_AFTER < now)
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !entry.file_type().is_ok_and(|kind| kind.is_file()) {
+                continue;
+            }
+            let path = entry.path();
+            if is_temporary_name(name) {
+                if untouched_for_long(&path) {
+                    let _ = fs::remove_file(&path);
+                }
+                continue;
+            }
+            let Some((stem, extension)) = name.split_once('.') else {
+                continue;
+            };
+            if !is_entry_stem(stem) {
+                continue;
+            }
+            let json = self.dir.join(format!("{stem}.json"));
+            let lock_path = self.dir.join(format!("{stem}.lock"));
+            let stale = match extension {
+                "json" => match read_entry(&json) {
+                    Some(entry) => entry.expired_long_before(now),
+                    None => untouched_for_long(&json),
+                },
+                // A lock file whose entry is gone (it is pruned with its entry otherwise).
+                "lock" => !json.exists() && untouched_for_long(&lock_path),
+                _ => false,
+            };
+            if !stale {
+                continue;
+            }
+            // Held by a process minting this key: leave it alone.
+            let Ok(lock) = OpenOptions::new().write(true).open(&lock_path) else {
+                // No lock file: nobody can be writing this entry under it.
+                let _ = fs::remove_file(&json);
+                continue;
+            };
+            if lock.try_lock().is_err() {
+                continue;
+            }
+            // Re-check under the lock: a writer may have just replaced the entry.
+            let still_stale = match read_entry(&json) {
+                Some(entry) => entry.expired_long_before(now),
+                None => !json.exists() || untouched_for_long(&json),
+            };
+            if still_stale {
+                let _ = fs::remove_file(&json);
+                let _ = fs::remove_file(&lock_path);
+            }
+        }
+    }
+}
+
+/// `0123...ef` (32 hex digits): the names [`file_name`] gives.
+fn is_entry_stem(stem: &str) -> bool {
+    stem.len() == 32
+        && stem
+            .bytes()
+            .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `.token-PID-NANOS`: the temporary files [`write`] renames into place.
+fn is_temporary_name(name: &str) -> bool {
+    name.strip_prefix(".token-")
+        .and_then(|rest| rest.split_once('-'))
+        .is_some_and(|(pid, nanos)| {
+            [pid, nanos]
+                .iter()
+                .all(|part| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit()))
+        })
+}
+
 fn default_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|dir| !dir.is_empty())
@@ -145,10 +249,15 @@ fn file_name(key: &str) -> String {
         .collect()
 }
 
-fn read(path: &Path, key: &str) -> Option<Token> {
+fn read_entry(path: &Path) -> Option<Entry> {
     let text = fs::read_to_string(path).ok()?;
     let entry: Entry = serde_json::from_str(&text).ok()?;
-    if entry.version != FORMAT_VERSION || entry.key != key {
+    (entry.version == FORMAT_VERSION).then_some(entry)
+}
+
+fn read(path: &Path, key: &str) -> Option<Token> {
+    let entry = read_entry(path)?;
+    if entry.key != key {
         return None;
     }
     let token = Token::restore(
@@ -193,4 +302,220 @@ fn write(dir: &Path, path: &Path, key: &str, token: &Token) -> std::io::Result<(
         let _ = fs::remove_file(&temporary);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    /// A cache in a fresh folder, and a mint that counts its calls.
+    struct Setup {
+        _root: tempfile::TempDir,
+        cache: DiskCache,
+        mints: AtomicUsize,
+    }
+
+    impl Setup {
+        fn new() -> Setup {
+            let root = tempfile::tempdir().unwrap();
+            let cache = DiskCache::open(root.path().join("cache")).unwrap();
+            Setup {
+                _root: root,
+                cache,
+                mints: AtomicUsize::new(0),
+            }
+        }
+
+        async fn get(&self, key: &str, lifetime: Duration) -> Token {
+            self.cache
+                .get_or_mint(key, async {
+                    let count = self.mints.fetch_add(1, Ordering::SeqCst) + 1;
+                    Ok(Token::from_access_token(format!("token-{count}"), lifetime))
+                })
+                .await
+                .unwrap()
+        }
+
+        fn mints(&self) -> usize {
+            self.mints.load(Ordering::SeqCst)
+        }
+
+        fn entry_path(&self, key: &str) -> PathBuf {
+            self.cache.dir.join(format!("{}.json", file_name(key)))
+        }
+
+        fn write_entry(&self, key: &str, issued_at: SystemTime, expires_at: SystemTime) {
+            let token = Token::restore("old-token".into(), issued_at, expires_at);
+            write(&self.cache.dir, &self.entry_path(key), key, &token).unwrap();
+        }
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn the_folder_is_made_private() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cache");
+        DiskCache::open(dir.clone()).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        DiskCache::open(dir.clone()).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+    }
+
+    #[tokio::test]
+    async fn a_stored_token_is_private_and_served_until_its_margin() {
+        let setup = Setup::new();
+        let first = setup.get("key", HOUR).await;
+        let again = setup.get("key", HOUR).await;
+        assert!(first.same_secret(&again));
+        assert_eq!(setup.mints(), 1);
+        assert_eq!(mode(&setup.entry_path("key")), 0o600);
+        let lock = setup.cache.dir.join(format!("{}.lock", file_name("key")));
+        assert_eq!(mode(&lock), 0o600);
+
+        // Valid for one more second of an eight-second life: inside the two-second
+        // margin, so it is not served.
+        let now = SystemTime::now();
+        setup.write_entry(
+            "key",
+            now - Duration::from_secs(7),
+            now + Duration::from_secs(1),
+        );
+        let replaced = setup.get("key", HOUR).await;
+        assert_eq!(replaced.secret(), "token-2");
+        // Valid for a minute of an hour: inside the five-minute margin.
+        setup.write_entry(
+            "key",
+            now - HOUR + Duration::from_secs(60),
+            now + Duration::from_secs(60),
+        );
+        assert_eq!(setup.get("key", HOUR).await.secret(), "token-3");
+    }
+
+    #[tokio::test]
+    async fn corrupt_or_foreign_files_are_ignored_and_replaced() {
+        let setup = Setup::new();
+        setup.get("mine", HOUR).await;
+        let path = setup.entry_path("mine");
+        for bad in [
+            b"{\"version\":1,\"key\":\"mi".to_vec(),
+            b"\xff\xfe not json".to_vec(),
+            // Another key's entry under this name (a hash collision, a copied file).
+            serde_json::to_vec(&serde_json::json!({
+                "version": 1, "key": "theirs", "token": "their-token",
+                "issued_at": 0, "expires_at": u32::MAX,
+            }))
+            .unwrap(),
+            // A future format.
+            serde_json::to_vec(&serde_json::json!({
+                "version": 2, "key": "mine", "token": "new-format",
+                "issued_at": 0, "expires_at": u32::MAX,
+            }))
+            .unwrap(),
+        ] {
+            fs::write(&path, &bad).unwrap();
+            let before = setup.mints();
+            let token = setup.get("mine", HOUR).await;
+            assert_eq!(setup.mints(), before + 1);
+            assert_eq!(token.secret(), format!("token-{}", before + 1));
+            assert_eq!(read(&path, "mine").unwrap().secret(), token.secret());
+        }
+    }
+
+    #[tokio::test]
+    async fn pruning_deletes_only_what_expired_long_ago() {
+        let setup = Setup::new();
+        let dir = setup.cache.dir.clone();
+        let now = SystemTime::now();
+        // Expired two hours ago: pruned with its lock file.
+        setup.write_entry("stale", now - 3 * HOUR, now - 2 * HOUR);
+        fs::write(dir.join(format!("{}.lock", file_name("stale"))), "").unwrap();
+        // Expired half an hour ago: kept (for now).
+        setup.write_entry("recent", now - 2 * HOUR, now - HOUR / 2);
+        // Stale but locked by a process minting it: kept.
+        setup.write_entry("busy", now - 3 * HOUR, now - 2 * HOUR);
+        let busy = DiskCache::lock(
+            &setup.cache,
+            &dir.join(format!("{}.lock", file_name("busy"))),
+        )
+        .await
+        .unwrap();
+        // Fresh: kept.
+        setup.get("fresh", 10 * HOUR).await;
+        // Not ours: kept whatever their age.
+        fs::write(dir.join("notes.txt"), "mine").unwrap();
+        fs::write(dir.join("0123.json"), "{}").unwrap();
+
+        setup.cache.prune(now);
+        let mut left: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut expected = vec![
+            "notes.txt".to_owned(),
+            "0123.json".to_owned(),
+            format!("{}.json", file_name("recent")),
+            format!("{}.json", file_name("busy")),
+            format!("{}.lock", file_name("busy")),
+            format!("{}.json", file_name("fresh")),
+            format!("{}.lock", file_name("fresh")),
+        ];
+        expected.sort();
+        assert_eq!(left, expected);
+
+        // Two hours on, files untouched for over an hour go too: a leftover temporary
+        // file and an unreadable entry; fresh entries and other files stay.
+        drop(busy);
+        fs::write(dir.join(".token-123-456"), "half").unwrap();
+        fs::write(setup.entry_path("recent"), "garbage").unwrap();
+        setup.cache.prune(now + 2 * HOUR);
+        let mut left: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut expected = vec![
+            "notes.txt".to_owned(),
+            "0123.json".to_owned(),
+            format!("{}.json", file_name("fresh")),
+            format!("{}.lock", file_name("fresh")),
+        ];
+        expected.sort();
+        assert_eq!(left, expected);
+    }
+
+    #[tokio::test]
+    async fn a_mint_prunes_the_folder() {
+        let setup = Setup::new();
+        let now = SystemTime::now();
+        setup.write_entry("stale", now - 3 * HOUR, now - 2 * HOUR);
+        setup.get("new", HOUR).await;
+        assert!(!setup.entry_path("stale").exists());
+        assert!(setup.entry_path("new").exists());
+    }
+
+    #[test]
+    fn only_names_of_this_cache_are_recognised() {
+        assert!(is_entry_stem(&file_name("anything")));
+        assert!(!is_entry_stem("0123"));
+        assert!(!is_entry_stem(&file_name("x").to_uppercase()));
+        assert!(is_temporary_name(".token-12-345"));
+        for name in [
+            ".token-",
+            ".token-12",
+            ".token-a-1",
+            "token-1-2",
+            ".token-1-2-3",
+        ] {
+            assert!(!is_temporary_name(name), "{name}");
+        }
+    }
 }

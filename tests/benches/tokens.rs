@@ -1,0 +1,943 @@
+//! Benchmarks of the token cache and of what `#[cloudrun_test]` costs over plain
+//! `#[tokio::test]` + reqwest. Every figure is a ratio against a baseline measured in
+//! the same run (mints are counts against tests). See BENCHMARKS.md.
+//!
+//!     cargo bench -p cloudrun-test-e2e --bench tokens                      # bounded: seconds
+//!     CLOUDRUN_TEST_BENCH_FULL=1 cargo bench -p cloudrun-test-e2e --bench tokens
+//!
+//! The full run adds generated 40- and 1000-test crates under `cargo test` and
+//! `cargo nextest run`, 1000 processes, and clean builds of examples/hello against a
+//! reqwest + tokio baseline (minutes). The process exits non-zero when a correctness
+//! figure is wrong (more than one mint, a second TLS or crypto stack); timing targets
+//! are reported, not enforced: this machine is shared and noisy.
+//!
+//! Measurements that need settings from the environment (`run_test` reads the
+//! credentials like a test does) run in a child process of this binary, started with
+//! `CLOUDRUN_TEST_BENCH_CHILD` set, so nothing here ever calls `set_var`.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use cloudrun_test::__private::{TestSpec, run_test};
+use cloudrun_test::reqwest::header::{AUTHORIZATION, HeaderValue};
+use cloudrun_test::{Client, Credentials};
+use cloudrun_test_e2e::{Fixture, GeneratedCrate, TESTER, isolate, output_text, workspace_root};
+use cloudrun_test_emulator::{Emulator, ServiceConfig};
+
+const CHILD: &str = "CLOUDRUN_TEST_BENCH_CHILD";
+
+fn main() -> ExitCode {
+    if let Ok(role) = std::env::var(CHILD) {
+        return child(&role);
+    }
+    let full = std::env::var("CLOUDRUN_TEST_BENCH_FULL").is_ok_and(|value| value == "1");
+    let mut report = Report::default();
+    println!(
+        "cloudrun-test benchmarks, {}, {} cores, {} build, {} mode",
+        today(),
+        std::thread::available_parallelism().map_or(0, |cores| cores.get()),
+        if cfg!(debug_assertions) {
+            "unoptimised (dev)"
+        } else {
+            "optimised (bench)"
+        },
+        if full { "full" } else { "bounded" },
+    );
+    let fixture = Fixture::start(
+        Emulator::builder()
+            .service(ServiceConfig::new("hello").invoker(&format!("serviceAccount:{TESTER}"))),
+    );
+    let server = PlainServer::start();
+
+    hot_path(&fixture, &server, &mut report);
+    per_request(&fixture, &server, &mut report);
+    per_test_setup(&fixture, &server, &mut report);
+    mints_in_one_process(&fixture, &mut report, &[40, 1000]);
+    mints_process_per_test(
+        &fixture,
+        &mut report,
+        if full { &[40, 1000] } else { &[40] },
+    );
+    dependency_tree(&mut report);
+    if full {
+        mints_generated_crates(&fixture, &mut report, &[40, 1000]);
+        build_cost(&mut report);
+    } else {
+        println!(
+            "\n(set CLOUDRUN_TEST_BENCH_FULL=1 for generated crates under cargo test and nextest, \
+             1000 processes and clean builds)"
+        );
+    }
+    report.print()
+}
+
+// ---------------------------------------------------------------------------------
+// Reporting
+
+#[derive(Default)]
+struct Report {
+    rows: Vec<Row>,
+}
+
+struct Row {
+    figure: String,
+    measured: String,
+    baseline: String,
+    ratio: String,
+    target: String,
+    verdict: Verdict,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Pass,
+    Miss,
+    /// A correctness figure is wrong: the bench fails.
+    Wrong,
+    Info,
+}
+
+impl Report {
+    fn add(&mut self, figure: &str, measured: String, baseline: String, ratio: String) -> &mut Row {
+        let row = Row {
+            figure: figure.into(),
+            measured,
+            baseline,
+            ratio,
+            target: "-".into(),
+            verdict: Verdict::Info,
+        };
+        println!(
+            "  {}: {} vs {} -> {}",
+            row.figure, row.measured, row.baseline, row.ratio
+        );
+        self.rows.push(row);
+        self.rows.last_mut().unwrap()
+    }
+
+    fn print(&self) -> ExitCode {
+        println!("\n| figure | measured | baseline | ratio | target | |");
+        println!("|---|---|---|---|---|---|");
+        for row in &self.rows {
+            let verdict = match row.verdict {
+                Verdict::Pass => "pass",
+                Verdict::Miss => "MISS",
+                Verdict::Wrong => "WRONG",
+                Verdict::Info => "",
+            };
+            println!(
+                "| {} | {} | {} | {} | {} | {verdict} |",
+                row.figure, row.measured, row.baseline, row.ratio, row.target
+            );
+        }
+        if self.rows.iter().any(|row| row.verdict == Verdict::Wrong) {
+            eprintln!("a correctness figure is wrong (see WRONG above)");
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+impl Row {
+    /// A timing target: reported, never enforced.
+    fn at_most(&mut self, ratio: f64, limit: f64) {
+        self.target = format!("≤ {limit}×");
+        self.verdict = if ratio <= limit {
+            Verdict::Pass
+        } else {
+            Verdict::Miss
+        };
+    }
+
+    /// A correctness target: the bench fails if it is not met.
+    fn must(&mut self, ok: bool, target: &str) {
+        self.target = target.into();
+        self.verdict = if ok { Verdict::Pass } else { Verdict::Wrong };
+    }
+}
+
+fn today() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown date".into())
+}
+
+fn format_time(time: Duration) -> String {
+    let nanos = time.as_secs_f64() * 1e9;
+    if nanos < 1e3 {
+        format!("{nanos:.0} ns")
+    } else if nanos < 1e6 {
+        format!("{:.1} µs", nanos / 1e3)
+    } else if nanos < 1e9 {
+        format!("{:.1} ms", nanos / 1e6)
+    } else {
+        format!("{:.1} s", nanos / 1e9)
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Timing: baseline and subject measured in alternation, medians of many runs
+
+struct Comparison {
+    baseline: Duration,
+    subject: Duration,
+    ratio: f64,
+    /// 25th and 75th percentile of the per-run subject/baseline ratios: the noise.
+    spread: (f64, f64),
+}
+
+impl Comparison {
+    fn ratio_text(&self) -> String {
+        format!(
+            "{:.3}× (runs: {:.2}–{:.2})",
+            self.ratio, self.spread.0, self.spread.1
+        )
+    }
+}
+
+/// Runs `baseline(n)` and `subject(n)` (each returns how long `n` iterations took)
+/// `runs` times, alternating which goes first, and compares the median time per
+/// iteration.
+fn compare(
+    runs: usize,
+    iterations: u32,
+    mut baseline: impl FnMut(u32) -> Duration,
+    mut subject: impl FnMut(u32) -> Duration,
+) -> Comparison {
+    // Warm up both: caches, connections, lazily built state.
+    baseline(iterations.div_ceil(4));
+    subject(iterations.div_ceil(4));
+    let (mut base_times, mut subject_times, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..runs {
+        let (base, sub) = if run % 2 == 0 {
+            let base = baseline(iterations);
+            (base, subject(iterations))
+        } else {
+            let sub = subject(iterations);
+            (baseline(iterations), sub)
+        };
+        base_times.push(base / iterations);
+        subject_times.push(sub / iterations);
+        ratios.push(sub.as_secs_f64() / base.as_secs_f64());
+    }
+    let baseline = median(&mut base_times);
+    let subject = median(&mut subject_times);
+    ratios.sort_by(f64::total_cmp);
+    Comparison {
+        baseline,
+        subject,
+        ratio: subject.as_secs_f64() / baseline.as_secs_f64(),
+        spread: (ratios[ratios.len() / 4], ratios[ratios.len() * 3 / 4]),
+    }
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------
+// A plain local HTTP server: keep-alive, `200 ok` to everything, no auth check.
+
+struct PlainServer {
+    url: String,
+}
+
+impl PlainServer {
+    fn start() -> PlainServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || serve_plain(stream));
+            }
+        });
+        PlainServer { url }
+    }
+}
+
+fn serve_plain(mut stream: std::net::TcpStream) {
+    const ANSWER: &[u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok";
+    let _ = stream.set_nodelay(true);
+    let mut pending = Vec::new();
+    let mut chunk = [0; 16 * 1024];
+    loop {
+        let read = match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read,
+        };
+        pending.extend_from_slice(&chunk[..read]);
+        // Requests without bodies (GET): each ends at the blank line.
+        while let Some(end) = pending.windows(4).position(|window| window == b"\r\n\r\n") {
+            pending.drain(..end + 4);
+            if stream.write_all(ANSWER).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// 1. The cached-token hot path
+
+fn hot_path(fixture: &Fixture, server: &PlainServer, report: &mut Report) {
+    println!("\nhot path: Credentials::id_token on a warm cache");
+    let credentials = Credentials::from_file(fixture.key_file(TESTER)).unwrap();
+    let audience = server.url.clone();
+    let runtime = current_thread_runtime();
+    let token = runtime.block_on(credentials.id_token(&audience)).unwrap();
+    // Baseline: the least a cache can do, a map lookup behind a lock and a refcount.
+    let map: Mutex<HashMap<(String, String), Arc<str>>> = Mutex::new(HashMap::from([(
+        ("fingerprint".to_owned(), audience.clone()),
+        Arc::from(token.as_str()),
+    )]));
+    let key = ("fingerprint".to_owned(), audience.clone());
+    let result = compare(
+        31,
+        20_000,
+        |iterations| {
+            let started = Instant::now();
+            for _ in 0..iterations {
+                let token = map.lock().unwrap().get(black_box(&key)).cloned();
+                black_box(token);
+            }
+            started.elapsed()
+        },
+        |iterations| {
+            runtime.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iterations {
+                    black_box(credentials.id_token(black_box(&audience)).await.unwrap());
+                }
+                started.elapsed()
+            })
+        },
+    );
+    let subject = result.subject;
+    report
+        .add(
+            "warm `Credentials::id_token`",
+            format_time(subject),
+            format!(
+                "{} (Mutex<HashMap> + Arc<str> clone)",
+                format_time(result.baseline)
+            ),
+            result.ratio_text(),
+        )
+        .target = "< 1 µs absolute".into();
+    let row = report.rows.last_mut().unwrap();
+    row.verdict = if subject < Duration::from_micros(1) {
+        Verdict::Pass
+    } else {
+        Verdict::Miss
+    };
+}
+
+// ---------------------------------------------------------------------------------
+// 2. Per-request overhead
+
+fn per_request(fixture: &Fixture, server: &PlainServer, report: &mut Report) {
+    println!("\nper request: Client::get(..).send() vs reqwest with a static Authorization header");
+    let credentials = Credentials::from_file(fixture.key_file(TESTER)).unwrap();
+    let runtime = current_thread_runtime();
+    let (client, raw, header) = runtime.block_on(async {
+        let client = Client::builder()
+            .url(server.url.as_str())
+            .credentials(credentials)
+            .build()
+            .await
+            .unwrap();
+        let token = client.id_token().await.unwrap();
+        let mut header = HeaderValue::try_from(format!("Bearer {}", token.as_str())).unwrap();
+        header.set_sensitive(true);
+        (client, cloudrun_test::reqwest::Client::new(), header)
+    });
+    let url = format!("{}/", server.url);
+    let result = compare(
+        31,
+        200,
+        |iterations| {
+            runtime.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iterations {
+                    let response = raw
+                        .get(url.as_str())
+                        .header(AUTHORIZATION, header.clone())
+                        .send()
+                        .await
+                        .unwrap();
+                    black_box(response.bytes().await.unwrap());
+                }
+                started.elapsed()
+            })
+        },
+        |iterations| {
+            runtime.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iterations {
+                    let response = client.get("/").send().await.unwrap();
+                    black_box(response.bytes().await.unwrap());
+                }
+                started.elapsed()
+            })
+        },
+    );
+    report
+        .add(
+            "request through `Client`",
+            format_time(result.subject),
+            format!("{} (reqwest, static header)", format_time(result.baseline)),
+            result.ratio_text(),
+        )
+        .at_most(result.ratio, 1.02);
+}
+
+// ---------------------------------------------------------------------------------
+// 3. Per-test setup: run_test vs a #[tokio::test] that builds a reqwest client
+
+fn per_test_setup(fixture: &Fixture, server: &PlainServer, report: &mut Report) {
+    println!(
+        "\nper-test setup: run_test (runtime, resolution, warm token, client) vs runtime + reqwest::Client::new()"
+    );
+    let output = run_child(
+        fixture,
+        &[],
+        "setup",
+        &[&server.url],
+        Duration::from_secs(300),
+    );
+    let text = output_text(&output);
+    let values = child_values(&text);
+    let (Some(baseline), Some(subject), Some(ratio), Some(low), Some(high)) = (
+        values.get("baseline_ns"),
+        values.get("subject_ns"),
+        values.get("ratio"),
+        values.get("low"),
+        values.get("high"),
+    ) else {
+        report
+            .add("per-test setup", "failed".into(), "-".into(), "-".into())
+            .must(false, "runs");
+        eprintln!("{text}");
+        return;
+    };
+    report
+        .add(
+            "per-test setup (`run_test`)",
+            format_time(Duration::from_nanos(*subject as u64)),
+            format!(
+                "{} (runtime + reqwest::Client::new())",
+                format_time(Duration::from_nanos(*baseline as u64))
+            ),
+            format!("{ratio:.3}× (runs: {low:.2}–{high:.2})"),
+        )
+        .at_most(*ratio, 1.1);
+}
+
+/// The child side of [`per_test_setup`]: settings from the environment, as in a test.
+fn child_setup(url: &str) -> ExitCode {
+    let spec = TestSpec {
+        name: "bench::setup",
+        url: Some(Box::leak(url.to_owned().into_boxed_str())),
+        ..TestSpec::DEFAULT
+    };
+    let result = compare(
+        21,
+        40,
+        |iterations| {
+            let started = Instant::now();
+            for _ in 0..iterations {
+                // What #[tokio::test] does, and a client built by hand.
+                current_thread_runtime().block_on(async {
+                    black_box(cloudrun_test::reqwest::Client::new());
+                });
+            }
+            started.elapsed()
+        },
+        |iterations| {
+            let started = Instant::now();
+            for _ in 0..iterations {
+                run_test(spec, |client: Client| async move {
+                    black_box(client);
+                });
+            }
+            started.elapsed()
+        },
+    );
+    println!(
+        "baseline_ns={} subject_ns={} ratio={} low={} high={}",
+        result.baseline.as_nanos(),
+        result.subject.as_nanos(),
+        result.ratio,
+        result.spread.0,
+        result.spread.1
+    );
+    ExitCode::SUCCESS
+}
+
+// ---------------------------------------------------------------------------------
+// 4. Mints per run
+
+/// `tests` tests on as many threads, each with its own runtime, started together, as
+/// `cargo test --test-threads N` runs them: one child process.
+fn mints_in_one_process(fixture: &Fixture, report: &mut Report, sizes: &[usize]) {
+    println!("\nmints, one process, a thread and a runtime per test (cargo test)");
+    let url = fixture.emulator.service_url("hello").unwrap().to_string();
+    for &tests in sizes {
+        fixture.emulator.reset_stats();
+        let started = Instant::now();
+        let output = run_child(
+            fixture,
+            &[],
+            "threads",
+            &[&tests.to_string(), &url],
+            Duration::from_secs(300),
+        );
+        let elapsed = started.elapsed();
+        let stats = fixture.emulator.stats();
+        let ok = output.status.success() && stats.front_accepted == tests as u64;
+        if !output.status.success() {
+            eprintln!("{}", output_text(&output));
+        }
+        report
+            .add(
+                &format!("{tests} tests, threads in one process"),
+                format!(
+                    "{} mint / {} passed",
+                    stats.id_tokens_minted, stats.front_accepted
+                ),
+                format!("{tests} tests (a mint each without a cache)"),
+                format!(
+                    "1/{:.0} ({})",
+                    tests as f64 / stats.id_tokens_minted.max(1) as f64,
+                    format_time(elapsed)
+                ),
+            )
+            .must(ok && stats.id_tokens_minted == 1, "1 mint");
+    }
+}
+
+fn child_threads(tests: usize, url: &str) -> ExitCode {
+    let spec = TestSpec {
+        name: "bench::threads",
+        url: Some(Box::leak(url.to_owned().into_boxed_str())),
+        ..TestSpec::DEFAULT
+    };
+    let start = Arc::new(Barrier::new(tests));
+    let threads: Vec<_> = (0..tests)
+        .map(|_| {
+            let start = start.clone();
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    start.wait();
+                    run_test(spec, |client: Client| async move {
+                        let response = client.get("/").send().await.unwrap();
+                        assert_eq!(response.status(), 200);
+                    });
+                })
+                .unwrap()
+        })
+        .collect();
+    let failed = threads
+        .into_iter()
+        .map(|thread| thread.join().is_err())
+        .filter(|failed| *failed)
+        .count();
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{failed} of {tests} tests failed");
+        ExitCode::FAILURE
+    }
+}
+
+/// A process per test (`token-probe`, as nextest runs them), with the disk cache and,
+/// as the baseline, without it.
+fn mints_process_per_test(fixture: &Fixture, report: &mut Report, sizes: &[usize]) {
+    println!("\nmints, a process per test (cargo nextest run)");
+    let url = fixture.emulator.service_url("hello").unwrap().to_string();
+    let parallel = std::thread::available_parallelism().map_or(2, |cores| cores.get()) * 2;
+    for &tests in sizes {
+        let mut counts = Vec::new();
+        for disk_cache in ["on", "off"] {
+            fixture.emulator.reset_stats();
+            let cache = tempfile::tempdir().unwrap();
+            let mut env = fixture.environment(TESTER);
+            env.retain(|(name, _)| name != "CLOUDRUN_TEST_CACHE_DIR");
+            env.push((
+                "CLOUDRUN_TEST_CACHE_DIR".into(),
+                cache.path().display().to_string(),
+            ));
+            env.push(("CLOUDRUN_TEST_DISK_CACHE".into(), disk_cache.into()));
+            let started = Instant::now();
+            let failures = run_processes(tests, parallel, || {
+                let mut command = Command::new(env!("CARGO_BIN_EXE_token-probe"));
+                isolate(&mut command);
+                command.arg(&url).envs(env.iter().cloned());
+                command
+            });
+            let stats = fixture.emulator.stats();
+            counts.push((
+                stats.id_tokens_minted,
+                stats.front_accepted,
+                failures,
+                started.elapsed(),
+            ));
+        }
+        let (on, off) = (counts[0], counts[1]);
+        report
+            .add(
+                &format!("{tests} tests, a process each"),
+                format!("{} mint / {} passed ({})", on.0, on.1, format_time(on.3)),
+                format!(
+                    "{} mints / {} passed with CLOUDRUN_TEST_DISK_CACHE=off ({})",
+                    off.0,
+                    off.1,
+                    format_time(off.3)
+                ),
+                format!("1/{:.0}", off.0 as f64 / on.0.max(1) as f64),
+            )
+            .must(
+                on.0 == 1 && on.1 == tests as u64 && on.2 == 0 && off.2 == 0,
+                "1 mint",
+            );
+    }
+}
+
+/// Runs `count` commands, `parallel` at a time; returns how many failed.
+fn run_processes(count: usize, parallel: usize, command: impl Fn() -> Command + Sync) -> usize {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..parallel {
+            scope.spawn(|| {
+                while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < count {
+                    let output = command().stdout(Stdio::null()).output().unwrap();
+                    if !output.status.success() {
+                        eprintln!("{}", output_text(&output));
+                        failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    failed.into_inner()
+}
+
+/// Generated crates of `tests` `#[cloudrun_test]`s under the real runners (full mode).
+fn mints_generated_crates(fixture: &Fixture, report: &mut Report, sizes: &[usize]) {
+    println!("\nmints, generated crates under cargo test and cargo nextest run");
+    for &tests in sizes {
+        let mut source = String::from("use cloudrun_test::{cloudrun_test, Client};\n");
+        for index in 0..tests {
+            source.push_str(&format!(
+                "\n#[cloudrun_test(service = \"hello\")]\nasync fn t{index}(client: Client) {{\n    \
+                 assert_eq!(client.get(\"/\").send().await.unwrap().status(), 200);\n}}\n"
+            ));
+        }
+        let krate = GeneratedCrate::new(&format!("bench-{tests}"), &source);
+        let started = Instant::now();
+        let build = krate.cargo(&["test", "--offline", "--no-run"], &[]);
+        let build_time = started.elapsed();
+        if !build.status.success() {
+            report
+                .add(
+                    &format!("{tests}-test crate"),
+                    "did not build".into(),
+                    "-".into(),
+                    "-".into(),
+                )
+                .must(false, "builds");
+            continue;
+        }
+        for (runner, args) in [
+            ("cargo test", vec!["test", "--offline", "-q"]),
+            ("cargo nextest run", vec!["nextest", "run", "--offline"]),
+        ] {
+            fixture.emulator.reset_stats();
+            let started = Instant::now();
+            let output = krate.cargo(&args, &fixture.environment(TESTER));
+            let elapsed = started.elapsed();
+            let stats = fixture.emulator.stats();
+            report
+                .add(
+                    &format!("{tests} generated tests, {runner}"),
+                    format!(
+                        "{} mint / {} passed",
+                        stats.id_tokens_minted, stats.front_accepted
+                    ),
+                    format!("{tests} tests (built in {})", format_time(build_time)),
+                    format!(
+                        "1/{:.0} ({})",
+                        tests as f64 / stats.id_tokens_minted.max(1) as f64,
+                        format_time(elapsed)
+                    ),
+                )
+                .must(
+                    output.status.success()
+                        && stats.id_tokens_minted == 1
+                        && stats.front_accepted == tests as u64,
+                    "1 mint",
+                );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// 5. Dependencies and build cost
+
+/// One TLS stack (rustls) and one crypto backend (aws-lc-rs) in what users compile.
+fn dependency_tree(report: &mut Report) {
+    println!("\ndependency tree of cloudrun-test (normal and build dependencies)");
+    let output = cloudrun_test_e2e::cargo_command(&[
+        "tree",
+        "--offline",
+        "-p",
+        "cloudrun-test",
+        "-e",
+        "normal,build",
+        "--prefix",
+        "none",
+        "--format",
+        "{p}",
+    ])
+    .current_dir(workspace_root())
+    .output()
+    .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut crates: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    crates.sort();
+    crates.dedup();
+    let has = |name: &str| crates.contains(&name);
+    let tls: Vec<&str> = ["rustls", "native-tls", "openssl", "hyper-tls"]
+        .into_iter()
+        .filter(|name| has(name))
+        .collect();
+    let crypto: Vec<&str> = ["aws-lc-rs", "ring", "openssl-sys"]
+        .into_iter()
+        .filter(|name| has(name))
+        .collect();
+    report
+        .add(
+            "TLS stacks / crypto backends",
+            format!("{} / {}", tls.join(", "), crypto.join(", ")),
+            format!("{} crates in the tree", crates.len()),
+            format!("{} / {}", tls.len(), crypto.len()),
+        )
+        .must(
+            output.status.success() && tls == ["rustls"] && crypto == ["aws-lc-rs"],
+            "rustls / aws-lc-rs only",
+        );
+}
+
+/// Clean `cargo test --no-run` of examples/hello against the same crate with its suite
+/// written on reqwest + tokio alone (full mode; minutes).
+fn build_cost(report: &mut Report) {
+    println!(
+        "\nbuild cost: clean `cargo test --no-run` of examples/hello vs reqwest + tokio alone"
+    );
+    let root = workspace_root();
+    let hello = tempfile::tempdir().unwrap();
+    let baseline = tempfile::tempdir().unwrap();
+    let manifest = std::fs::read_to_string(root.join("examples/hello/Cargo.toml")).unwrap();
+    let main = std::fs::read_to_string(root.join("examples/hello/src/main.rs")).unwrap();
+    let lock = root.join("examples/hello/Cargo.lock");
+    // The example, as is, with the library by absolute path.
+    let hello_manifest = manifest.replace(
+        "path = \"../../cloudrun-test\"",
+        &format!("path = \"{}\"", root.join("cloudrun-test").display()),
+    );
+    write_crate(
+        hello.path(),
+        &hello_manifest,
+        &main,
+        &lock,
+        &[(
+            "tests/suite.rs",
+            &std::fs::read_to_string(root.join("examples/hello/tests/suite.rs")).unwrap(),
+        )],
+    );
+    // The same service; its suite on reqwest + tokio with a token from the environment.
+    let (dependencies, _) = manifest.split_once("[dev-dependencies]").unwrap();
+    let baseline_manifest = format!(
+        "{dependencies}[dev-dependencies]\n\
+         reqwest = {{ version = \"0.13\", default-features = false, features = [\"rustls\", \"json\", \"form\", \"query\", \"http2\"] }}\n\
+         tokio = {{ version = \"1\", features = [\"rt\", \"macros\"] }}\n"
+    );
+    write_crate(
+        baseline.path(),
+        &baseline_manifest,
+        &main,
+        &lock,
+        &[("tests/suite.rs", BASELINE_SUITE)],
+    );
+
+    let mut times = Vec::new();
+    for (name, dir) in [("hello", hello.path()), ("baseline", baseline.path())] {
+        let target = tempfile::tempdir().unwrap();
+        let mut command = cloudrun_test_e2e::cargo_command(&["test", "--offline", "--no-run"]);
+        command
+            .current_dir(dir)
+            .env("CARGO_TARGET_DIR", target.path());
+        let started = Instant::now();
+        let output = command.output().unwrap();
+        let elapsed = started.elapsed();
+        if !output.status.success() {
+            eprintln!("{name}: {}", output_text(&output));
+        }
+        times.push((output.status.success(), elapsed));
+    }
+    let ratio = times[0].1.as_secs_f64() / times[1].1.as_secs_f64();
+    let row = report.add(
+        "clean build, examples/hello tests",
+        format_time(times[0].1),
+        format!("{} (reqwest + tokio)", format_time(times[1].1)),
+        format!("{ratio:.3}×"),
+    );
+    if times.iter().all(|(ok, _)| *ok) {
+        row.at_most(ratio, 1.25);
+    } else {
+        row.must(false, "builds");
+    }
+}
+
+fn write_crate(dir: &Path, manifest: &str, main: &str, lock: &Path, files: &[(&str, &str)]) {
+    std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
+    std::fs::copy(lock, dir.join("Cargo.lock")).unwrap();
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(dir.join("src/main.rs"), main).unwrap();
+    for (path, text) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+/// The example's suite as one writes it without cloudrun-test.
+const BASELINE_SUITE: &str = r#"
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn url(path: &str) -> String {
+    format!("{}{path}", std::env::var("SERVICE_URL").unwrap())
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+fn token() -> String {
+    format!("Bearer {}", std::env::var("ID_TOKEN").unwrap())
+}
+
+#[tokio::test]
+async fn root_says_hello() {
+    let response = client().get(url("/")).header("authorization", token()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "Hello from Cloud Run!\n");
+}
+
+#[tokio::test]
+async fn greets_by_name() {
+    let greeting: Value = client().get(url("/hello/Ada")).header("authorization", token())
+        .send().await.unwrap().json().await.unwrap();
+    assert_eq!(greeting, json!({ "greeting": "Hello, Ada!" }));
+}
+
+#[tokio::test]
+async fn echoes_json() {
+    let sent = json!({ "numbers": [1, 2, 3], "nested": { "ok": true } });
+    let response = client().post(url("/echo")).header("authorization", token())
+        .json(&sent).send().await.unwrap();
+    assert_eq!(response.json::<Value>().await.unwrap(), sent);
+}
+
+#[tokio::test]
+async fn is_private() {
+    let response = client().get(url("/")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
+"#;
+
+// ---------------------------------------------------------------------------------
+// Child processes
+
+fn run_child(
+    fixture: &Fixture,
+    extra_env: &[(String, String)],
+    role: &str,
+    args: &[&str],
+    limit: Duration,
+) -> std::process::Output {
+    let cache = tempfile::tempdir().unwrap();
+    let mut env = fixture.environment(TESTER);
+    env.retain(|(name, _)| name != "CLOUDRUN_TEST_CACHE_DIR");
+    env.push((
+        "CLOUDRUN_TEST_CACHE_DIR".into(),
+        cache.path().display().to_string(),
+    ));
+    env.extend(extra_env.iter().cloned());
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    isolate(&mut command);
+    command
+        .args(args)
+        .envs(env)
+        .env(CHILD, role)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            eprintln!("child `{role}` did not finish within {limit:?}: killed");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn child_values(text: &str) -> HashMap<String, f64> {
+    text.split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .filter_map(|(name, value)| Some((name.to_owned(), value.parse().ok()?)))
+        .collect()
+}
+
+fn child(role: &str) -> ExitCode {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| arg != "--bench")
+        .collect();
+    match (role, args.as_slice()) {
+        ("setup", [url]) => child_setup(url),
+        ("threads", [tests, url]) => child_threads(tests.parse().unwrap(), url),
+        _ => {
+            eprintln!("unknown child role {role} {args:?}");
+            ExitCode::from(2)
+        }
+    }
+}
