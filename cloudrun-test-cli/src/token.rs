@@ -43,6 +43,9 @@ pub fn run(args: TokenArgs) -> Result<ExitCode, String> {
         "cloudrun-test: token for {audience} from {}",
         credentials.describe()
     );
+    if let Some(note) = Credentials::audience_note(&token, &audience) {
+        eprintln!("cloudrun-test: note: {note}");
+    }
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{}", token.as_str())
         .and_then(|()| stdout.flush())

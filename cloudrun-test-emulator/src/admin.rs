@@ -182,7 +182,10 @@ pub(crate) async fn fallback(method: Method, uri: Uri) -> Response {
         "NOT_FOUND",
         format!(
             "The cloudrun-test emulator does not serve {method} {}. It serves POST /token, \
-             GET /oauth2/v3/certs, GET /v2/projects/P/locations/R/services[/S] and GET /_emulator/stats.",
+             GET /oauth2/v3/certs, GET /v2/projects/P/locations/R/services[/S], \
+             GET /computeMetadata/v1/instance/service-accounts/default/{{identity,token,email}}, \
+             POST /v1/projects/-/serviceAccounts/EMAIL:{{generateIdToken,generateAccessToken}}, \
+             POST /v1/token (STS) and GET /_emulator/stats.",
             uri.path()
         ),
     )

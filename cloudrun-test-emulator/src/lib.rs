@@ -37,11 +37,15 @@
 mod admin;
 mod faults;
 mod front;
+mod iam;
+mod identity;
 mod jwt;
 mod keys;
+mod metadata;
 mod oauth;
 mod server;
 mod state;
+mod sts;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -74,6 +78,7 @@ pub struct EmulatorBuilder {
     region: String,
     services: Vec<ServiceConfig>,
     id_token_lifetime: Duration,
+    identity: identity::IdentityConfig,
 }
 
 /// A Cloud Run service to emulate: a name, what answers behind the IAM front,
@@ -141,6 +146,7 @@ impl Emulator {
             region: "europe-west1".to_owned(),
             services: Vec::new(),
             id_token_lifetime: Duration::from_secs(3600),
+            identity: identity::IdentityConfig::default(),
         }
     }
 

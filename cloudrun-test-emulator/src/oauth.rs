@@ -76,10 +76,17 @@ fn grant(state: &State, body: &[u8]) -> Result<Value, OAuthError> {
     let grant_type = param("grant_type").ok_or_else(|| {
         OAuthError::new("invalid_request", "Missing required parameter: grant_type")
     })?;
+    if grant_type == "refresh_token" {
+        // User credentials: see identity.rs.
+        return crate::identity::refresh_grant(state, |name| param(name).map(str::to_owned))
+            .map_err(|(error, description)| OAuthError::new(error, description));
+    }
     if grant_type != JWT_BEARER {
         return Err(OAuthError::new(
             "unsupported_grant_type",
-            format!("Invalid grant_type: {grant_type} (the emulator supports {JWT_BEARER})"),
+            format!(
+                "Invalid grant_type: {grant_type} (the emulator supports {JWT_BEARER} and refresh_token)"
+            ),
         ));
     }
     let assertion = param("assertion").ok_or_else(|| {

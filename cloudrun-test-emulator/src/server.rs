@@ -15,7 +15,7 @@ use axum::serve::ListenerExt as _;
 use crate::faults::FaultyListener;
 use crate::front::{self, Front};
 use crate::state::{Origin, Service, State, random_uid};
-use crate::{Emulator, EmulatorBuilder, Error, Upstream, admin, oauth};
+use crate::{Emulator, EmulatorBuilder, Error, Upstream, admin, iam, metadata, oauth, sts};
 
 /// Two workers: enough for concurrent tests, cheap on small machines.
 const WORKER_THREADS: usize = 2;
@@ -47,6 +47,7 @@ pub(crate) fn start(builder: EmulatorBuilder) -> Result<Emulator, Error> {
             invokers: RwLock::new(config.invokers),
         });
     }
+    let identity = builder.identity;
     let state = Arc::new(State::new(
         builder.project,
         builder.region,
@@ -54,6 +55,8 @@ pub(crate) fn start(builder: EmulatorBuilder) -> Result<Emulator, Error> {
         builder.id_token_lifetime.max(Duration::from_secs(1)),
         services,
     ));
+
+    state.identities.configure(identity, &state.project);
 
     // Slow work off the start-up path: RSA keys and the upstream client.
     let keys_state = Arc::clone(&state);
@@ -75,6 +78,19 @@ pub(crate) fn start(builder: EmulatorBuilder) -> Result<Emulator, Error> {
     let google = Router::new()
         .route("/token", post(oauth::token))
         .route("/oauth2/v3/certs", get(oauth::certs))
+        .route(
+            "/computeMetadata/v1/instance/service-accounts/{account}/{item}",
+            get(metadata::service_account),
+        )
+        .route(
+            "/computeMetadata/v1/project/project-id",
+            get(metadata::project_id),
+        )
+        .route(
+            "/v1/projects/{project}/serviceAccounts/{resource}",
+            post(iam::service_account),
+        )
+        .route("/v1/token", post(sts::token))
         .route(
             "/v2/projects/{project}/locations/{region}/services/{service}",
             get(admin::get_service),

@@ -156,6 +156,8 @@ pub(crate) struct State {
     pub(crate) keys: Keys,
     pub(crate) faults: Faults,
     pub(crate) services: Vec<Service>,
+    /// Metadata server account, users, token-creator grants, federated subjects.
+    pub(crate) identities: crate::identity::Identities,
     /// For `Upstream::Url`, built on first use: loading TLS roots takes 25–80 ms,
     /// too much for start-up.
     http: OnceLock<Result<reqwest::Client, String>>,
@@ -180,6 +182,7 @@ impl State {
             keys: Keys::default(),
             faults: Faults::default(),
             services,
+            identities: Default::default(),
             http: OnceLock::new(),
             accounts: RwLock::default(),
             access_tokens: Mutex::default(),

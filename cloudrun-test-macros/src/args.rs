@@ -21,6 +21,7 @@ const KEYS: &[&str] = &[
     "tag",
     "project",
     "region",
+    "impersonate",
     "timeout",
     "flavor",
     "worker_threads",
@@ -47,6 +48,8 @@ pub(crate) struct Args {
     pub tag: Option<LitStr>,
     pub project: Option<LitStr>,
     pub region: Option<LitStr>,
+    /// `impersonate = "sa@project.iam.gserviceaccount.com"`: the identity the test calls as.
+    pub impersonate: Option<LitStr>,
     /// The timeout in milliseconds, with the span of its value.
     pub timeout: Option<(u64, Span)>,
     pub flavor: Option<Flavor>,
@@ -154,6 +157,18 @@ impl Args {
             "tag" => self.tag = Some(non_empty_string(key, value, "canary")?),
             "project" => self.project = Some(non_empty_string(key, value, "my-project")?),
             "region" => self.region = Some(non_empty_string(key, value, "europe-west1")?),
+            "impersonate" => {
+                let email =
+                    non_empty_string(key, value, "tester@my-project.iam.gserviceaccount.com")?;
+                if !email.value().contains('@') || email.value().contains(char::is_whitespace) {
+                    return Err(syn::Error::new(
+                        email.span(),
+                        "`impersonate` must be a service account's email, \
+                         e.g. `impersonate = \"tester@my-project.iam.gserviceaccount.com\"`",
+                    ));
+                }
+                self.impersonate = Some(email);
+            }
             "timeout" => {
                 let (text, span) = match literal(value) {
                     Some(Lit::Str(lit)) => (lit.value(), lit.span()),

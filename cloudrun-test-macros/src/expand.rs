@@ -197,6 +197,7 @@ fn expand(test: &TestItem, args: &Args) -> TokenStream {
         ("tag", &args.tag),
         ("project", &args.project),
         ("region", &args.region),
+        ("impersonate", &args.impersonate),
     ] {
         if let Some(value) = value {
             let field = syn::Ident::new(field, value.span());

@@ -357,6 +357,7 @@ pub struct ClientBuilder {
     query: ServiceQuery,
     credentials: Option<Credentials>,
     timeout: Option<Duration>,
+    impersonate: Option<String>,
 }
 
 impl ClientBuilder {
@@ -413,6 +414,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Call the service as service account `email`: tokens are minted through IAM
+    /// Credentials `generateIdToken` with the credentials as the caller (they need
+    /// `roles/iam.serviceAccountOpenIdTokenCreator` on `email`). The Admin API lookup
+    /// still uses the credentials themselves. See [`Credentials::impersonate`].
+    pub fn impersonate(mut self, email: impl Into<String>) -> Self {
+        self.impersonate = Some(email.into());
+        self
+    }
+
     /// The limit for each request to the service (default 5 minutes).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -432,6 +442,19 @@ impl ClientBuilder {
             // A service on this machine (e.g. run by hand) may need no token at all.
             Err(Error::NoCredentials { .. }) if is_local(&target.url) => None,
             Err(error) => return Err(error),
+        };
+        let credentials = match (&self.impersonate, credentials) {
+            (Some(email), Some(credentials)) => Some(credentials.impersonate(email)),
+            (Some(email), None) => {
+                return Err(Error::Setting {
+                    problem: format!(
+                        "impersonating {email} needs credentials to impersonate it with, and none were found"
+                    ),
+                    fix: "set GOOGLE_APPLICATION_CREDENTIALS (or see `cloudrun-test doctor`)"
+                        .into(),
+                });
+            }
+            (None, credentials) => credentials,
         };
         if let Some(credentials) = &credentials {
             credentials.id_token(&target.audience).await?;

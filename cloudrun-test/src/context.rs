@@ -35,6 +35,9 @@ impl TestContext {
         if let Some(region) = spec.region {
             builder = builder.region(region);
         }
+        if let Some(email) = spec.impersonate {
+            builder = builder.impersonate(email);
+        }
         Ok(TestContext {
             client: builder.build().await?,
         })

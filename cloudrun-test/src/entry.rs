@@ -35,6 +35,8 @@ pub struct TestSpec {
     pub tag: Option<&'static str>,
     pub project: Option<&'static str>,
     pub region: Option<&'static str>,
+    /// `impersonate = "sa@..."`: the service account the test calls the service as.
+    pub impersonate: Option<&'static str>,
     pub timeout: Option<Duration>,
     pub flavor: Flavor,
     pub worker_threads: Option<usize>,
@@ -50,6 +52,7 @@ impl TestSpec {
         tag: None,
         project: None,
         region: None,
+        impersonate: None,
         timeout: None,
         flavor: Flavor::CurrentThread,
         worker_threads: None,

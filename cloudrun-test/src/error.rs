@@ -11,10 +11,11 @@ use std::path::PathBuf;
 pub enum Error {
     /// No credential source could be found.
     #[error(
-        "no Google credentials found; tried:\n{tried}\n\
-         fix: set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file \
-         (`gcloud iam service-accounts keys create key.json --iam-account=SA_EMAIL`), \
-         or CLOUDRUN_TEST_ID_TOKEN to a ready identity token"
+        "no Google credentials found; tried, in order:\n{tried}\n\
+         fix: set up any one of these (each line says how); the quickest is \
+         GOOGLE_APPLICATION_CREDENTIALS=key.json with a service-account key \
+         (`gcloud iam service-accounts keys create key.json --iam-account=SA_EMAIL`). \
+         `cloudrun-test doctor` explains the choice"
     )]
     NoCredentials { tried: String },
 

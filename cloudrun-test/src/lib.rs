@@ -15,8 +15,10 @@
 //! }
 //! ```
 //!
-//! Credentials come from `CLOUDRUN_TEST_ID_TOKEN` or a service-account key file in
-//! `GOOGLE_APPLICATION_CREDENTIALS`. The service URL comes from `url = "..."`,
+//! Credentials come from the first source present of `CLOUDRUN_TEST_ID_TOKEN`,
+//! `GOOGLE_APPLICATION_CREDENTIALS` (any credentials file type), gcloud's application
+//! default credentials, the gcloud CLI and the metadata server; see
+//! [`Credentials::from_env`]. The service URL comes from `url = "..."`,
 //! `CLOUDRUN_TEST_URL_<SERVICE>`, or the Cloud Run Admin API (with
 //! `CLOUDRUN_TEST_PROJECT` and `CLOUDRUN_TEST_REGION`).
 
@@ -33,7 +35,7 @@ mod token;
 
 pub use client::{Client, ClientBuilder, RequestBuilder};
 pub use context::TestContext;
-pub use credentials::Credentials;
+pub use credentials::{ChainStep, Credentials, StepOutcome};
 pub use error::Error;
 pub use token::{Claims, IdToken};
 

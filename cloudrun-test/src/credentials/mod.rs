@@ -1,12 +1,22 @@
 //! Where identity tokens come from: one module per credential type behind one trait,
 //! and the chain that picks one from the environment.
 
+mod authorized_user;
+mod chain;
+mod external_account;
+mod gcloud;
 mod id_token_env;
+mod impersonated;
+mod metadata;
+mod process;
 mod service_account;
+mod wire;
+
+pub use chain::{ChainStep, StepOutcome};
 
 use std::fmt;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
@@ -60,49 +70,57 @@ impl fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// Picks credentials from the environment, in this order:
-    /// 1. `CLOUDRUN_TEST_ID_TOKEN`: a ready identity token, used as is;
-    /// 2. `GOOGLE_APPLICATION_CREDENTIALS`: a credentials file;
-    /// 3. gcloud's application default credentials file
-    ///    (`$CLOUDSDK_CONFIG` or `~/.config/gcloud`, `application_default_credentials.json`).
+    /// Picks credentials from the environment. The first source present wins:
     ///
-    /// The choice is made once per process and then reused.
+    /// 1. `CLOUDRUN_TEST_ID_TOKEN`: a ready identity token, used as is;
+    /// 2. `GOOGLE_APPLICATION_CREDENTIALS`: a credentials file of any type Google writes
+    ///    (`service_account`, `authorized_user`, `impersonated_service_account`,
+    ///    `external_account` for workload identity federation);
+    /// 3. gcloud's application default credentials file
+    ///    (`$CLOUDSDK_CONFIG` or `~/.config/gcloud`, `application_default_credentials.json`);
+    /// 4. the gcloud CLI's active account (read from gcloud's configuration files;
+    ///    `gcloud auth print-identity-token` runs only when a token is needed);
+    /// 5. the metadata server, if `GCE_METADATA_HOST` is set or this is a Google Cloud
+    ///    machine (`/sys/class/dmi/id/product_name`, or `K_SERVICE` on Cloud Run); there
+    ///    is no network probe, so off Google Cloud the chain ends at once.
+    ///
+    /// A source that is present but broken (e.g. an unreadable file) is an error, not a
+    /// reason to try the next. `CLOUDRUN_TEST_CREDENTIALS=NAME` (`id-token`,
+    /// `google-application-credentials`, `adc`, `gcloud` or `metadata`) tries only that
+    /// source. `CLOUDRUN_TEST_IMPERSONATE_SERVICE_ACCOUNT=SA_EMAIL` then mints as that
+    /// service account through IAM Credentials `generateIdToken`, with the chosen
+    /// credentials as the caller (`CLOUDRUN_TEST_IAM_ENDPOINT` moves that API).
+    ///
+    /// User credentials (an `authorized_user` file or a gcloud user account) cannot choose
+    /// the audience: their tokens carry the OAuth client id. Cloud Run accepts gcloud's
+    /// (`32555940559.apps.googleusercontent.com`) for development; impersonate a service
+    /// account for a token whose audience is the service URL.
+    ///
+    /// The choice is made once per process and then reused;
+    /// [`Credentials::from_env_explained`] says why it was made.
     pub fn from_env() -> Result<Credentials, Error> {
         static FROM_ENV: OnceLock<Result<Credentials, Error>> = OnceLock::new();
-        FROM_ENV.get_or_init(Self::choose_from_env).clone()
+        FROM_ENV.get_or_init(|| chain::explain().0).clone()
     }
 
-    fn choose_from_env() -> Result<Credentials, Error> {
-        let mut tried = Vec::new();
-        match std::env::var("CLOUDRUN_TEST_ID_TOKEN") {
-            Ok(token) if !token.trim().is_empty() => {
-                return Ok(Credentials::from_id_token(token.trim()));
-            }
-            _ => tried.push("  - CLOUDRUN_TEST_ID_TOKEN: not set".to_string()),
+    /// Runs the chain of [`Credentials::from_env`] afresh and reports each step: which
+    /// source was chosen, why each earlier one was skipped, and any impersonation.
+    pub fn from_env_explained() -> (Result<Credentials, Error>, Vec<ChainStep>) {
+        chain::explain()
+    }
+
+    /// Credentials that mint tokens as service account `email` through IAM Credentials
+    /// `generateIdToken`, with these credentials as the caller (they need
+    /// `roles/iam.serviceAccountOpenIdTokenCreator` on it). The API is at
+    /// `CLOUDRUN_TEST_IAM_ENDPOINT` if set, else Google's.
+    pub fn impersonate(&self, email: &str) -> Credentials {
+        Credentials {
+            source: Arc::new(impersonated::Impersonated::wrap(
+                Arc::clone(&self.source),
+                email,
+                "the test's `impersonate`",
+            )),
         }
-        match std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS") {
-            Some(path) if !path.is_empty() => return Credentials::from_file(PathBuf::from(path)),
-            _ => tried.push("  - GOOGLE_APPLICATION_CREDENTIALS: not set".into()),
-        }
-        match crate::settings::gcloud_config_dir() {
-            Some(dir) => {
-                let well_known = dir.join("application_default_credentials.json");
-                if well_known.is_file() {
-                    return Credentials::from_file(well_known);
-                }
-                tried.push(format!(
-                    "  - {}: no such file (`gcloud auth application-default login` writes it)",
-                    well_known.display()
-                ));
-            }
-            None => tried.push(
-                "  - gcloud's application default credentials: neither CLOUDSDK_CONFIG nor HOME is set"
-                    .into(),
-            ),
-        }
-        Err(Error::NoCredentials {
-            tried: tried.join("\n"),
-        })
     }
 
     /// A ready identity token, used for every audience (the service decides if it fits).
@@ -128,36 +146,37 @@ impl Credentials {
     /// Parses the text of a credentials file; `path` is only used in messages.
     pub fn from_json(path: impl AsRef<Path>, text: &str) -> Result<Credentials, Error> {
         let path = path.as_ref();
-        let file_error = |problem: String, fix: &str| Error::CredentialsFile {
-            path: path.to_owned(),
-            problem,
-            fix: fix.into(),
-        };
         let value: serde_json::Value = serde_json::from_str(text).map_err(|error| {
-            file_error(
+            wire::file_error(
+                path,
                 format!("is not valid JSON ({error})"),
-                "download the key file again; it should be the JSON Google gave you, unchanged",
+                "download or write the file again; it should be the JSON Google gave you, unchanged",
             )
         })?;
-        let kind = value
-            .get("type")
-            .and_then(|kind| kind.as_str())
-            .ok_or_else(|| {
-                file_error(
-                    "has no string field `type`".into(),
-                    "use a credentials file written by Google (`type` is e.g. \"service_account\")",
-                )
-            })?;
-        match kind {
-            "service_account" => Ok(Credentials {
-                source: Arc::new(service_account::ServiceAccountKey::parse(path, value)?),
-            }),
-            other => Err(file_error(
-                format!("has `type` \"{other}\", which cloudrun-test does not support yet"),
-                "use a service-account key file (`\"type\": \"service_account\"`), or set \
-                 CLOUDRUN_TEST_ID_TOKEN to a ready identity token",
-            )),
+        Ok(Credentials {
+            source: parse_value(path, &value, None)?,
+        })
+    }
+
+    /// When `token`'s audience is not `requested` (user credentials carry their OAuth
+    /// client id instead): what that means for Cloud Run and what to do about it.
+    /// `None` when the audience is the one requested.
+    pub fn audience_note(token: &IdToken, requested: &str) -> Option<String> {
+        let aud = token.claims().aud.as_deref()?;
+        if aud == requested {
+            return None;
         }
+        if authorized_user::is_client_id(aud) {
+            return Some(format!(
+                "{}; {}",
+                authorized_user::client_id_audience_note(aud),
+                authorized_user::IMPERSONATION_ADVICE
+            ));
+        }
+        Some(format!(
+            "the token's audience is {aud}, not {requested} (a ready token from \
+             CLOUDRUN_TEST_ID_TOKEN is used as is)"
+        ))
     }
 
     /// What these credentials are, for messages: never contains a secret.
@@ -185,4 +204,50 @@ impl Credentials {
     pub(crate) fn forget_id_token(&self, audience: &str, token: &Token) {
         cache::forget_id_token(&self.source, audience, token);
     }
+}
+
+const FILE_FIX: &str = "use a credentials file written by Google or gcloud: a service-account key \
+    (`gcloud iam service-accounts keys create key.json --iam-account=SA_EMAIL`), user credentials \
+    (`gcloud auth application-default login`), an impersonated_service_account or an \
+    external_account file";
+
+/// One credentials object: a whole file, or its `source_credentials` (`nested_in`).
+fn parse_value(
+    path: &Path,
+    value: &serde_json::Value,
+    nested_in: Option<&str>,
+) -> Result<Arc<dyn CredentialSource>, Error> {
+    let prefix = nested_in.map_or_else(String::new, |field| format!("{field}."));
+    let fields = wire::Fields::new(path, &prefix, value, FILE_FIX)?;
+    let kind = fields.optional_str("type")?.ok_or_else(|| {
+        fields.error(format!(
+            "has no string field `{}` (e.g. \"service_account\")",
+            fields.name("type")
+        ))
+    })?;
+    let source: Arc<dyn CredentialSource> = match kind.as_str() {
+        "service_account" => Arc::new(
+            service_account::ServiceAccountKey::parse(path, value.clone()).map_err(|error| {
+                match nested_in {
+                    Some(field) => wire::nested_error(error, field),
+                    None => error,
+                }
+            })?,
+        ),
+        "authorized_user" => Arc::new(authorized_user::AuthorizedUser::parse(&fields)?),
+        "external_account" => Arc::new(external_account::ExternalAccount::parse(&fields)?),
+        "impersonated_service_account" if nested_in.is_none() => {
+            Arc::new(impersonated::Impersonated::parse(&fields, |source| {
+                parse_value(path, source, Some("source_credentials"))
+            })?)
+        }
+        other => {
+            return Err(fields.error(format!(
+                "has `{}` \"{other}\", which cloudrun-test does not support{}",
+                fields.name("type"),
+                if nested_in.is_some() { " here" } else { "" }
+            )));
+        }
+    };
+    Ok(source)
 }

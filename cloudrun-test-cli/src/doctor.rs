@@ -1,0 +1,200 @@
+//! `cloudrun-test doctor`: which credentials are used and why, who they are, and what
+//! the token for the service looks like. Never prints a token.
+
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cloudrun_test::{ChainStep, Client, Credentials, IdToken, StepOutcome};
+
+/// Explain the credential choice: the source used and why earlier ones were skipped,
+/// the identity, and the audience and expiry of a token (never the token).
+///
+/// Without --url, --audience or --service, a token is minted for a placeholder
+/// audience to check that the credentials work. Examples:
+///
+///   cloudrun-test doctor
+///   cloudrun-test doctor --url https://hello-123456789.europe-west1.run.app
+///   cloudrun-test doctor --service hello     # looked up like #[cloudrun_test(service = "hello")]
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct DoctorArgs {
+    /// A URL of the service; the token audience is its origin.
+    #[arg(long, conflicts_with_all = ["audience", "service"])]
+    url: Option<String>,
+    /// The token audience: the service URL (origin) or a custom audience.
+    #[arg(long, conflicts_with = "service")]
+    audience: Option<String>,
+    /// A Cloud Run service name, resolved as the attribute does (environment,
+    /// cloudrun-test.toml, Admin API).
+    #[arg(long)]
+    service: Option<String>,
+}
+
+/// For messages when no audience was asked for.
+const PLACEHOLDER_AUDIENCE: &str = "https://cloudrun-test-doctor.invalid";
+
+pub fn run(args: DoctorArgs) -> Result<ExitCode, String> {
+    let (credentials, steps) = Credentials::from_env_explained();
+    println!("{}", chain_report(&steps));
+    let credentials = match credentials {
+        Ok(credentials) => credentials,
+        Err(error) => {
+            if steps.is_empty() {
+                println!("\nNo usable credentials: {error}");
+            } else {
+                println!(
+                    "\nNo usable credentials: set up one of the sources above (`to use it:` says how)."
+                );
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    println!("\nCredentials: {}", credentials.describe());
+    if let Some(identity) = credentials.identity() {
+        println!("Identity:    {identity}");
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("starting the async runtime failed: {error}"))?;
+    let minted = runtime.block_on(async {
+        if let Some(service) = &args.service {
+            let client = Client::builder().service(service).build().await?;
+            println!("Service:     {service} at {}", client.url());
+            let token = client.id_token().await?;
+            return Ok::<_, cloudrun_test::Error>((client.audience().to_owned(), token));
+        }
+        let audience = match (&args.audience, &args.url) {
+            (Some(audience), _) => audience.clone(),
+            (None, Some(url)) => cloudrun_test::Url::parse(url)
+                .map_err(|error| cloudrun_test::Error::Setting {
+                    problem: format!("--url {url:?} is not a URL ({error})"),
+                    fix: "give a full URL such as https://hello-123456789.europe-west1.run.app"
+                        .into(),
+                })?
+                .origin()
+                .ascii_serialization(),
+            (None, None) => PLACEHOLDER_AUDIENCE.to_owned(),
+        };
+        let token = credentials.id_token(&audience).await?;
+        Ok((audience, token))
+    });
+    match minted {
+        Ok((audience, token)) => {
+            println!("{}", token_report(&audience, &token));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            println!("\nMinting a token failed: {error}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// The chain, one numbered line per source looked at.
+pub fn chain_report(steps: &[ChainStep]) -> String {
+    let forced = std::env::var("CLOUDRUN_TEST_CREDENTIALS")
+        .ok()
+        .filter(|value| !value.trim().is_empty());
+    let mut report = match forced {
+        Some(name) => {
+            format!("Credential chain (only `{name}`: CLOUDRUN_TEST_CREDENTIALS is set):")
+        }
+        None => {
+            "Credential chain (the first source present is used; CLOUDRUN_TEST_CREDENTIALS=NAME \
+                 forces one):"
+                .to_owned()
+        }
+    };
+    let mut number = 0;
+    for step in steps {
+        let line = match &step.outcome {
+            StepOutcome::Chosen { description } => {
+                format!("chosen: {description}")
+            }
+            StepOutcome::Skipped { reason, setup } => {
+                format!("skipped: {reason}\n        to use it: {setup}")
+            }
+            StepOutcome::Failed { error } => format!(
+                "present but unusable, so the chain stopped:\n        {}",
+                error.to_string().replace('\n', "\n        ")
+            ),
+            StepOutcome::Wraps { description } => {
+                report.push_str(&format!("\n  then {}: {description}", step.looked_at));
+                continue;
+            }
+            _ => format!("{step}"),
+        };
+        number += 1;
+        report.push_str(&format!(
+            "\n  {number}. {} [{}]: {line}",
+            step.looked_at, step.source
+        ));
+    }
+    report
+}
+
+/// Audience, identity and expiry of `token`, and what they mean; not the token.
+pub fn token_report(requested: &str, token: &IdToken) -> String {
+    let claims = token.claims();
+    let placeholder = if requested == PLACEHOLDER_AUDIENCE {
+        " (a placeholder: pass --url or --service for your service's)"
+    } else {
+        ""
+    };
+    let mut report = format!("\nToken minted for audience {requested}{placeholder}:");
+    report.push_str(&format!(
+        "\n  aud:   {}",
+        claims.aud.as_deref().unwrap_or("(none)")
+    ));
+    report.push_str(&format!(
+        "\n  email: {}",
+        claims
+            .email
+            .as_deref()
+            .unwrap_or("(none: Cloud Run needs an email claim to check roles/run.invoker)")
+    ));
+    let expires = token.expires_at();
+    let left = expires
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    report.push_str(&format!(
+        "\n  expires: {} ({})",
+        utc(expires),
+        if left.is_zero() {
+            "already expired".to_owned()
+        } else {
+            format!("in {} min {} s", left.as_secs() / 60, left.as_secs() % 60)
+        }
+    ));
+    if let Some(note) = Credentials::audience_note(token, requested) {
+        report.push_str(&format!("\nNote: {note}."));
+    }
+    report
+}
+
+/// `2026-01-31 12:00:00 UTC`.
+fn utc(time: SystemTime) -> String {
+    let seconds = time
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}

@@ -1,0 +1,325 @@
+//! The credential chain: which source gives the credentials, in one documented order,
+//! and a record of why each earlier one was passed over.
+//!
+//! 1. `id-token`: `CLOUDRUN_TEST_ID_TOKEN`, a ready identity token used as is;
+//! 2. `google-application-credentials`: the file `GOOGLE_APPLICATION_CREDENTIALS` names
+//!    (`service_account`, `authorized_user`, `impersonated_service_account` or
+//!    `external_account`);
+//! 3. `adc`: gcloud's application default credentials file,
+//!    `$CLOUDSDK_CONFIG/application_default_credentials.json` (default `~/.config/gcloud`);
+//! 4. `gcloud`: the gcloud CLI's active account (read from its configuration files;
+//!    gcloud itself runs only to mint);
+//! 5. `metadata`: the metadata server, when `GCE_METADATA_HOST` is set or this is a
+//!    Google Cloud machine (no network probe).
+//!
+//! The first source that is present wins; one that is present but broken (an
+//! unreadable file) stops the chain with its error rather than being skipped.
+//! `CLOUDRUN_TEST_CREDENTIALS=NAME` tries only that source.
+//! `CLOUDRUN_TEST_IMPERSONATE_SERVICE_ACCOUNT=SA` then makes the chosen credentials the
+//! caller of IAM Credentials, minting as SA (gcloud does that itself).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::id_token_env::StaticIdToken;
+use super::impersonated::Impersonated;
+use super::metadata::MetadataServer;
+use super::{CredentialSource, Credentials, gcloud, metadata};
+use crate::error::Error;
+use crate::settings::{env, gcloud_config_dir};
+
+pub(crate) const FORCE_VARIABLE: &str = "CLOUDRUN_TEST_CREDENTIALS";
+pub(crate) const IMPERSONATE_VARIABLE: &str = "CLOUDRUN_TEST_IMPERSONATE_SERVICE_ACCOUNT";
+
+/// The sources in chain order: name, what is looked at, and how to set it up.
+const SOURCES: [(&str, &str, &str); 5] = [
+    (
+        "id-token",
+        "CLOUDRUN_TEST_ID_TOKEN",
+        "set CLOUDRUN_TEST_ID_TOKEN to a ready identity token (e.g. from \
+         `gcloud auth print-identity-token`)",
+    ),
+    (
+        "google-application-credentials",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "set GOOGLE_APPLICATION_CREDENTIALS to a credentials file: a service-account key \
+         (`gcloud iam service-accounts keys create key.json --iam-account=SA_EMAIL`), or an \
+         authorized_user, impersonated_service_account or external_account file",
+    ),
+    (
+        "adc",
+        "gcloud's application default credentials",
+        "run `gcloud auth application-default login` (add \
+         `--impersonate-service-account=SA_EMAIL` for tokens whose audience is the service URL)",
+    ),
+    (
+        "gcloud",
+        "the gcloud CLI",
+        "run `gcloud auth login`, or `gcloud auth activate-service-account --key-file=KEY.json`",
+    ),
+    (
+        "metadata",
+        "the metadata server",
+        "on Google Cloud (Compute Engine, GKE, Cloud Run, Cloud Build) it is found by itself; \
+         elsewhere set GCE_METADATA_HOST=HOST:PORT",
+    ),
+];
+
+/// One step of the credential chain, as [`Credentials::from_env_explained`] reports it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ChainStep {
+    /// The source's name, as `CLOUDRUN_TEST_CREDENTIALS` takes it (`id-token`,
+    /// `google-application-credentials`, `adc`, `gcloud`, `metadata`), or
+    /// `impersonation` for `CLOUDRUN_TEST_IMPERSONATE_SERVICE_ACCOUNT`.
+    pub source: &'static str,
+    /// What was looked at, e.g. `GOOGLE_APPLICATION_CREDENTIALS`.
+    pub looked_at: &'static str,
+    pub outcome: StepOutcome,
+}
+
+/// What the chain made of one source.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum StepOutcome {
+    /// The credentials come from here.
+    Chosen { description: String },
+    /// Not available here: why, and how to set it up.
+    Skipped { reason: String, setup: String },
+    /// Present but unusable: the chain stopped with this error.
+    Failed { error: Error },
+    /// Impersonation applied to the chosen credentials.
+    Wraps { description: String },
+}
+
+impl fmt::Display for ChainStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.outcome {
+            StepOutcome::Chosen { description } => {
+                write!(
+                    f,
+                    "{} ({}): chosen: {description}",
+                    self.looked_at, self.source
+                )
+            }
+            StepOutcome::Skipped { reason, .. } => {
+                write!(f, "{} ({}): skipped: {reason}", self.looked_at, self.source)
+            }
+            StepOutcome::Failed { error } => {
+                write!(f, "{} ({}): failed: {error}", self.looked_at, self.source)
+            }
+            StepOutcome::Wraps { description } => write!(f, "{}: {description}", self.looked_at),
+        }
+    }
+}
+
+/// What looking at one source found.
+enum Found {
+    Source(Arc<dyn CredentialSource>, String),
+    Broken(Error),
+    Absent(String),
+}
+
+fn look(name: &str, impersonate: Option<&str>, forced: bool) -> Found {
+    let from_file = |path: PathBuf| match Credentials::from_file(&path) {
+        Ok(credentials) => {
+            let description = credentials.describe();
+            Found::Source(credentials.source, description)
+        }
+        Err(error) => Found::Broken(error),
+    };
+    match name {
+        "id-token" => match env("CLOUDRUN_TEST_ID_TOKEN") {
+            Some(token) => {
+                let source: Arc<dyn CredentialSource> = Arc::new(StaticIdToken::new(token));
+                let description = source.describe();
+                Found::Source(source, description)
+            }
+            None => Found::Absent("not set".into()),
+        },
+        "google-application-credentials" => {
+            match std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS") {
+                Some(path) if !path.is_empty() => from_file(PathBuf::from(path)),
+                _ => Found::Absent("not set".into()),
+            }
+        }
+        "adc" => match gcloud_config_dir() {
+            Some(dir) => {
+                let well_known = dir.join("application_default_credentials.json");
+                if well_known.is_file() {
+                    from_file(well_known)
+                } else {
+                    Found::Absent(format!("no file {}", well_known.display()))
+                }
+            }
+            None => Found::Absent("neither CLOUDSDK_CONFIG nor HOME is set".into()),
+        },
+        "gcloud" => match gcloud::detect(impersonate) {
+            Ok(cli) => {
+                let description = cli.describe();
+                Found::Source(Arc::new(cli), description)
+            }
+            Err(reason) => Found::Absent(reason),
+        },
+        "metadata" => {
+            let detected = match metadata::detect() {
+                Ok(found) => Ok(found),
+                // Forced: the user says this is Google Cloud.
+                Err(_) if forced => Ok((
+                    "169.254.169.254".to_owned(),
+                    format!("{FORCE_VARIABLE}=metadata"),
+                )),
+                Err(reason) => Err(reason),
+            };
+            match detected {
+                Ok((host, why)) => {
+                    let server = MetadataServer::new(&host, &why);
+                    let description = server.describe();
+                    Found::Source(Arc::new(server), description)
+                }
+                Err(reason) => Found::Absent(reason),
+            }
+        }
+        _ => Found::Absent("unknown source".into()),
+    }
+}
+
+/// Runs the chain; see the module documentation.
+pub(crate) fn explain() -> (Result<Credentials, Error>, Vec<ChainStep>) {
+    let mut steps = Vec::new();
+    let forced = match env(FORCE_VARIABLE) {
+        None => None,
+        Some(name) => {
+            let name = name.to_ascii_lowercase();
+            let name = match name.as_str() {
+                "file" | "credentials-file" | "google_application_credentials" => {
+                    "google-application-credentials".to_owned()
+                }
+                "metadata-server" | "gce" => "metadata".to_owned(),
+                "gcloud-cli" => "gcloud".to_owned(),
+                _ => name,
+            };
+            match SOURCES.iter().find(|(known, _, _)| *known == name) {
+                Some((known, _, _)) => Some(*known),
+                None => {
+                    let names: Vec<&str> = SOURCES.iter().map(|(name, _, _)| *name).collect();
+                    return (
+                        Err(Error::Setting {
+                            problem: format!(
+                                "{FORCE_VARIABLE} is `{name}`, which is no credential source"
+                            ),
+                            fix: format!("use one of {}, or unset it", names.join(", ")),
+                        }),
+                        steps,
+                    );
+                }
+            }
+        }
+    };
+    let impersonate = env(IMPERSONATE_VARIABLE);
+    let mut chosen = None;
+    for (name, looked_at, setup) in SOURCES {
+        if forced.is_some_and(|forced| forced != name) {
+            continue;
+        }
+        match look(name, impersonate.as_deref(), forced.is_some()) {
+            Found::Source(source, description) => {
+                steps.push(ChainStep {
+                    source: name,
+                    looked_at,
+                    outcome: StepOutcome::Chosen { description },
+                });
+                chosen = Some((name, source));
+                break;
+            }
+            Found::Broken(error) => {
+                steps.push(ChainStep {
+                    source: name,
+                    looked_at,
+                    outcome: StepOutcome::Failed {
+                        error: error.clone(),
+                    },
+                });
+                return (Err(error), steps);
+            }
+            Found::Absent(reason) => {
+                if forced.is_some() {
+                    let error = Error::Setting {
+                        problem: format!("{FORCE_VARIABLE}={name}, but {looked_at}: {reason}"),
+                        fix: format!("{setup}; or unset {FORCE_VARIABLE} to try every source"),
+                    };
+                    steps.push(ChainStep {
+                        source: name,
+                        looked_at,
+                        outcome: StepOutcome::Failed {
+                            error: error.clone(),
+                        },
+                    });
+                    return (Err(error), steps);
+                }
+                steps.push(ChainStep {
+                    source: name,
+                    looked_at,
+                    outcome: StepOutcome::Skipped {
+                        reason,
+                        setup: setup.to_owned(),
+                    },
+                });
+            }
+        }
+    }
+    let Some((name, source)) = chosen else {
+        let tried: Vec<String> = steps
+            .iter()
+            .filter_map(|step| match &step.outcome {
+                StepOutcome::Skipped { reason, setup } => Some(format!(
+                    "  - {}: {reason}\n      to use it: {setup}",
+                    step.looked_at
+                )),
+                _ => None,
+            })
+            .collect();
+        return (
+            Err(Error::NoCredentials {
+                tried: tried.join("\n"),
+            }),
+            steps,
+        );
+    };
+    let source = match impersonate {
+        None => source,
+        Some(email) => {
+            let (source, description) = match name {
+                "id-token" => (
+                    source,
+                    format!(
+                        "{IMPERSONATE_VARIABLE} ({email}) is ignored: CLOUDRUN_TEST_ID_TOKEN is used as is"
+                    ),
+                ),
+                "gcloud" => (
+                    source,
+                    format!("gcloud impersonates {email} itself (--impersonate-service-account)"),
+                ),
+                _ => {
+                    let wrapped: Arc<dyn CredentialSource> =
+                        Arc::new(Impersonated::wrap(source, &email, IMPERSONATE_VARIABLE));
+                    (
+                        wrapped,
+                        format!(
+                            "tokens are minted as {email} through IAM Credentials, with the chosen \
+                             credentials as the caller"
+                        ),
+                    )
+                }
+            };
+            steps.push(ChainStep {
+                source: "impersonation",
+                looked_at: IMPERSONATE_VARIABLE,
+                outcome: StepOutcome::Wraps { description },
+            });
+            source
+        }
+    };
+    (Ok(Credentials { source }), steps)
+}

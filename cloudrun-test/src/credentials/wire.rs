@@ -1,0 +1,389 @@
+//! What the credential sources share: reading fields of credential files with errors
+//! that name the file and the field, reading Google's error answers, redacting
+//! anything that looks like a token, and time.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// The fields of one JSON object in a credentials file (the top level or a nested
+/// object such as `source_credentials`), read with errors naming file and field.
+pub(crate) struct Fields<'a> {
+    path: &'a Path,
+    /// `""` at the top level, `"source_credentials."` inside it.
+    prefix: String,
+    object: &'a Map<String, Value>,
+    fix: &'a str,
+}
+
+impl<'a> Fields<'a> {
+    /// The top-level object of a file; fails if `value` is not an object.
+    pub(crate) fn new(
+        path: &'a Path,
+        prefix: &str,
+        value: &'a Value,
+        fix: &'a str,
+    ) -> Result<Fields<'a>, Error> {
+        match value {
+            Value::Object(object) => Ok(Fields {
+                path,
+                prefix: prefix.to_owned(),
+                object,
+                fix,
+            }),
+            _ => Err(file_error(
+                path,
+                match prefix.strip_suffix('.') {
+                    Some(name) => format!("field `{name}` is not a JSON object"),
+                    None => "is not a JSON object".to_owned(),
+                },
+                fix,
+            )),
+        }
+    }
+
+    /// The same object, with `fix` as the advice of its errors.
+    pub(crate) fn with_fix(&self, fix: &'a str) -> Fields<'a> {
+        Fields {
+            path: self.path,
+            prefix: self.prefix.clone(),
+            object: self.object,
+            fix,
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.path
+    }
+
+    /// The full name of a field, e.g. `credential_source.url`.
+    pub(crate) fn name(&self, field: &str) -> String {
+        format!("{}{field}", self.prefix)
+    }
+
+    /// An error about this file with this object's fix.
+    pub(crate) fn error(&self, problem: impl Into<String>) -> Error {
+        file_error(self.path, problem.into(), self.fix)
+    }
+
+    /// An error about `field` with its own fix.
+    pub(crate) fn error_with_fix(&self, problem: impl Into<String>, fix: &str) -> Error {
+        file_error(self.path, problem.into(), fix)
+    }
+
+    fn wrong_type(&self, field: &str, expected: &str) -> Error {
+        self.error(format!("field `{}` is not {expected}", self.name(field)))
+    }
+
+    pub(crate) fn has(&self, field: &str) -> bool {
+        !matches!(self.object.get(field), None | Some(Value::Null))
+    }
+
+    /// A string field that may be absent (or null); empty strings count as absent.
+    pub(crate) fn optional_str(&self, field: &str) -> Result<Option<String>, Error> {
+        match self.object.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) if text.trim().is_empty() => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text.clone())),
+            Some(_) => Err(self.wrong_type(field, "a string")),
+        }
+    }
+
+    /// A string field that must be present and non-empty.
+    pub(crate) fn required_str(&self, field: &str) -> Result<String, Error> {
+        self.optional_str(field)?
+            .ok_or_else(|| self.error(format!("has no `{}`", self.name(field))))
+    }
+
+    /// An http(s) URL field, if present.
+    pub(crate) fn optional_url(&self, field: &str) -> Result<Option<reqwest::Url>, Error> {
+        let Some(text) = self.optional_str(field)? else {
+            return Ok(None);
+        };
+        match reqwest::Url::parse(&text) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                Ok(Some(url))
+            }
+            _ => Err(self.error(format!(
+                "field `{}` is not an http(s) URL: {:?}",
+                self.name(field),
+                truncate(&text, 100)
+            ))),
+        }
+    }
+
+    pub(crate) fn required_url(&self, field: &str) -> Result<reqwest::Url, Error> {
+        self.optional_url(field)?
+            .ok_or_else(|| self.error(format!("has no `{}`", self.name(field))))
+    }
+
+    /// A non-negative integer field, if present.
+    pub(crate) fn optional_u64(&self, field: &str) -> Result<Option<u64>, Error> {
+        match self.object.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => value
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| self.wrong_type(field, "a non-negative integer")),
+        }
+    }
+
+    /// A list of strings, if present.
+    pub(crate) fn optional_str_list(&self, field: &str) -> Result<Vec<String>, Error> {
+        match self.object.get(field) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    Value::String(text) if !text.trim().is_empty() => Ok(text.clone()),
+                    _ => Err(self.wrong_type(field, "a list of non-empty strings")),
+                })
+                .collect(),
+            Some(_) => Err(self.wrong_type(field, "a list of strings")),
+        }
+    }
+
+    /// A map of string to string, if present (e.g. `headers`).
+    pub(crate) fn optional_str_map(&self, field: &str) -> Result<Vec<(String, String)>, Error> {
+        match self.object.get(field) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Object(map)) => map
+                .iter()
+                .map(|(key, value)| match value {
+                    Value::String(text) => Ok((key.clone(), text.clone())),
+                    _ => Err(self.error(format!(
+                        "field `{}.{key}` is not a string",
+                        self.name(field)
+                    ))),
+                })
+                .collect(),
+            Some(_) => Err(self.wrong_type(field, "a JSON object of strings")),
+        }
+    }
+
+    /// A nested object, if present.
+    pub(crate) fn optional_object(&self, field: &str) -> Result<Option<Fields<'a>>, Error> {
+        match self.object.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value @ Value::Object(_)) => Fields::new(
+                self.path,
+                &format!("{}{field}.", self.prefix),
+                value,
+                self.fix,
+            )
+            .map(Some),
+            Some(_) => Err(self.wrong_type(field, "a JSON object")),
+        }
+    }
+
+    pub(crate) fn required_object(&self, field: &str) -> Result<Fields<'a>, Error> {
+        self.optional_object(field)?
+            .ok_or_else(|| self.error(format!("has no `{}`", self.name(field))))
+    }
+
+    /// The raw value of a nested field, for parsers that take a whole object.
+    pub(crate) fn raw(&self, field: &str) -> Option<&'a Value> {
+        self.object.get(field)
+    }
+}
+
+pub(crate) fn file_error(path: &Path, problem: String, fix: &str) -> Error {
+    Error::CredentialsFile {
+        path: path.to_owned(),
+        problem,
+        fix: fix.to_owned(),
+    }
+}
+
+/// Rewrites the errors of a parser run on a nested object (`source_credentials`) so
+/// that they name the nested field.
+pub(crate) fn nested_error(error: Error, field: &str) -> Error {
+    match error {
+        Error::CredentialsFile { path, problem, fix } => {
+            let problem = if let Some(rest) = problem.strip_prefix("has no `") {
+                format!("has no `{field}.{rest}")
+            } else if let Some(rest) = problem.strip_prefix("field `") {
+                format!("field `{field}.{rest}")
+            } else {
+                format!("`{field}`: {problem}")
+            };
+            Error::CredentialsFile { path, problem, fix }
+        }
+        other => other,
+    }
+}
+
+/// The reason in an error answer of a Google endpoint: OAuth's
+/// `{"error","error_description"}`, the APIs' `{"error":{"message","status"}}`, or
+/// the start of the body with anything token-like removed.
+pub(crate) fn error_reason(body: &str) -> String {
+    if let Ok(value) = serde_json::from_str::<Value>(body) {
+        match value.get("error") {
+            Some(Value::String(error)) => {
+                return match value.get("error_description").and_then(Value::as_str) {
+                    Some(description) => redact(&format!("{error}: {description}")),
+                    None => redact(error),
+                };
+            }
+            Some(Value::Object(error)) => {
+                let message = error.get("message").and_then(Value::as_str).unwrap_or("");
+                let status = error.get("status").and_then(Value::as_str).unwrap_or("");
+                return redact(&format!("{status}: {message}"));
+            }
+            _ => {}
+        }
+    }
+    let body = body.trim();
+    if body.is_empty() {
+        "an empty answer".to_owned()
+    } else {
+        format!("answer: {}", redact(truncate(body, 200)))
+    }
+}
+
+/// Replaces anything that looks like a token (a JWT, an OAuth access or refresh
+/// token) with `<redacted>`, so that echoed answers never leak one.
+pub(crate) fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let end = rest
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == ',')
+            .unwrap_or(rest.len());
+        let (word, after) = rest.split_at(end);
+        if looks_like_token(word) {
+            out.push_str("<redacted>");
+        } else {
+            out.push_str(word);
+        }
+        let next = after.chars().next().map_or(0, char::len_utf8);
+        out.push_str(&after[..next]);
+        rest = &after[next..];
+    }
+    out
+}
+
+fn looks_like_token(word: &str) -> bool {
+    let word = word.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
+    word.starts_with("eyJ")
+        || word.starts_with("ya29.")
+        || word.starts_with("1//")
+        || (word.len() >= 40
+            && word.matches('.').count() == 2
+            && word
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+}
+
+pub(crate) fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((index, _)) => &text[..index],
+        None => text,
+    }
+}
+
+/// `2024-05-01T12:00:00Z` or `2024-05-01T12:00:00.123456Z` as seconds since the
+/// epoch: the `expireTime` of IAM Credentials answers.
+pub(crate) fn parse_rfc3339_utc(text: &str) -> Option<u64> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut date = date.split('-').map(|part| part.parse::<i64>().ok());
+    let (year, month, day) = (date.next()??, date.next()??, date.next()??);
+    let time = time.split('.').next()?;
+    let mut time = time.split(':').map(|part| part.parse::<i64>().ok());
+    let (hour, minute, second) = (time.next()??, time.next()??, time.next()??);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second;
+    u64::try_from(seconds).ok()
+}
+
+/// How long until `exp` (seconds since the epoch), or zero if it has passed.
+pub(crate) fn lifetime_until(exp: u64) -> Duration {
+    Duration::from_secs(exp.saturating_sub(unix_now()))
+}
+
+/// Sends `request` (bounded by `timeout`) and reads the answer's status and body.
+/// A network failure becomes a [`Error::TokenEndpoint`] saying `what` failed at
+/// `url`, with `network_fix`.
+pub(crate) async fn send(
+    request: reqwest::RequestBuilder,
+    timeout: Duration,
+    what: &str,
+    url: &str,
+    network_fix: &str,
+) -> Result<(reqwest::StatusCode, String), Error> {
+    let failed = |error: reqwest::Error| Error::TokenEndpoint {
+        what: what.to_owned(),
+        url: url.to_owned(),
+        problem: crate::error::describe_http_error(&error),
+        fix: network_fix.to_owned(),
+    };
+    let response = request.timeout(timeout).send().await.map_err(failed)?;
+    let status = response.status();
+    let body = response.text().await.map_err(failed)?;
+    Ok((status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_tokens_but_keeps_words() {
+        let text = "bad token eyJhbGciOi.eyJzdWIi.c2ln and ya29.abc, \"1//refresh\" here";
+        assert_eq!(
+            redact(text),
+            "bad token <redacted> and <redacted>, \"<redacted>\" here"
+        );
+    }
+
+    #[test]
+    fn reads_google_error_answers() {
+        assert_eq!(
+            error_reason(r#"{"error":"invalid_grant","error_description":"Bad Request"}"#),
+            "invalid_grant: Bad Request"
+        );
+        assert_eq!(
+            error_reason(
+                r#"{"error":{"code":403,"message":"Permission denied","status":"PERMISSION_DENIED"}}"#
+            ),
+            "PERMISSION_DENIED: Permission denied"
+        );
+        assert_eq!(error_reason(""), "an empty answer");
+    }
+
+    #[test]
+    fn parses_expire_times() {
+        assert_eq!(parse_rfc3339_utc("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339_utc("2021-05-08T00:22:21Z"),
+            Some(1_620_433_341)
+        );
+        assert_eq!(
+            parse_rfc3339_utc("2021-05-08T00:22:21.123456Z"),
+            Some(1_620_433_341)
+        );
+        assert_eq!(parse_rfc3339_utc("2021-13-08T00:22:21Z"), None);
+        assert_eq!(parse_rfc3339_utc("yesterday"), None);
+    }
+}
