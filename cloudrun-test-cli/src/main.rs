@@ -1,8 +1,11 @@
 //! `cloudrun-test`: identity tokens and an emulator for private Cloud Run services.
 //!
 //! Exit codes: 0 success; 1 a failure, explained on stderr; 2 bad usage;
-//! `emulate -- COMMAND` exits with COMMAND's status.
+//! `curl` exits with curl's status; `emulate -- COMMAND` exits with COMMAND's status.
 
+mod curl;
+mod diagnose;
+mod doctor;
 mod emulate;
 mod token;
 
@@ -15,8 +18,13 @@ use clap::{Parser, Subcommand};
     name = "cloudrun-test",
     version,
     about = "Identity tokens and a local emulator for testing private Cloud Run services",
-    after_help = "Exit codes: 0 success, 1 failure (explained on stderr), 2 bad usage; \
-                  `emulate -- COMMAND` exits with COMMAND's status."
+    after_help = "Examples:\n  \
+                  cloudrun-test token --audience https://hello-123456789.europe-west1.run.app\n  \
+                  cloudrun-test curl https://hello-123456789.europe-west1.run.app/ -sS\n  \
+                  cloudrun-test emulate --service hello -- cargo test\n\n\
+                  Exit codes: 0 success, 1 failure (explained on stderr), 2 bad usage; \
+                  `curl` exits with curl's status (e.g. 22 for an HTTP error with -f, 7 when \
+                  it cannot connect); `emulate -- COMMAND` exits with COMMAND's status."
 )]
 struct Cli {
     /// Show the diagnostic log (tracing) on stderr; never shows tokens.
@@ -29,6 +37,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Token(token::TokenArgs),
+    Curl(curl::CurlArgs),
+    Doctor(doctor::DoctorArgs),
     Emulate(emulate::EmulateArgs),
 }
 
@@ -44,6 +54,8 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Token(args) => token::run(args),
+        Command::Curl(args) => curl::run(args),
+        Command::Doctor(args) => doctor::run(args),
         Command::Emulate(args) => emulate::run(args),
     };
     match result {
