@@ -4,7 +4,9 @@
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cloudrun_test::{ChainStep, Client, Credentials, IdToken, StepOutcome};
+use cloudrun_test::{ChainStep, Client, Credentials, IdToken, StepOutcome, Url};
+
+use crate::doctor_request;
 
 /// Explain the credential choice: the source used and why earlier ones were skipped,
 /// the identity, and the audience and expiry of a token (never the token).
@@ -15,6 +17,11 @@ use cloudrun_test::{ChainStep, Client, Credentials, IdToken, StepOutcome};
 ///   cloudrun-test doctor
 ///   cloudrun-test doctor --url https://hello-123456789.europe-west1.run.app
 ///   cloudrun-test doctor --service hello     # looked up like #[cloudrun_test(service = "hello")]
+///
+/// With --url or --service it also sends one `GET` to the service and says whether
+/// it was accepted; if not, why (401: wrong audience, expired, not an identity token;
+/// 403: the identity lacks roles/run.invoker; no answer: the URL or the service's
+/// ingress) and the command that fixes it. Exits 0 when all is well, 1 otherwise.
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct DoctorArgs {
@@ -46,6 +53,19 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, String> {
                     "\nNo usable credentials: set up one of the sources above (`to use it:` says how)."
                 );
             }
+            // What the service says to a caller without a token.
+            if let Some(url) = args.url.as_deref().and_then(|url| Url::parse(url).ok()) {
+                let place = doctor_request::Place::find(&url, None);
+                let audience = url.origin().ascii_serialization();
+                if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    let outcome = runtime
+                        .block_on(doctor_request::check(&url, &audience, None, None, &place));
+                    println!("{}", outcome.report);
+                }
+            }
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -60,30 +80,58 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, String> {
         .map_err(|error| format!("starting the async runtime failed: {error}"))?;
     let minted = runtime.block_on(async {
         if let Some(service) = &args.service {
-            let client = Client::builder().service(service).build().await?;
+            let client = Client::builder()
+                .credentials(credentials.clone())
+                .service(service)
+                .build()
+                .await?;
             println!("Service:     {service} at {}", client.url());
             let token = client.id_token().await?;
-            return Ok::<_, cloudrun_test::Error>((client.audience().to_owned(), token));
+            return Ok::<_, cloudrun_test::Error>((
+                client.audience().to_owned(),
+                token,
+                Some(client),
+            ));
         }
-        let audience = match (&args.audience, &args.url) {
-            (Some(audience), _) => audience.clone(),
-            (None, Some(url)) => cloudrun_test::Url::parse(url)
-                .map_err(|error| cloudrun_test::Error::Setting {
-                    problem: format!("--url {url:?} is not a URL ({error})"),
-                    fix: "give a full URL such as https://hello-123456789.europe-west1.run.app"
-                        .into(),
-                })?
-                .origin()
-                .ascii_serialization(),
-            (None, None) => PLACEHOLDER_AUDIENCE.to_owned(),
-        };
+        if let Some(url) = &args.url {
+            // Resolved as the attribute resolves `url = "..."` (audience settings included).
+            let client = Client::builder()
+                .credentials(credentials.clone())
+                .url(url)
+                .build()
+                .await?;
+            println!("Service URL: {}", client.url());
+            let token = client.id_token().await?;
+            return Ok((client.audience().to_owned(), token, Some(client)));
+        }
+        let audience = args
+            .audience
+            .clone()
+            .unwrap_or_else(|| PLACEHOLDER_AUDIENCE.to_owned());
         let token = credentials.id_token(&audience).await?;
-        Ok((audience, token))
+        Ok((audience, token, None))
     });
     match minted {
-        Ok((audience, token)) => {
+        Ok((audience, token, client)) => {
             println!("{}", token_report(&audience, &token));
-            Ok(ExitCode::SUCCESS)
+            let Some(client) = client else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            // The live request: does the service accept the token?
+            let place = doctor_request::Place::find(client.url(), args.service.as_deref());
+            let outcome = runtime.block_on(doctor_request::check(
+                client.url(),
+                client.audience(),
+                Some(&token),
+                credentials.identity(),
+                &place,
+            ));
+            println!("{}", outcome.report);
+            Ok(if outcome.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Err(error) => {
             println!("\nMinting a token failed: {error}");

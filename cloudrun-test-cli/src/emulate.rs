@@ -7,7 +7,7 @@ use std::process::{Child, Command, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cloudrun_test_emulator::{Emulator, ServiceConfig, Upstream};
+use cloudrun_test_emulator::{Emulator, Fault, ServiceConfig, Upstream};
 
 /// Start the emulator, run COMMAND with the environment pointing at it, stop it.
 ///
@@ -24,6 +24,8 @@ use cloudrun_test_emulator::{Emulator, ServiceConfig, Upstream};
 ///   cloudrun-test emulate --service hello --invoker someone-else@example.com -- cargo test
 ///   cloudrun-test emulate --serve 'hello=cargo run -q' --tag hello=candidate -- \
 ///       env CLOUDRUN_TEST_TAG=candidate cargo test
+///   cloudrun-test emulate --service hello --fault service-error=hello:503x2 \
+///       --fault token-delay=2s -- cargo test          # does the suite cope?
 ///   cloudrun-test emulate --service hello        # no command: runs until Ctrl-C
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
@@ -55,6 +57,12 @@ pub struct EmulateArgs {
     /// Lifetime of the identity tokens the emulator issues.
     #[arg(long, default_value = "3600s", value_parser = parse_duration)]
     token_lifetime: Duration,
+    /// A fault to inject from the start. Repeatable. One of:
+    /// token-error=STATUS[xN] (the token endpoint answers STATUS, N times),
+    /// token-delay=DURATION, token-hang, service-error=SERVICE:STATUS[xN],
+    /// connection-reset=SERVICE[:xN], cold-start=SERVICE:DURATION, rotate-key.
+    #[arg(long = "fault", value_name = "FAULT", value_parser = parse_fault)]
+    faults: Vec<Fault>,
     /// The command to run inside the emulated environment.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -128,6 +136,12 @@ pub fn run(args: EmulateArgs) -> Result<ExitCode, String> {
     let emulator = builder
         .start()
         .map_err(|error| format!("starting the emulator failed: {error}"))?;
+    for fault in &args.faults {
+        emulator
+            .inject(fault.clone())
+            .map_err(|error| format!("--fault {fault}: {error}"))?;
+        eprintln!("cloudrun-test emulate: fault injected: {fault}");
+    }
 
     let key_folder = tempfile::Builder::new()
         .prefix("cloudrun-test-emulate-")
@@ -311,6 +325,10 @@ fn catch_interrupt() {
         libc::signal(libc::SIGINT, handler as libc::sighandler_t);
         libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
     }
+}
+
+fn parse_fault(text: &str) -> Result<Fault, String> {
+    text.parse().map_err(|error: cloudrun_test_emulator::Error| error.to_string())
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

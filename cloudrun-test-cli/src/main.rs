@@ -6,6 +6,7 @@
 mod curl;
 mod diagnose;
 mod doctor;
+mod doctor_request;
 mod emulate;
 mod token;
 
