@@ -1,5 +1,8 @@
-//! Property-based fuzzing of credential-file parsing: no input panics, every error
-//! names the file and says how to fix it, and no key material leaks into a message.
+//! Property-based fuzzing of credential-file parsing, for every file type
+//! (`service_account`, `authorized_user`, `impersonated_service_account`,
+//! `external_account` with each credential source): no input panics, every error
+//! names the file and says how to fix it, and no key material or refresh token leaks
+//! into a message.
 //!
 //! Each property reports how many inputs ran clean. CI runs proptest's default 256
 //! cases per property; run longer by hand, e.g.
@@ -26,6 +29,7 @@ fn check(text: &str) {
         Ok(credentials) => {
             let described = format!("{credentials:?} {}", credentials.describe());
             assert!(!described.contains("PRIVATE KEY"), "{described}");
+            assert!(!described.contains("1//emulated-"), "{described}");
         }
         Err(error) => {
             let message = error.to_string();
@@ -34,6 +38,10 @@ fn check(text: &str) {
             assert!(
                 !message.contains("PRIVATE KEY-----\n"),
                 "key material in: {message}"
+            );
+            assert!(
+                !message.contains("1//emulated-"),
+                "a refresh token in: {message}"
             );
         }
     }
@@ -104,4 +112,243 @@ fn fields_of_the_wrong_type_never_panic() {
             1
         },
     );
+}
+
+/// One valid file of every type and credential source, made by the emulator.
+fn templates() -> &'static [(&'static str, serde_json::Value)] {
+    static TEMPLATES: OnceLock<Vec<(&'static str, serde_json::Value)>> = OnceLock::new();
+    TEMPLATES.get_or_init(|| {
+        let emulator = cloudrun_test_emulator::Emulator::builder().start().unwrap();
+        let key: serde_json::Value = serde_json::from_str(valid_key()).unwrap();
+        let user: serde_json::Value =
+            serde_json::from_str(&emulator.authorized_user_credentials("fuzz@example.com"))
+                .unwrap();
+        let impersonation_url = format!(
+            "{}v1/projects/-/serviceAccounts/target@p.iam.gserviceaccount.com:generateAccessToken",
+            emulator.base_url()
+        );
+        let external = |source: serde_json::Value| {
+            serde_json::json!({
+                "type": "external_account",
+                "audience": emulator.workload_identity_audience(),
+                "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+                "token_url": emulator.sts_token_url().as_str(),
+                "service_account_impersonation_url": impersonation_url,
+                "credential_source": source,
+            })
+        };
+        vec![
+            ("service_account", key.clone()),
+            ("authorized_user", user.clone()),
+            (
+                "impersonated_service_account (key)",
+                serde_json::json!({
+                    "type": "impersonated_service_account",
+                    "service_account_impersonation_url": impersonation_url,
+                    "delegates": ["projects/-/serviceAccounts/d@p.iam.gserviceaccount.com"],
+                    "source_credentials": key,
+                }),
+            ),
+            (
+                "impersonated_service_account (user)",
+                serde_json::json!({
+                    "type": "impersonated_service_account",
+                    "service_account_impersonation_url": impersonation_url,
+                    "source_credentials": user,
+                }),
+            ),
+            (
+                "external_account (file)",
+                external(serde_json::json!({"file": "/var/run/token.jwt"})),
+            ),
+            (
+                "external_account (url)",
+                external(serde_json::json!({
+                    "url": "http://127.0.0.1:1/token?audience=x",
+                    "headers": {"Authorization": "Bearer x"},
+                    "format": {"type": "json", "subject_token_field_name": "value"},
+                })),
+            ),
+            (
+                "external_account (executable)",
+                external(serde_json::json!({
+                    "executable": {"command": "/bin/true --flag", "timeout_millis": 5000, "output_file": "/tmp/x.json"},
+                })),
+            ),
+        ]
+    })
+}
+
+/// Every field path of `value`, nested objects included (`credential_source.format.type`).
+fn field_paths(value: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    if let Some(object) = value.as_object() {
+        for (key, inner) in object {
+            let path = format!("{prefix}{key}");
+            out.push(path.clone());
+            field_paths(inner, &format!("{path}."), out);
+        }
+    }
+}
+
+fn at_path<'a>(
+    value: &'a mut serde_json::Value,
+    path: &str,
+) -> Option<(&'a mut serde_json::Map<String, serde_json::Value>, String)> {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let last = parts.pop()?.to_owned();
+    let mut current = value;
+    for part in parts {
+        current = current.get_mut(part)?;
+    }
+    Some((current.as_object_mut()?, last))
+}
+
+fn any_json() -> impl Strategy<Value = serde_json::Value> {
+    prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        ".{0,40}".prop_map(serde_json::Value::from),
+        Just(serde_json::json!("")),
+        Just(serde_json::json!("not a url")),
+        Just(serde_json::json!({})),
+        Just(serde_json::json!({"type": "json"})),
+        prop::collection::vec(".{0,8}", 0..3).prop_map(serde_json::Value::from),
+    ]
+}
+
+/// Any type of file, cut at any point, or with anything spliced in.
+#[test]
+fn every_file_type_truncated_and_spliced_never_panics() {
+    fuzz(
+        "every file type, truncated and spliced",
+        (
+            any::<prop::sample::Index>(),
+            any::<prop::sample::Index>(),
+            ".{0,20}",
+        ),
+        |(which, cut, insert): (prop::sample::Index, prop::sample::Index, String)| {
+            let (_, template) = &templates()[which.index(templates().len())];
+            let text = serde_json::to_string_pretty(template).unwrap();
+            let boundaries: Vec<usize> = text.char_indices().map(|(index, _)| index).collect();
+            let cut = boundaries[cut.index(boundaries.len())];
+            check(&text[..cut]);
+            check(&format!("{}{insert}{}", &text[..cut], &text[cut..]));
+            2
+        },
+    );
+}
+
+/// Any field of any file type, nested ones included, replaced by a value of another
+/// type, or removed.
+#[test]
+fn every_field_of_every_file_type_wrong_or_missing_never_panics() {
+    fuzz(
+        "every field of every file type, wrong or missing",
+        (
+            any::<prop::sample::Index>(),
+            any::<prop::sample::Index>(),
+            prop::option::of(any_json()),
+        ),
+        |(which, field, value): (
+            prop::sample::Index,
+            prop::sample::Index,
+            Option<serde_json::Value>,
+        )| {
+            let (_, template) = &templates()[which.index(templates().len())];
+            let mut paths = Vec::new();
+            field_paths(template, "", &mut paths);
+            let path = &paths[field.index(paths.len())];
+            let mut file = template.clone();
+            let (object, last) = at_path(&mut file, path).expect("a path of the template");
+            match value {
+                Some(value) => {
+                    object.insert(last, value);
+                }
+                None => {
+                    object.remove(&last);
+                }
+            }
+            check(&file.to_string());
+            1
+        },
+    );
+}
+
+/// Private keys mangled inside their PEM armour, at the top level and nested.
+#[test]
+fn bad_pem_never_panics() {
+    fuzz(
+        "bad PEM in every file holding a key",
+        (any::<bool>(), any::<prop::sample::Index>(), "[ -~\n]{0,12}"),
+        |(nested, cut, insert): (bool, prop::sample::Index, String)| {
+            let index = if nested { 2 } else { 0 };
+            let mut file = templates()[index].1.clone();
+            let key = if nested {
+                &mut file["source_credentials"]["private_key"]
+            } else {
+                &mut file["private_key"]
+            };
+            let pem = key.as_str().unwrap().to_owned();
+            let cut = cut.index(pem.len());
+            let end = (cut + 7).min(pem.len());
+            *key = serde_json::Value::from(format!("{}{insert}{}", &pem[..cut], &pem[end..]));
+            check(&file.to_string());
+            1
+        },
+    );
+}
+
+/// Deterministic: removing each required field of each file type gives an error that
+/// names the file and that field (with its nesting).
+#[test]
+fn every_missing_required_field_is_named() {
+    let required: &[(usize, &[&str])] = &[
+        (0, &["type", "client_email", "private_key"]),
+        (1, &["client_id", "client_secret", "refresh_token"]),
+        (
+            2,
+            &[
+                "service_account_impersonation_url",
+                "source_credentials",
+                "source_credentials.client_email",
+                "source_credentials.private_key",
+            ],
+        ),
+        (3, &["source_credentials.refresh_token"]),
+        (
+            4,
+            &[
+                "audience",
+                "subject_token_type",
+                "credential_source",
+                "credential_source.file",
+            ],
+        ),
+        (5, &["credential_source.format.subject_token_field_name"]),
+        (6, &["credential_source.executable.command"]),
+    ];
+    let mut checked = 0;
+    for (index, fields) in required {
+        let (name, template) = &templates()[*index];
+        for path in *fields {
+            let mut file = template.clone();
+            let (object, last) = at_path(&mut file, path).unwrap();
+            object.remove(&last);
+            let message = match Credentials::from_json("/fuzz/key.json", &file.to_string()) {
+                Ok(_) => panic!("{name} without {path} was accepted"),
+                Err(error) => error.to_string(),
+            };
+            assert!(message.contains("/fuzz/key.json"), "{message}");
+            let named = if *path == "credential_source.file" {
+                // Without any source the message names the three it may have.
+                "`credential_source` has none of `file`, `url`, `executable`".to_owned()
+            } else {
+                format!("`{path}`")
+            };
+            assert!(message.contains(&named), "{name} without {path}: {message}");
+            checked += 1;
+        }
+    }
+    eprintln!("credential files: {checked} missing required fields each named in the error");
 }

@@ -46,7 +46,7 @@ impl<'a> Fields<'a> {
                 path,
                 match prefix.strip_suffix('.') {
                     Some(name) => format!("field `{name}` is not a JSON object"),
-                    None => "is not a JSON object".to_owned(),
+                    None => "has no string field `type` (it is not a JSON object)".to_owned(),
                 },
                 fix,
             )),
