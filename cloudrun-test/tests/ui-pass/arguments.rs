@@ -31,6 +31,9 @@ async fn multi_thread() {}
 #[cloudrun_test(service = "hello", timeout = "1h", flavor = "current_thread")]
 async fn current_thread() {}
 
+#[cloudrun_test(service = "hello", timeout = "1m30s")]
+async fn compound_timeout() {}
+
 // A test named like the helper the expansion defines.
 #[cloudrun_test(service = "hello")]
 async fn cloudrun_test() {}
