@@ -50,10 +50,26 @@ pub fn explain(status: u16, sent: &Sent<'_>) -> Verdict {
                 .into(),
             fix: None,
         },
+        429 | 500..=599 => Verdict {
+            ok: false,
+            summary: format!(
+                "{status}: the token was accepted (past Cloud Run's IAM check), but the service \
+                 failed: its code answered {status}, or Cloud Run could not start or reach an \
+                 instance"
+            ),
+            fix: Some(format!(
+                "read the service's logs: gcloud run services logs read {}{}",
+                sent.service.unwrap_or("SERVICE"),
+                sent.region
+                    .map(|region| format!(" --region {region}"))
+                    .unwrap_or_default()
+            )),
+        },
         _ => Verdict {
             ok: true,
             summary: format!(
-                "{status}: past Cloud Run's IAM check; the status comes from the service itself"
+                "{status}: the token was accepted (past Cloud Run's IAM check); the status \
+                 comes from the service itself"
             ),
             fix: None,
         },

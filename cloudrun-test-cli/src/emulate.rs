@@ -328,7 +328,8 @@ fn catch_interrupt() {
 }
 
 fn parse_fault(text: &str) -> Result<Fault, String> {
-    text.parse().map_err(|error: cloudrun_test_emulator::Error| error.to_string())
+    text.parse()
+        .map_err(|error: cloudrun_test_emulator::Error| error.to_string())
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
