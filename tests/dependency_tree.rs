@@ -34,9 +34,22 @@ fn user_dependencies() -> Vec<String> {
 #[test]
 fn the_emulator_is_not_in_a_users_tree() {
     let names = user_dependencies();
-    assert!(names.iter().any(|name| name == "cloudrun-test-macros"), "{names:?}");
-    for absent in ["cloudrun-test-emulator", "axum", "clap", "tempfile", "trybuild", "proptest"] {
-        assert!(!names.iter().any(|name| name == absent), "{absent} is in a user's tree: {names:?}");
+    assert!(
+        names.iter().any(|name| name == "cloudrun-test-macros"),
+        "{names:?}"
+    );
+    for absent in [
+        "cloudrun-test-emulator",
+        "axum",
+        "clap",
+        "tempfile",
+        "trybuild",
+        "proptest",
+    ] {
+        assert!(
+            !names.iter().any(|name| name == absent),
+            "{absent} is in a user's tree: {names:?}"
+        );
     }
 }
 
@@ -44,9 +57,22 @@ fn the_emulator_is_not_in_a_users_tree() {
 fn one_tls_stack_and_one_crypto_backend() {
     let names = user_dependencies();
     for present in ["rustls", "aws-lc-rs"] {
-        assert!(names.iter().any(|name| name == present), "{present} missing: {names:?}");
+        assert!(
+            names.iter().any(|name| name == present),
+            "{present} missing: {names:?}"
+        );
     }
-    for absent in ["ring", "openssl", "openssl-sys", "native-tls", "rsa", "boring"] {
-        assert!(!names.iter().any(|name| name == absent), "{absent} is in a user's tree: {names:?}");
+    for absent in [
+        "ring",
+        "openssl",
+        "openssl-sys",
+        "native-tls",
+        "rsa",
+        "boring",
+    ] {
+        assert!(
+            !names.iter().any(|name| name == absent),
+            "{absent} is in a user's tree: {names:?}"
+        );
     }
 }
