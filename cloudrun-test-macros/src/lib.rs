@@ -2,51 +2,23 @@
 //! which re-exports it as `cloudrun_test::cloudrun_test` and `cloudrun_test::test`.
 //!
 //! The macro is thin: it checks the arguments and the signature, then hands the
-//! function to `cloudrun_test::__private::run_test`, where the real work is.
+//! function to `cloudrun_test::__private::run_test`, where the real work is. This is its
+//! real output for a sample test (`src/expansion_snapshot.rs` renders it with
+//! `prettyplease` and fails when this page no longer matches):
 //!
-//! ```ignore
-//! /// docs
-//! #[cloudrun_test(service = "hello", timeout = "30s")]
-//! async fn root_answers(client: Client) -> Result<(), MyErr> { body }
-//! ```
+#![doc = include_str!("expansion.md")]
 //!
-//! becomes
-//!
-//! ```ignore
-//! /// docs
-//! #[::core::prelude::v1::test]
-//! fn root_answers() {
-//!     // The user's function, unchanged: the test keeps its name and module, which
-//!     // is what `cargo test NAME` and rust-analyzer's "Run Test" look for.
-//!     async fn root_answers(client: Client) -> Result<(), MyErr> { body }
-//!     // The library's requirements on the parameter and return types, as bounds
-//!     // (see `expand.rs`: a wrong type is reported once, on the user's tokens).
-//!     fn cloudrun_test<F, P, Fut, R>(spec: TestSpec, test: F, _: PhantomData<P>, _: PhantomData<R>)
-//!     where
-//!         F: FnOnce(P) -> Fut,
-//!         P: Inject,
-//!         Fut: Future<Output = R> + 'static,
-//!         R: TestOutcome,
-//!     {
-//!         ::cloudrun_test::__private::run_test::<F, (P,)>(spec, test)
-//!     }
-//!     cloudrun_test(
-//!         ::cloudrun_test::__private::TestSpec {
-//!             name: ::core::concat!(::core::module_path!(), "::", "root_answers"),
-//!             manifest_dir: ::core::env!("CARGO_MANIFEST_DIR"),
-//!             service: ::core::option::Option::Some("hello"),
-//!             timeout: ::core::option::Option::Some(::core::time::Duration::from_millis(30000)),
-//!             ..::cloudrun_test::__private::TestSpec::DEFAULT
-//!         },
-//!         root_answers,
-//!         PhantomData, // spanned on `Client`
-//!         PhantomData, // spanned on `Result<(), MyErr>`
-//!     )
-//! }
-//! ```
-//!
-//! (Every path in the real expansion is absolute, and the library's is the
-//! `crate = "..."` argument when given.)
+//! - The `#[test] fn` keeps the function's name and module, which is what
+//!   `cargo test NAME` and rust-analyzer's "Run Test" look for; the user's function
+//!   is inside it, unchanged, so rustc reports errors in the body on the user's tokens.
+//! - The local `cloudrun_test` function states the library's requirements on the
+//!   parameter and return types as bounds. Each `PhantomData` argument is spanned on
+//!   the user's type (the parameter's, then the return type's), and rustc blames an
+//!   unmet bound on the argument that carries the type: a type the library cannot use
+//!   is reported once, on the user's tokens, with the library's `on_unimplemented`
+//!   message. Inside, the bounds hold, so `run_test` cannot fail a second time.
+//! - Only the given arguments become `TestSpec` fields; the rest come from
+//!   `TestSpec::DEFAULT`. The library's path is the `crate = "..."` argument when given.
 //!
 //! On a misuse (bad argument, not `async`, two parameters...) it still emits the
 //! `#[test] fn` with the user's function inside, next to the `compile_error!`s, as
@@ -57,6 +29,8 @@ use proc_macro::TokenStream;
 
 mod args;
 mod expand;
+#[cfg(test)]
+mod expansion_snapshot;
 
 /// Turns an `async fn` into a test of a Cloud Run service.
 ///
