@@ -7,7 +7,16 @@
 //!   (RS256, checked against the keys handed out by
 //!   [`Emulator::service_account_key`]) are exchanged for ID tokens
 //!   (`target_audience`) or access tokens (`scope`).
+//!   The `refresh_token` grant serves user credentials from
+//!   [`Emulator::authorized_user_credentials`] (ID tokens' audience: the client id).
 //! - `GET /oauth2/v3/certs`: the JWKS verifying the ID tokens.
+//! - `GET /computeMetadata/v1/instance/service-accounts/default/{identity,token,email}`:
+//!   the metadata server (`GCE_METADATA_HOST` = [`Emulator::metadata_host`]), for
+//!   [`EmulatorBuilder::metadata_service_account`]; needs `Metadata-Flavor: Google`.
+//! - `POST /v1/projects/-/serviceAccounts/EMAIL:generateIdToken` / `:generateAccessToken`:
+//!   IAM Credentials, for callers granted [`EmulatorBuilder::token_creator`].
+//! - `POST /v1/token`: STS token exchange for workload identity federation, for subject
+//!   tokens registered with [`EmulatorBuilder::workload_identity_subject`].
 //! - `GET /v2/projects/P/locations/R/services[/S]`: the Cloud Run Admin API v2.
 //! - `GET /_emulator/stats` (and `DELETE` to reset): the [`Stats`] counters.
 //! - One origin per service and per traffic tag, guarded like Cloud Run's front:
