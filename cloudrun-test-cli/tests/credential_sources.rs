@@ -715,3 +715,71 @@ async fn denied_principal(client: Client) {{
     assert_eq!(stats.front_accepted, 1, "{stats:?}");
     assert_eq!(stats.front_forbidden, 1, "{stats:?}");
 }
+
+/// A source that is present but broken stops the chain (no silent fallback to the
+/// next), and forcing a source that is not usable says why.
+#[test]
+fn a_broken_source_stops_the_chain_and_forcing_explains_itself() {
+    let fixture = fixture(|builder| builder);
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("gcloud");
+    std::fs::create_dir_all(&config).unwrap();
+    // A usable ADC file, which must not be reached.
+    write(
+        &config,
+        "application_default_credentials.json",
+        &fixture.emulator.authorized_user_credentials(ALICE),
+    );
+    let broken = write(
+        home.path(),
+        "broken.json",
+        r#"{"type": "authorized_user", "client_id": 7}"#,
+    );
+    let mut env = isolated_env(
+        home.path(),
+        &[(
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            broken.display().to_string(),
+        )],
+    );
+    env.push(("CLOUDSDK_CONFIG".into(), config.display().to_string()));
+    let output = cloudrun_test(&["token", "--audience", &audience(&fixture)], &env);
+    assert_eq!(output.status.code(), Some(1), "{}", output_text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("credentials file {}", broken.display()))
+            && stderr.contains("field `client_id` is not a string"),
+        "{stderr}"
+    );
+
+    let output = cloudrun_test(&["doctor"], &env);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("present but unusable, so the chain stopped") && !stdout.contains("[adc]"),
+        "{stdout}"
+    );
+
+    for (forced, expected) in [
+        (
+            "bogus",
+            "use one of id-token, google-application-credentials, adc, gcloud, metadata",
+        ),
+        (
+            "gcloud",
+            "CLOUDRUN_TEST_CREDENTIALS=gcloud, but the gcloud CLI: gcloud",
+        ),
+        (
+            "adc",
+            "CLOUDRUN_TEST_CREDENTIALS=adc, but gcloud's application default credentials: no file",
+        ),
+    ] {
+        let env = isolated_env(
+            home.path(),
+            &[("CLOUDRUN_TEST_CREDENTIALS", forced.to_owned())],
+        );
+        let output = cloudrun_test(&["token", "--audience", "https://x.example.com"], &env);
+        assert_eq!(output.status.code(), Some(1), "{}", output_text(&output));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{forced}: {stderr}");
+    }
+}

@@ -30,8 +30,8 @@ const ALLOW_EXECUTABLES: &str = "GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES";
 const FIX: &str = "write the file again with `gcloud iam workload-identity-pools create-cred-config \
     PROVIDER --service-account=SA_EMAIL --output-file=FILE ...` (or let google-github-actions/auth write it)";
 
-/// Where the subject token is read, and in which form.
-#[derive(Debug)]
+/// Where the subject token is read, and in which form. No `Debug`: headers may hold
+/// a secret (a CI's request token).
 enum SubjectSource {
     File {
         path: PathBuf,
@@ -49,7 +49,6 @@ enum SubjectSource {
     },
 }
 
-#[derive(Debug)]
 enum Format {
     Text,
     /// A JSON object; the token is this field.
@@ -146,13 +145,14 @@ impl ExternalAccount {
                 for (name, value) in headers {
                     request = request.header(name, value);
                 }
-                let network_fix = format!("check that {url} is reachable from here");
+                let shown = without_query(url);
+                let network_fix = format!("check that {shown} is reachable from here");
                 let (status, body) =
-                    send(request, REQUEST_TIMEOUT, &what, url, &network_fix).await?;
+                    send(request, REQUEST_TIMEOUT, &what, &shown, &network_fix).await?;
                 if !status.is_success() {
                     return Err(Error::TokenEndpoint {
                         what,
-                        url: url.clone(),
+                        url: shown,
                         problem: format!("HTTP {status}, {}", error_reason(&body)),
                         fix: "check `credential_source.headers` (e.g. the CI's request token) and \
                               that the URL still serves tokens"
@@ -377,6 +377,14 @@ impl ExternalAccount {
     }
 }
 
+/// A URL for messages: its query may carry secrets, so it is left out.
+fn without_query(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?..."),
+        None => url.to_owned(),
+    }
+}
+
 fn parse_source(fields: &Fields<'_>) -> Result<SubjectSource, Error> {
     if let Some(environment) = fields.optional_str("environment_id")? {
         return Err(fields.error_with_fix(
@@ -527,7 +535,9 @@ impl CredentialSource for ExternalAccount {
             SubjectSource::File { path, .. } => {
                 format!("subject token from file {}", path.display())
             }
-            SubjectSource::Url { url, .. } => format!("subject token from {url}"),
+            SubjectSource::Url { url, .. } => {
+                format!("subject token from {}", without_query(url))
+            }
             SubjectSource::Executable { command, .. } => {
                 format!("subject token from executable `{command}`")
             }
