@@ -123,10 +123,16 @@ impl Args {
                 Some(Flavor::MultiThread) => {}
                 // A bad `flavor` was reported already; one error is enough.
                 None if seen.contains_key("flavor") => {}
-                _ => errors.push(
+                Some(Flavor::CurrentThread) => errors.push(
+                    seen["worker_threads"],
+                    "`worker_threads` does not apply to `flavor = \"current_thread\"`, \
+                     which runs the test on its own thread: use `flavor = \"multi_thread\"`, \
+                     or remove `worker_threads`",
+                ),
+                None => errors.push(
                     seen["worker_threads"],
                     "`worker_threads` only applies to the multi-threaded runtime: \
-                     add `flavor = \"multi_thread\"`",
+                     add `flavor = \"multi_thread\"` (the default runs the test on its own thread)",
                 ),
             }
         }
@@ -416,7 +422,7 @@ fn positive(lit: &LitInt) -> syn::Result<usize> {
     match lit.base10_parse::<usize>() {
         Ok(0) => Err(syn::Error::new(
             lit.span(),
-            "`worker_threads` must be at least 1",
+            "`worker_threads` must be at least 1 (leave it out for one per CPU core)",
         )),
         Ok(n) => Ok(n),
         Err(error) => Err(error),

@@ -98,7 +98,7 @@ where
 #[diagnostic::on_unimplemented(
     message = "`#[cloudrun_test]` cannot inject a parameter of type `{Self}`",
     label = "not injectable",
-    note = "take `client: cloudrun_test::Client`, or `context: cloudrun_test::TestContext`"
+    note = "take `client: cloudrun_test::Client` or `context: cloudrun_test::TestContext`, by value (both are cheap to clone)"
 )]
 pub trait Inject {
     fn inject(context: &TestContext) -> Self;
