@@ -783,3 +783,74 @@ fn a_broken_source_stops_the_chain_and_forcing_explains_itself() {
         assert!(stderr.contains(expected), "{forced}: {stderr}");
     }
 }
+
+/// gcloud's hazards, with a stand-in gcloud (`CLOUDRUN_TEST_GCLOUD`): a stale token for
+/// another audience printed with exit status 0 is refused, a hanging gcloud is stopped,
+/// and a failing one's stderr is shown without anything token-like.
+#[test]
+fn a_stale_hanging_or_failing_gcloud_is_refused_clearly() {
+    use base64::Engine as _;
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("gcloud");
+    std::fs::create_dir_all(config.join("configurations")).unwrap();
+    std::fs::write(config.join("active_config"), "default").unwrap();
+    std::fs::write(
+        config.join("configurations/config_default"),
+        format!("[core]\naccount = {TESTER}\n"),
+    )
+    .unwrap();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3000;
+    let encode =
+        |value: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string());
+    let stale = format!(
+        "{}.{}.c2ln",
+        encode(json!({"alg": "RS256"})),
+        encode(json!({"aud": "https://other.example.com", "email": TESTER, "exp": exp}))
+    );
+    let script = write(
+        home.path(),
+        "fake-gcloud",
+        &format!(
+            "#!/bin/sh\ncase \"$FAKE_GCLOUD\" in\n\
+             stale) echo '{stale}' ;;\n\
+             hang) exec sleep 30 ;;\n\
+             *) echo 'ERROR: (gcloud.auth.print-identity-token) refreshing failed for eyJhbGciOi.eyJzdWIi.c2ln' >&2; exit 1 ;;\n\
+             esac\n"
+        ),
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for (mode, expected) in [
+        (
+            "stale",
+            "gcloud printed a token for audience https://other.example.com, not https://hello.example.com",
+        ),
+        ("hang", "gcloud did not finish within 1s and was stopped"),
+        ("fail", "gcloud exited with exit status: 1"),
+    ] {
+        let env = isolated_env(
+            home.path(),
+            &[
+                ("CLOUDSDK_CONFIG", config.display().to_string()),
+                ("CLOUDRUN_TEST_GCLOUD", script.display().to_string()),
+                ("CLOUDRUN_TEST_GCLOUD_TIMEOUT", "1".to_owned()),
+                ("FAKE_GCLOUD", mode.to_owned()),
+            ],
+        );
+        let started = Instant::now();
+        let output = cloudrun_test(&["token", "--audience", "https://hello.example.com"], &env);
+        assert_eq!(output.status.code(), Some(1), "{}", output_text(&output));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{mode}: {stderr}");
+        assert!(!stderr.contains("eyJ"), "{mode}: a token in {stderr}");
+        assert!(output.stdout.is_empty());
+    }
+}
