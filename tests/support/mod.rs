@@ -141,12 +141,10 @@ pub fn cargo_command(args: &[&str]) -> Command {
 /// Removes the calling environment's Google and cloudrun-test settings, so that a
 /// developer's own setup cannot leak into a test, and points nested cargo runs at a
 /// target folder of their own (the outer `cargo test` holds the main one's lock).
-/// gcloud's configuration is an empty folder (a developer's logged-in gcloud would
-/// otherwise be a credential source) and the metadata server is off (on a Google Cloud
-/// VM it would be one); tests that want either set them after this.
+/// The metadata server is off (on a Google Cloud VM it would be a credential source);
+/// tests that want it set `GCE_METADATA_HOST` after this. gcloud's configuration stays
+/// `$HOME/.config/gcloud` (tests that care point `HOME` or `CLOUDSDK_CONFIG` elsewhere).
 pub fn isolate(command: &mut Command) {
-    let empty_gcloud = workspace_root().join("target/empty-gcloud-config");
-    let _ = std::fs::create_dir_all(&empty_gcloud);
     command
         .env("CARGO_TARGET_DIR", workspace_root().join("target/nested"))
         .env_remove("RUSTFLAGS");
@@ -161,9 +159,7 @@ pub fn isolate(command: &mut Command) {
             command.env_remove(name.as_ref());
         }
     }
-    command
-        .env("CLOUDSDK_CONFIG", &empty_gcloud)
-        .env("NO_GCE_CHECK", "true");
+    command.env("NO_GCE_CHECK", "true");
 }
 
 /// stdout and stderr of a finished command, as one string.
