@@ -592,6 +592,25 @@ fn gcloud_user_account_through_token_host() {
     );
     assert_eq!(claims(&token)["aud"], GCLOUD_CLIENT_ID);
     accepted_as(&fixture, &token, ALICE);
+
+    // gcloud's access token (`print-access-token`) opens the Admin API lookup.
+    let mut env = env;
+    env.extend([
+        (
+            "CLOUDRUN_TEST_PROJECT".into(),
+            fixture.emulator.project().into(),
+        ),
+        (
+            "CLOUDRUN_TEST_REGION".into(),
+            fixture.emulator.region().into(),
+        ),
+        ("CLOUDRUN_TEST_RUN_ENDPOINT".into(), base(&fixture)),
+    ]);
+    let output = cloudrun_test(&["doctor", "--service", "hello"], &env);
+    let text = output_text(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("accepts that for development"), "{text}");
+    assert!(!text.contains("eyJ"), "a token leaked: {text}");
 }
 
 #[test]
@@ -852,5 +871,73 @@ fn a_stale_hanging_or_failing_gcloud_is_refused_clearly() {
         assert!(stderr.contains(expected), "{mode}: {stderr}");
         assert!(!stderr.contains("eyJ"), "{mode}: a token in {stderr}");
         assert!(output.stdout.is_empty());
+    }
+}
+
+/// Access tokens from the same sources open the Admin API: `doctor --service hello`
+/// looks the service up (`services.get`), then calls it, with the metadata server,
+/// user credentials and workload identity federation (generateAccessToken).
+#[test]
+fn access_tokens_of_each_source_look_the_service_up() {
+    let fixture = fixture(|builder| {
+        builder
+            .metadata_service_account(RUNNER)
+            .workload_identity_subject("lookup-subject", "repo:org/app")
+    });
+    fixture
+        .emulator
+        .add_token_creator(&fixture.emulator.workload_identity_pool_members(), DEPLOYER);
+    let home = tempfile::tempdir().unwrap();
+    let user = write(
+        home.path(),
+        "user.json",
+        &fixture.emulator.authorized_user_credentials(ALICE),
+    );
+    let subject = write(home.path(), "subject", "lookup-subject");
+    let wif = write(
+        home.path(),
+        "wif.json",
+        &external_account(&fixture, json!({ "file": subject }), Some(DEPLOYER)).to_string(),
+    );
+    let lookup = [
+        (
+            "CLOUDRUN_TEST_PROJECT",
+            fixture.emulator.project().to_owned(),
+        ),
+        ("CLOUDRUN_TEST_REGION", fixture.emulator.region().to_owned()),
+        ("CLOUDRUN_TEST_RUN_ENDPOINT", base(&fixture)),
+    ];
+    let sources = [
+        (
+            "GCE_METADATA_HOST",
+            fixture.emulator.metadata_host(),
+            RUNNER,
+        ),
+        (
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            user.display().to_string(),
+            ALICE,
+        ),
+        (
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            wif.display().to_string(),
+            DEPLOYER,
+        ),
+    ];
+    for (variable, value, identity) in sources {
+        let mut env = isolated_env(home.path(), &lookup);
+        env.push((variable.to_owned(), value));
+        let output = cloudrun_test(&["doctor", "--service", "hello"], &env);
+        let text = output_text(&output);
+        assert!(output.status.success(), "{identity}: {text}");
+        assert!(
+            text.contains(&format!(
+                "Service:     hello at {}",
+                fixture.emulator.service_url("hello").unwrap()
+            )),
+            "{identity}: {text}"
+        );
+        assert!(text.contains(identity), "{identity}: {text}");
+        assert!(!text.contains("eyJ"), "a token leaked: {text}");
     }
 }
