@@ -160,6 +160,13 @@ fn authorized_user_file_gives_a_client_id_token_the_front_accepts_for_the_user()
         "the client-id audience is explained: {stderr}"
     );
     accepted_as(&fixture, &token, ALICE);
+
+    // The same token handed over in CLOUDRUN_TEST_ID_TOKEN is used as is, first in the chain.
+    let mut env = env;
+    env.push(("CLOUDRUN_TEST_ID_TOKEN".into(), token.clone()));
+    let (again, stderr) = mint(&audience(&fixture), &env);
+    assert_eq!(again, token);
+    assert!(stderr.contains("CLOUDRUN_TEST_ID_TOKEN"), "{stderr}");
 }
 
 /// gcloud's well-known ADC file holding an impersonated_service_account whose source
