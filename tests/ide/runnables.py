@@ -37,6 +37,8 @@ FIXTURE = ROOT / "tests" / "ide" / "fixture"
 # rust-analyzer's own build-script runs go here: its rustc wrapper records skipped
 # `cargo check` units as fresh, which must not leak into a target folder cargo uses.
 TARGET = ROOT / "target" / "ide-check"
+# rust-analyzer's own log (its stderr).
+LOG = TARGET / "rust-analyzer.log"
 
 # The fixture's tests as `cargo test` names them, with the flags after `--exact`
 # (rust-analyzer runs an `#[ignore]`d test with `--ignored`). The last two have a
@@ -142,7 +144,7 @@ class Server:
         except queue.Empty:
             raise Timeout() from None
         if message is None:
-            raise RuntimeError("rust-analyzer exited; its log is above")
+            raise RuntimeError(f"rust-analyzer exited; see its log, {LOG}")
         method = message.get("method")
         params = message.get("params") or {}
         if method and "id" in message:
@@ -186,7 +188,9 @@ def test_names(source):
 def command(runnable):
     """The command line an IDE runs for `runnable`, as one string."""
     args = runnable["args"]
-    executable = [a for a in args.get("executableArgs", []) if a not in ("--show-output", "--nocapture")]
+    executable = [
+        a for a in args.get("executableArgs", []) if a not in ("--show-output", "--nocapture")
+    ]
     return shlex.join(["cargo", *args["cargoArgs"], "--", *executable])
 
 
@@ -195,7 +199,11 @@ def tests_of(runnables):
     found = {}
     for runnable in runnables:
         label = runnable.get("label", "")
-        if runnable.get("kind") == "cargo" and label.startswith("test ") and "--exact" in runnable["args"].get("executableArgs", []):
+        if (
+            runnable.get("kind") == "cargo"
+            and label.startswith("test ")
+            and "--exact" in runnable["args"].get("executableArgs", [])
+        ):
             found[label.removeprefix("test ")] = runnable
     return found
 
@@ -206,8 +214,11 @@ def runnables(server, path, names, deadline):
     settled = min(deadline, time.monotonic() + 60)
     while True:
         try:
-            found = tests_of(server.request("experimental/runnables", {
-                "textDocument": {"uri": path.as_uri()}}, deadline))
+            found = tests_of(
+                server.request(
+                    "experimental/runnables", {"textDocument": {"uri": path.as_uri()}}, deadline
+                )
+            )
             if all(name in found for name in names) or time.monotonic() > settled:
                 return found
         except ContentModified:
@@ -222,8 +233,12 @@ def runnables(server, path, names, deadline):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--timeout", type=float, default=float(os.environ.get("IDE_CHECK_TIMEOUT", 900)),
-                        help="seconds before giving up (default 900, or $IDE_CHECK_TIMEOUT)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=float(os.environ.get("IDE_CHECK_TIMEOUT", 900)),
+        help="seconds before giving up (default 900, or $IDE_CHECK_TIMEOUT)",
+    )
     options = parser.parse_args()
 
     if shutil.which("rust-analyzer") is None:
@@ -243,26 +258,39 @@ def main():
 
     started = time.monotonic()
     deadline = started + options.timeout
-    log = open(TARGET.parent / "ide-check.log", "wb") if TARGET.parent.is_dir() else subprocess.DEVNULL
-    server = Server(log)
+    TARGET.mkdir(parents=True, exist_ok=True)
+    server = Server(open(LOG, "wb"))
     phase = "starting rust-analyzer"
     failures = []
     try:
-        server.request("initialize", {
-            "processId": os.getpid(),
-            "rootUri": ROOT.as_uri(),
-            "workspaceFolders": [{"uri": ROOT.as_uri(), "name": "cloudrun-test"}],
-            "capabilities": {
-                "experimental": {"serverStatusNotification": True},
-                "window": {"workDoneProgress": True},
-                "textDocument": {"publishDiagnostics": {}},
+        server.request(
+            "initialize",
+            {
+                "processId": os.getpid(),
+                "rootUri": ROOT.as_uri(),
+                "workspaceFolders": [{"uri": ROOT.as_uri(), "name": "cloudrun-test"}],
+                "capabilities": {
+                    "experimental": {"serverStatusNotification": True},
+                    "window": {"workDoneProgress": True},
+                    "textDocument": {"publishDiagnostics": {}},
+                },
+                "initializationOptions": SETTINGS,
             },
-            "initializationOptions": SETTINGS,
-        }, deadline)
+            deadline,
+        )
         server.notify("initialized", {})
         for path in expected:
-            server.notify("textDocument/didOpen", {"textDocument": {
-                "uri": path.as_uri(), "languageId": "rust", "version": 1, "text": path.read_text()}})
+            server.notify(
+                "textDocument/didOpen",
+                {
+                    "textDocument": {
+                        "uri": path.as_uri(),
+                        "languageId": "rust",
+                        "version": 1,
+                        "text": path.read_text(),
+                    }
+                },
+            )
 
         # Loading: cargo metadata, then the build scripts and proc macros (the
         # attribute expands only once its macro is built), then quiescent.
@@ -299,19 +327,26 @@ def main():
             return [e for e in FIXTURE_ERRORS if any(e in m for m in messages)]
 
         try:
-            server.wait_until(lambda: len(shown()) == len(FIXTURE_ERRORS), min(deadline, time.monotonic() + 60))
+            server.wait_until(
+                lambda: len(shown()) == len(FIXTURE_ERRORS), min(deadline, time.monotonic() + 60)
+            )
         except Timeout:
             pass
         for error in FIXTURE_ERRORS:
             if error not in shown():
-                failures.append(f"rust-analyzer does not show the macro's error `{error}` on the fixture")
-        print(f"\nrust-analyzer shows the macro's errors on the fixture: {len(shown())}/{len(FIXTURE_ERRORS)}")
+                failures.append(
+                    f"rust-analyzer does not show the macro's error `{error}` on the fixture"
+                )
+        print(
+            f"\nrust-analyzer shows the macro's errors on the fixture: {len(shown())}/{len(FIXTURE_ERRORS)}"
+        )
     except Timeout:
         working = ", ".join(sorted(set(server.progress.values()))) or "nothing reported"
         failures.append(
             f"rust-analyzer did not answer within {options.timeout:.0f}s while {phase} "
             f"(in progress: {working}; status: {server.status.get('message') or server.status}). "
-            "Raise the limit with --timeout or IDE_CHECK_TIMEOUT on a slow machine.")
+            "Raise the limit with --timeout or IDE_CHECK_TIMEOUT on a slow machine."
+        )
     finally:
         server.stop()
 
@@ -319,10 +354,31 @@ def main():
     if not failures:
         print("\ncargo agrees (each command, run with --list, lists exactly its test):")
         for name in hello_tests:
-            argv = ["cargo", "test", "--quiet", "--package", "hello", "--test", "suite", "--", name, "--exact", "--list"]
-            listed = subprocess.run(argv, cwd=HELLO, capture_output=True, text=True,
-                                    timeout=max(deadline - time.monotonic(), 1))
-            tests = [line.removesuffix(": test") for line in listed.stdout.splitlines() if line.endswith(": test")]
+            argv = [
+                "cargo",
+                "test",
+                "--quiet",
+                "--package",
+                "hello",
+                "--test",
+                "suite",
+                "--",
+                name,
+                "--exact",
+                "--list",
+            ]
+            listed = subprocess.run(
+                argv,
+                cwd=HELLO,
+                capture_output=True,
+                text=True,
+                timeout=max(deadline - time.monotonic(), 1),
+            )
+            tests = [
+                line.removesuffix(": test")
+                for line in listed.stdout.splitlines()
+                if line.endswith(": test")
+            ]
             print(f"  {'ok' if tests == [name] else 'WRONG':<8} {name}: {tests}")
             if tests != [name]:
                 failures.append(f"`{shlex.join(argv)}` lists {tests}\n{listed.stderr}")
@@ -330,6 +386,7 @@ def main():
     print(f"\ntook {time.monotonic() - started:.0f}s")
     if failures:
         print("\nFAILED:\n- " + "\n- ".join(failures), file=sys.stderr)
+        print(f"(rust-analyzer's log: {LOG})", file=sys.stderr)
         sys.exit(1)
     print("every #[cloudrun_test] function is a runnable test in rust-analyzer")
 
