@@ -3,12 +3,14 @@
 //! Every `#[cloudrun_test]` builds its own tokio runtime and drops it at the end, so
 //! nothing here may live on a test's runtime: a connection pool or a task spawned
 //! there dies with that test (reqwest #1148). Instead all minting runs on a dedicated
-//! background runtime with its own HTTP client, and tests wait for results through
-//! `tokio::sync::watch`, which works from any runtime. A test whose runtime dies while
-//! waiting strands nobody: the mint goes on and the others get its result.
+//! background runtime with its own HTTP client (built only once a fetch needs it), and
+//! tests wait for results through `tokio::sync::watch`, which works from any runtime. A
+//! test whose runtime dies while waiting strands nobody: the mint goes on and the others
+//! get its result.
 //!
 //! [`SingleFlight`] makes N tests that start together cause one mint per key.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
@@ -22,37 +24,27 @@ use crate::disk_cache::DiskCache;
 use crate::error::Error;
 use crate::token::Token;
 
-/// The runtime and HTTP client that all token and lookup fetches run on.
-struct Fetcher {
-    runtime: tokio::runtime::Runtime,
-    http: reqwest::Client,
-}
-
-static FETCHER: LazyLock<Fetcher> = LazyLock::new(|| {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// The runtime that all token and lookup fetches run on.
+static FETCHER: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("cloudrun-test-fetcher")
         .enable_all()
         .build()
-        .expect("starting cloudrun-test's token fetcher thread failed");
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("building the token fetcher's HTTP client failed");
-    Fetcher { runtime, http }
+        .expect("starting cloudrun-test's token fetcher thread failed")
 });
 
-/// Runs `job` on the fetcher's runtime with its HTTP client.
-pub(crate) fn spawn_fetch<T, F>(
-    job: impl FnOnce(reqwest::Client) -> F,
-) -> tokio::task::JoinHandle<T>
-where
-    F: Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    let fetcher = &*FETCHER;
-    fetcher.runtime.spawn(job(fetcher.http.clone()))
+/// The fetcher's HTTP client, built on first use: loading the system's CA certificates
+/// takes milliseconds, which a process served by the disk cache never needs to spend.
+fn fetcher_http() -> &'static reqwest::Client {
+    static HTTP: LazyLock<reqwest::Client> = LazyLock::new(|| {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("building the token fetcher's HTTP client failed")
+    });
+    &HTTP
 }
 
 type Shared<V> = watch::Receiver<Option<Result<V, Error>>>;
@@ -78,6 +70,19 @@ where
         }
     }
 
+    /// The cached value for `key` if `is_fresh` accepts it, without fetching: the hot
+    /// path, one lock and one lookup by a borrowed key.
+    pub(crate) fn ready<Q>(&self, key: &Q, is_fresh: impl Fn(&V) -> bool) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        match self.lock().get(key) {
+            Some(Slot::Ready(value)) if is_fresh(value) => Some(value.clone()),
+            _ => None,
+        }
+    }
+
     /// The cached value for `key` if `is_fresh` accepts it; otherwise the result of one
     /// shared run of `fetch` on the fetcher runtime. Failures are not cached.
     pub(crate) async fn get<F>(
@@ -85,6 +90,21 @@ where
         key: K,
         is_fresh: impl Fn(&V) -> bool,
         fetch: impl FnOnce(reqwest::Client) -> F,
+    ) -> Result<V, Error>
+    where
+        F: Future<Output = Result<V, Error>> + Send + 'static,
+    {
+        self.get_lazy(key, is_fresh, move || fetch(fetcher_http().clone()))
+            .await
+    }
+
+    /// [`SingleFlight::get`] for fetches that may need no HTTP client (a disk cache
+    /// hit): `fetch` takes [`fetcher_http`] itself when it needs it.
+    async fn get_lazy<F>(
+        &'static self,
+        key: K,
+        is_fresh: impl Fn(&V) -> bool,
+        fetch: impl FnOnce() -> F,
     ) -> Result<V, Error>
     where
         F: Future<Output = Result<V, Error>> + Send + 'static,
@@ -97,15 +117,12 @@ where
                 _ => {
                     let (sender, receiver) = watch::channel(None);
                     slots.insert(key.clone(), Slot::Pending(receiver.clone()));
-                    let job = fetch;
-                    spawn_fetch(move |http| {
-                        let fetch = job(http);
-                        async move {
-                            let result = fetch.await;
-                            self.finish(key, &result);
-                            // Nobody may be waiting any more; that is fine.
-                            let _ = sender.send(Some(result));
-                        }
+                    let fetch = fetch();
+                    FETCHER.spawn(async move {
+                        let result = fetch.await;
+                        self.finish(key, &result);
+                        // Nobody may be waiting any more; that is fine.
+                        let _ = sender.send(Some(result));
                     });
                     receiver
                 }
@@ -153,22 +170,35 @@ where
     }
 }
 
-/// (credential fingerprint, audience or `"access-token"`)
-type TokenKey = (String, String);
+/// `"{credential fingerprint}|id:{audience}"` or `"{credential fingerprint}|access-token"`:
+/// one string, so that a lookup hashes once, and the disk cache's key too.
+type TokenKey = String;
 
 static TOKENS: LazyLock<SingleFlight<TokenKey, Token>> = LazyLock::new(SingleFlight::new);
+
+fn id_token_key(source: &Arc<dyn CredentialSource>, audience: &str) -> TokenKey {
+    let mut key = source.fingerprint();
+    key.reserve(4 + audience.len());
+    key.push_str("|id:");
+    key.push_str(audience);
+    key
+}
 
 pub(crate) async fn id_token(
     source: &Arc<dyn CredentialSource>,
     audience: &str,
 ) -> Result<Token, Error> {
-    let key = (source.fingerprint(), format!("id:{audience}"));
+    let key = id_token_key(source, audience);
+    // The hot path: a fresh token, with nothing built for a fetch.
+    if let Some(token) = TOKENS.ready(&key, Token::is_fresh) {
+        return Ok(token);
+    }
     let source = Arc::clone(source);
     let audience = audience.to_owned();
-    let disk_key = format!("{}|{}", key.0, key.1);
+    let disk_key = key.clone();
     TOKENS
-        .get(key, Token::is_fresh, move |http| async move {
-            let mint = source.mint_id_token(&http, &audience);
+        .get_lazy(key, Token::is_fresh, move || async move {
+            let mint = async { source.mint_id_token(fetcher_http(), &audience).await };
             match DiskCache::get().filter(|_| source.worth_caching_on_disk()) {
                 Some(disk) => disk.get_or_mint(&disk_key, mint).await,
                 None => mint.await,
@@ -178,12 +208,15 @@ pub(crate) async fn id_token(
 }
 
 pub(crate) async fn access_token(source: &Arc<dyn CredentialSource>) -> Result<Token, Error> {
-    let key = (source.fingerprint(), "access-token".to_owned());
+    let key = format!("{}|access-token", source.fingerprint());
+    if let Some(token) = TOKENS.ready(&key, Token::is_fresh) {
+        return Ok(token);
+    }
     let source = Arc::clone(source);
-    let disk_key = format!("{}|{}", key.0, key.1);
+    let disk_key = key.clone();
     TOKENS
-        .get(key, Token::is_fresh, move |http| async move {
-            let mint = source.mint_access_token(&http);
+        .get_lazy(key, Token::is_fresh, move || async move {
+            let mint = async { source.mint_access_token(fetcher_http()).await };
             match DiskCache::get().filter(|_| source.worth_caching_on_disk()) {
                 Some(disk) => disk.get_or_mint(&disk_key, mint).await,
                 None => mint.await,
@@ -193,6 +226,7 @@ pub(crate) async fn access_token(source: &Arc<dyn CredentialSource>) -> Result<T
 }
 
 pub(crate) fn forget_id_token(source: &Arc<dyn CredentialSource>, audience: &str, bad: &Token) {
-    let key = (source.fingerprint(), format!("id:{audience}"));
-    TOKENS.forget_if(&key, |cached| cached.same_secret(bad));
+    TOKENS.forget_if(&id_token_key(source, audience), |cached| {
+        cached.same_secret(bad)
+    });
 }

@@ -147,7 +147,13 @@ impl Client {
 
     /// Whether `url` is the service's origin, the only one that may see its token.
     fn sends_token_to(&self, url: &Url) -> bool {
-        self.inner.credentials.is_some() && url.origin() == self.inner.target.url.origin()
+        // `Url::origin` without its allocations: same scheme, host and port.
+        let base = &self.inner.target.url;
+        self.inner.credentials.is_some()
+            && matches!(url.scheme(), "http" | "https")
+            && url.scheme() == base.scheme()
+            && url.host() == base.host()
+            && url.port_or_known_default() == base.port_or_known_default()
     }
 }
 
@@ -281,10 +287,7 @@ impl RequestBuilder {
 }
 
 fn with_token(builder: reqwest::RequestBuilder, token: &Token) -> reqwest::RequestBuilder {
-    let mut value = HeaderValue::try_from(format!("Bearer {}", token.secret()))
-        .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid-token-characters"));
-    value.set_sensitive(true);
-    builder.header(AUTHORIZATION, value)
+    builder.header(AUTHORIZATION, token.authorization())
 }
 
 /// What a 401 or 403 from Cloud Run most likely means, and the command that fixes it.

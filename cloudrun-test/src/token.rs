@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::header::HeaderValue;
 use serde::Deserialize;
 
 /// A bearer token (identity or access) and when it stops being valid. Cheap to clone.
@@ -18,6 +19,9 @@ pub(crate) struct Token {
 
 struct TokenInner {
     secret: String,
+    /// `Bearer {secret}`, marked sensitive: built once per token, cloned (a reference
+    /// count) into every request.
+    authorization: HeaderValue,
     issued_at: SystemTime,
     expires_at: SystemTime,
     claims: Claims,
@@ -96,9 +100,13 @@ impl Token {
     }
 
     fn new(secret: String, issued_at: SystemTime, expires_at: SystemTime, claims: Claims) -> Token {
+        let mut authorization = HeaderValue::try_from(format!("Bearer {secret}"))
+            .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid-token-characters"));
+        authorization.set_sensitive(true);
         Token {
             inner: Arc::new(TokenInner {
                 secret,
+                authorization,
                 issued_at,
                 expires_at,
                 claims,
@@ -112,6 +120,11 @@ impl Token {
 
     pub(crate) fn claims(&self) -> &Claims {
         &self.inner.claims
+    }
+
+    /// The `Authorization` header carrying the token, marked sensitive.
+    pub(crate) fn authorization(&self) -> HeaderValue {
+        self.inner.authorization.clone()
     }
 
     pub(crate) fn issued_at(&self) -> SystemTime {
