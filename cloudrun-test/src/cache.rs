@@ -226,7 +226,10 @@ pub(crate) async fn access_token(source: &Arc<dyn CredentialSource>) -> Result<T
 }
 
 pub(crate) fn forget_id_token(source: &Arc<dyn CredentialSource>, audience: &str, bad: &Token) {
-    TOKENS.forget_if(&id_token_key(source, audience), |cached| {
-        cached.same_secret(bad)
-    });
+    let key = id_token_key(source, audience);
+    TOKENS.forget_if(&key, |cached| cached.same_secret(bad));
+    // Else the re-mint after a 401 would be served the same token from disk.
+    if let Some(disk) = DiskCache::get().filter(|_| source.worth_caching_on_disk()) {
+        disk.forget(&key, bad);
+    }
 }

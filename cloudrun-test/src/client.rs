@@ -2,16 +2,18 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
-use reqwest::{Method, StatusCode, Url};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, Url};
 use serde::Serialize;
 
 use crate::credentials::Credentials;
-use crate::error::{Error, describe_http_error};
+use crate::error::Error;
 use crate::resolve::{self, ServiceQuery, Target};
-use crate::token::{IdToken, Token};
+use crate::retry::RetryPolicy;
+use crate::send::TokenHeader;
+use crate::token::IdToken;
 
 /// An HTTP client for one Cloud Run service. Paths are relative to the service URL,
 /// and the identity token is attached only to requests for the service's own origin.
@@ -29,6 +31,8 @@ struct Inner {
     target: Target,
     /// `None` when the service needs no token (a local URL and no credentials).
     credentials: Option<Credentials>,
+    retry: RetryPolicy,
+    token_header: TokenHeader,
 }
 
 impl fmt::Debug for Client {
@@ -87,6 +91,8 @@ impl Client {
                 http: self.inner.http.clone(),
                 target: self.inner.target.clone(),
                 credentials: None,
+                retry: self.inner.retry.clone(),
+                token_header: self.inner.token_header,
             }),
         }
     }
@@ -145,8 +151,35 @@ impl Client {
         })
     }
 
+    /// Waits until `path` answers something else than 429, 502, 503 or 504 or a failed
+    /// connection (a service still starting), for at most `limit`; see
+    /// [`ClientBuilder::wait_until_ready`].
+    pub async fn wait_until_ready(&self, path: &str, limit: Duration) -> Result<(), Error> {
+        crate::send::wait_until_ready(self, path, limit).await
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    pub(crate) fn target(&self) -> &Target {
+        &self.inner.target
+    }
+
+    pub(crate) fn credentials(&self) -> Option<&Credentials> {
+        self.inner.credentials.as_ref()
+    }
+
+    pub(crate) fn retry_policy(&self) -> &RetryPolicy {
+        &self.inner.retry
+    }
+
+    pub(crate) fn token_header(&self) -> TokenHeader {
+        self.inner.token_header
+    }
+
     /// Whether `url` is the service's origin, the only one that may see its token.
-    fn sends_token_to(&self, url: &Url) -> bool {
+    pub(crate) fn sends_token_to(&self, url: &Url) -> bool {
         // `Url::origin` without its allocations: same scheme, host and port.
         let base = &self.inner.target.url;
         self.inner.credentials.is_some()
@@ -219,6 +252,11 @@ impl RequestBuilder {
         self.map(|builder| builder.timeout(timeout))
     }
 
+    /// Sends the request: with the token if it goes to the service's origin, following
+    /// redirects (the token never leaves that origin), retrying once with a fresh token
+    /// after a 401 and with backoff after 429/503 or a failed connection (see
+    /// [`RetryPolicy`]); a refusal is explained on stderr and in the response's
+    /// [`crate::Diagnosis`].
     pub async fn send(self) -> Result<reqwest::Response, Error> {
         let RequestBuilder {
             client,
@@ -226,132 +264,8 @@ impl RequestBuilder {
             url,
             builder,
         } = self;
-        let url = url?;
-        let builder = builder?;
-        let request_error = |error: reqwest::Error| Error::Request {
-            method: method.to_string(),
-            url: url.to_string(),
-            problem: describe_http_error(&error),
-        };
-        let Some(credentials) = client
-            .inner
-            .credentials
-            .as_ref()
-            .filter(|_| client.sends_token_to(&url))
-        else {
-            return builder.send().await.map_err(request_error);
-        };
-
-        let audience = client.audience();
-        let token = credentials.id_token(audience).await?.0;
-        let retry = builder.try_clone();
-        let mut response = with_token(builder, &token)
-            .send()
-            .await
-            .map_err(request_error)?;
-        let mut sent = token;
-        if response.status() == StatusCode::UNAUTHORIZED
-            && let Some(retry) = retry
-        {
-            // The token may have been revoked or the signing keys rotated: mint once more.
-            credentials.forget_id_token(audience, &sent);
-            let fresh = credentials.id_token(audience).await?.0;
-            if !fresh.same_secret(&sent) {
-                tracing::debug!(%url, "401 from the service; retrying once with a new token");
-                response = with_token(retry, &fresh)
-                    .send()
-                    .await
-                    .map_err(request_error)?;
-                sent = fresh;
-            }
-        }
-        if matches!(
-            response.status(),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-        ) {
-            // Captured by the test harness and shown when the test fails.
-            eprintln!(
-                "{}",
-                explain_rejection(
-                    &client,
-                    credentials,
-                    &sent,
-                    &method,
-                    &url,
-                    response.status()
-                )
-            );
-        }
-        Ok(response)
+        crate::send::send(&client, method, url?, builder?).await
     }
-}
-
-fn with_token(builder: reqwest::RequestBuilder, token: &Token) -> reqwest::RequestBuilder {
-    builder.header(AUTHORIZATION, token.authorization())
-}
-
-/// What a 401 or 403 from Cloud Run most likely means, and the command that fixes it.
-/// Reads the token's claims, never prints the token.
-fn explain_rejection(
-    client: &Client,
-    credentials: &Credentials,
-    token: &Token,
-    method: &Method,
-    url: &Url,
-    status: StatusCode,
-) -> String {
-    let claims = token.claims();
-    let identity = claims
-        .email
-        .clone()
-        .or_else(|| credentials.identity())
-        .unwrap_or_else(|| "the caller".into());
-    let target = &client.inner.target;
-    let service = target.service.clone().unwrap_or_else(|| "SERVICE".into());
-    let mut message = format!("cloudrun-test: {method} {url} answered {status} for {identity}");
-    if status == StatusCode::FORBIDDEN {
-        let member = if identity.ends_with(".gserviceaccount.com") {
-            format!("serviceAccount:{identity}")
-        } else {
-            format!("user:{identity}")
-        };
-        let region = target.region.as_deref().unwrap_or("REGION");
-        let project = target
-            .project
-            .as_deref()
-            .map(|project| format!(" --project {project}"))
-            .unwrap_or_default();
-        message.push_str(&format!(
-            ".\n  If Cloud Run sent it (not your app), {identity} lacks roles/run.invoker on the service.\n  \
-             fix: gcloud run services add-iam-policy-binding {service} --region {region}{project} \
-             --member={member} --role=roles/run.invoker"
-        ));
-    } else {
-        let audience = claims.aud.as_deref().unwrap_or("(none)");
-        let expired = claims
-            .exp
-            .map(|exp| SystemTime::UNIX_EPOCH + Duration::from_secs(exp) <= SystemTime::now())
-            .unwrap_or(false);
-        let reason = if expired {
-            "the token had expired".to_string()
-        } else if audience != target.audience {
-            format!(
-                "the token's audience is {audience}, but requests go to {}",
-                resolve::origin(url)
-            )
-        } else {
-            format!(
-                "the token (audience {audience}) was refused: is it an identity token signed by Google, \
-                 and is {} an audience the service accepts?",
-                target.audience
-            )
-        };
-        message.push_str(&format!(
-            ".\n  Cloud Run rejects bad, expired or wrong-audience tokens with 401: {reason}.\n  \
-             fix: set `audience = \"...\"` to the service URL or one of its custom audiences"
-        ));
-    }
-    message
 }
 
 /// Builds a [`Client`] from the same settings the attribute takes.
@@ -361,6 +275,9 @@ pub struct ClientBuilder {
     credentials: Option<Credentials>,
     timeout: Option<Duration>,
     impersonate: Option<String>,
+    retry: Option<RetryPolicy>,
+    token_header: Option<TokenHeader>,
+    ready: Option<(String, Duration)>,
 }
 
 impl ClientBuilder {
@@ -432,6 +349,28 @@ impl ClientBuilder {
         self
     }
 
+    /// When to retry requests to the service (default [`RetryPolicy::default`]:
+    /// idempotent methods, after 429/503 or a failed connection, up to 3 times).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// The header that carries the token (default `Authorization`; also set by
+    /// `CLOUDRUN_TEST_TOKEN_HEADER=x-serverless-authorization`).
+    pub fn token_header(mut self, header: TokenHeader) -> Self {
+        self.token_header = Some(header);
+        self
+    }
+
+    /// Before `build` returns, wait until `path` answers something else than 429, 502,
+    /// 503 or 504 or a failed connection, for at most `limit`: a service that is
+    /// deploying or scaling from zero is ready before the first test request.
+    pub fn wait_until_ready(mut self, path: impl Into<String>, limit: Duration) -> Self {
+        self.ready = Some((path.into(), limit));
+        self
+    }
+
     /// Resolves the service and fetches a first token, so that setup problems surface
     /// here with their fix rather than at the first request.
     pub async fn build(self) -> Result<Client, Error> {
@@ -462,24 +401,36 @@ impl ClientBuilder {
         if let Some(credentials) = &credentials {
             credentials.id_token(&target.audience).await?;
         }
+        let token_header = match self.token_header {
+            Some(header) => header,
+            None => TokenHeader::from_env()?.unwrap_or_default(),
+        };
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(self.timeout.unwrap_or(Duration::from_secs(300)))
+            // Redirects are followed by `send`, which keeps the token on the service's origin.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|error| {
                 Error::Internal(format!("building the HTTP client failed: {error}"))
             })?;
-        Ok(Client {
+        let client = Client {
             inner: Arc::new(Inner {
                 http,
                 target,
                 credentials,
+                retry: self.retry.unwrap_or_default(),
+                token_header,
             }),
-        })
+        };
+        if let Some((path, limit)) = &self.ready {
+            client.wait_until_ready(path, *limit).await?;
+        }
+        Ok(client)
     }
 }
 
-fn is_local(url: &Url) -> bool {
+pub(crate) fn is_local(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(domain)) => domain == "localhost",
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),

@@ -114,6 +114,16 @@ impl DiskCache {
         Ok(token)
     }
 
+    /// Deletes the stored token for `key` if it is `bad` (the service refused it with
+    /// 401), so that the next `get_or_mint` mints instead of serving it again. At
+    /// worst a racing process's fresh token goes too, which costs one mint.
+    pub(crate) fn forget(&self, key: &str, bad: &Token) {
+        let path = self.dir.join(format!("{}.json", file_name(key)));
+        if read(&path, key).is_some_and(|stored| stored.same_secret(bad)) {
+            let _ = fs::remove_file(&path);
+        }
+    }
+
     /// An exclusive lock on `path`, or `None` (go on without it) if the holder takes
     /// longer than [`LOCK_WAIT`] or locking is not possible here.
     async fn lock(&self, path: &Path) -> Option<File> {

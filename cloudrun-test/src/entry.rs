@@ -147,20 +147,39 @@ where
 {
     let runtime = build_runtime(&spec);
     let outcome = runtime.block_on(async move {
-        let context = match TestContext::for_spec(&spec).await {
-            Ok(context) => context,
-            Err(error) => return Err(format!("cloudrun_test setup failed for `{}`: {error}", spec.name)),
+        // The timeout covers the setup too: a hanging token endpoint must not hang the test.
+        let set_up = std::cell::Cell::new(false);
+        let run = async {
+            let context = match TestContext::for_spec(&spec).await {
+                Ok(context) => context,
+                Err(error) => {
+                    return Err(format!(
+                        "cloudrun_test setup failed for `{}`: {error}",
+                        spec.name
+                    ));
+                }
+            };
+            set_up.set(true);
+            test_fn.call(context).await
         };
-        let test = test_fn.call(context);
         match spec.timeout {
-            Some(limit) => match tokio::time::timeout(limit, test).await {
+            Some(limit) => match tokio::time::timeout(limit, run).await {
                 Ok(outcome) => outcome,
-                Err(_) => Err(format!(
+                Err(_) if set_up.get() => Err(format!(
                     "`{}` did not finish within its timeout of {limit:?} (set with `timeout = \"...\"`)",
                     spec.name
                 )),
+                Err(_) => Err(format!(
+                    "`{}` did not finish within its timeout of {limit:?} (set with `timeout = \"...\"`): \
+                     it was still setting up, resolving the service's URL and getting a token with {}.\n\
+                     fix: a token endpoint or the Admin API may not answer: `cloudrun-test doctor` \
+                     checks them; CLOUDRUN_TEST_TOKEN_TIMEOUT bounds each token call (default 30s)",
+                    spec.name,
+                    crate::credentials::Credentials::from_env()
+                        .map_or_else(|_| "no credentials".to_owned(), |credentials| credentials.describe())
+                )),
             },
-            None => test.await,
+            None => run.await,
         }
     });
     if let Err(message) = outcome {

@@ -71,6 +71,19 @@ pub enum Error {
         problem: String,
     },
 
+    /// The service did not become ready within the wait asked for
+    /// (`ClientBuilder::wait_until_ready`).
+    #[error(
+        "the service at {url} was not ready after {waited} (last answer: {last})\n\
+         fix: wait longer (the second argument of `wait_until_ready`); if it never comes up, \
+         read its logs: `gcloud run services logs read SERVICE --region REGION`"
+    )]
+    NotReady {
+        url: String,
+        waited: String,
+        last: String,
+    },
+
     /// Something that should not happen; the message says what.
     #[error("internal error in cloudrun-test: {0} (please report it)")]
     Internal(String),

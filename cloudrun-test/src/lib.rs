@@ -26,17 +26,23 @@ mod cache;
 mod client;
 mod context;
 mod credentials;
+mod diagnose;
 mod disk_cache;
 mod entry;
 mod error;
 mod resolve;
+mod retry;
+mod send;
 mod settings;
 mod token;
 
 pub use client::{Client, ClientBuilder, RequestBuilder};
 pub use context::TestContext;
 pub use credentials::{ChainStep, Credentials, StepOutcome};
+pub use diagnose::Diagnosis;
 pub use error::Error;
+pub use retry::RetryPolicy;
+pub use send::TokenHeader;
 pub use token::{Claims, IdToken};
 
 /// The HTTP client underneath, for its types (`Response`, `StatusCode`, `Method`...).

@@ -40,6 +40,9 @@ pub(crate) struct Target {
     pub service: Option<String>,
     pub project: Option<String>,
     pub region: Option<String>,
+    /// The audiences the service accepts (its URLs and custom audiences), when the
+    /// Admin API said; empty otherwise. For explaining a 401.
+    pub accepted_audiences: Vec<String>,
 }
 
 /// The environment variable that gives a service's URL directly.
@@ -93,6 +96,7 @@ pub(crate) async fn resolve(
             service: query.service.clone(),
             project,
             region,
+            accepted_audiences: Vec::new(),
         })
     };
 
@@ -159,7 +163,17 @@ pub(crate) async fn resolve(
         Some(tag) => tagged_uri(&info, service, tag, &region)?,
     };
     let url = parse_url(&uri, "the Admin API's answer")?;
-    target(url, Some(project), Some(region))
+    let mut target = target(url, Some(project), Some(region))?;
+    let mut accepted: Vec<String> = info
+        .urls
+        .iter()
+        .map(|url| url.trim_end_matches('/').to_owned())
+        .collect();
+    accepted.push(origin(&target.url));
+    accepted.extend(info.custom_audiences.iter().cloned());
+    accepted.dedup();
+    target.accepted_audiences = accepted;
+    Ok(target)
 }
 
 fn tagged_uri(info: &ServiceInfo, service: &str, tag: &str, region: &str) -> Result<String, Error> {
@@ -218,6 +232,11 @@ pub(crate) struct ServiceInfo {
     pub uri: Option<String>,
     #[serde(default)]
     pub traffic_statuses: Vec<TrafficStatus>,
+    /// Every URL of the service (both forms), accepted as token audiences.
+    #[serde(default)]
+    pub urls: Vec<String>,
+    #[serde(default)]
+    pub custom_audiences: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

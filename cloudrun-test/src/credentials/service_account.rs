@@ -138,16 +138,19 @@ impl ServiceAccountKey {
                 self.path.display()
             )
         };
-        let response = http
-            .post(&self.token_uri)
-            .form(&[
-                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-                ("assertion", assertion.as_str()),
-            ])
-            .timeout(Duration::from_secs(30))
-            .send()
+        // 5xx answers and failed connections are tried again, twice at most.
+        let timeout = crate::retry::token_timeout(Duration::from_secs(30));
+        let request = http.post(&self.token_uri).form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", assertion.as_str()),
+        ]);
+        let response = crate::retry::send_token_request(request, timeout)
             .await
-            .map_err(|error| endpoint_error(describe_http_error(&error), network_fix()))?;
+            .map_err(|error| {
+                let (problem, fix) =
+                    crate::retry::token_failure(&error, timeout, &self.token_uri, network_fix());
+                endpoint_error(problem, fix)
+            })?;
         let status = response.status();
         let body = response
             .text()
@@ -160,13 +163,21 @@ impl ServiceAccountKey {
                     None => error.error,
                 })
                 .unwrap_or_else(|_| format!("answer: {}", truncate(&body, 200)));
-            return Err(endpoint_error(
-                format!("HTTP {status}, {reason}"),
+            // An endpoint may echo what it was sent: no assertion or token in messages.
+            let reason = super::wire::redact(&reason);
+            let fix = if status.is_server_error() || status.as_u16() == 429 {
+                format!(
+                    "the token endpoint failed three times in a row; try again later, and check \
+                     https://status.cloud.google.com (or that `token_uri` in {} is right)",
+                    self.path.display()
+                )
+            } else {
                 format!(
                     "the key in {} may have been deleted or disabled; {KEY_FILE_FIX}",
                     self.path.display()
-                ),
-            ));
+                )
+            };
+            return Err(endpoint_error(format!("HTTP {status}, {reason}"), fix));
         }
         serde_json::from_str(&body).map_err(|error| {
             endpoint_error(

@@ -332,13 +332,22 @@ pub(crate) async fn send(
     url: &str,
     network_fix: &str,
 ) -> Result<(reqwest::StatusCode, String), Error> {
-    let failed = |error: reqwest::Error| Error::TokenEndpoint {
-        what: what.to_owned(),
-        url: url.to_owned(),
-        problem: crate::error::describe_http_error(&error),
-        fix: network_fix.to_owned(),
+    // CLOUDRUN_TEST_TOKEN_TIMEOUT overrides every endpoint's limit; 5xx answers and
+    // failed connections are tried again, twice at most.
+    let timeout = crate::retry::token_timeout(timeout);
+    let failed = |error: reqwest::Error| {
+        let (problem, fix) =
+            crate::retry::token_failure(&error, timeout, url, network_fix.to_owned());
+        Error::TokenEndpoint {
+            what: what.to_owned(),
+            url: url.to_owned(),
+            problem,
+            fix,
+        }
     };
-    let response = request.timeout(timeout).send().await.map_err(failed)?;
+    let response = crate::retry::send_token_request(request, timeout)
+        .await
+        .map_err(failed)?;
     let status = response.status();
     let body = response.text().await.map_err(failed)?;
     Ok((status, body))

@@ -1,0 +1,375 @@
+//! What a failed request to the service means, and the one command that fixes it.
+//!
+//! A diagnosis goes to stderr (libtest captures it and shows it when the test fails)
+//! and rides on the response as a [`Diagnosis`], for tests and tools that want it.
+//! It is built from the token's claims, never from the token itself.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::{Method, StatusCode, Url};
+
+use crate::resolve::{Target, origin};
+use crate::retry;
+use crate::token::{Claims, Token};
+
+/// The audience of the identity tokens gcloud prints for user accounts; Cloud Run
+/// accepts it for development.
+const GCLOUD_CLIENT_ID: &str = "32555940559.apps.googleusercontent.com";
+
+/// Why the service refused a request, or why it kept answering 429/503, with the fix.
+/// Attached to the response:
+///
+/// ```no_run
+/// # async fn f(client: cloudrun_test::Client) {
+/// let response = client.get("/").send().await.unwrap();
+/// if let Some(diagnosis) = response.extensions().get::<cloudrun_test::Diagnosis>() {
+///     println!("{diagnosis}");
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnosis {
+    message: String,
+}
+
+impl Diagnosis {
+    pub(crate) fn new(message: String) -> Diagnosis {
+        Diagnosis { message }
+    }
+
+    /// The explanation and its `fix:` line.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Diagnosis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Which of the reasons Cloud Run has for a 401 the token shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Not a JWT at all (e.g. an OAuth access token).
+    NotAnIdentityToken,
+    /// A JWT, but not one Google issues as an identity token (no `aud`/`exp`, other issuer).
+    NotGoogleIdentityToken(String),
+    Expired {
+        ago: Duration,
+    },
+    WrongAudience {
+        audience: String,
+        accepted: Vec<String>,
+    },
+    /// Nothing wrong in the claims: the signature does not verify.
+    BadSignature,
+}
+
+/// Reads the reason for a 401 off the token's claims. `accepted` is what the service
+/// accepts as audience, when the Admin API said so; else `expected` (the audience the
+/// client mints for) and the URL's origin are taken as accepted.
+pub(crate) fn classify_401(
+    token: &Token,
+    accepted: &[String],
+    expected: &str,
+    url: &Url,
+) -> Refused {
+    let Some(claims) = Claims::decode_unverified(token.secret()) else {
+        return Refused::NotAnIdentityToken;
+    };
+    let (Some(audience), Some(exp)) = (claims.aud.clone(), claims.exp) else {
+        return Refused::NotGoogleIdentityToken("it has no `aud` or no `exp` claim".to_owned());
+    };
+    match claims.iss.as_deref() {
+        Some("https://accounts.google.com" | "accounts.google.com") => {}
+        other => {
+            return Refused::NotGoogleIdentityToken(format!(
+                "its issuer is {}, not https://accounts.google.com",
+                other.unwrap_or("missing")
+            ));
+        }
+    }
+    let expires = UNIX_EPOCH + Duration::from_secs(exp);
+    if let Ok(ago) = SystemTime::now().duration_since(expires) {
+        return Refused::Expired { ago };
+    }
+    let mut accepted = accepted.to_vec();
+    if accepted.is_empty() {
+        accepted.push(expected.to_owned());
+        let here = origin(url);
+        if !accepted.contains(&here) {
+            accepted.push(here);
+        }
+    }
+    let bare = |aud: &str| aud.trim_end_matches('/').to_owned();
+    let fits = audience == GCLOUD_CLIENT_ID
+        || accepted
+            .iter()
+            .any(|accepted| bare(accepted) == bare(&audience));
+    if !fits {
+        return Refused::WrongAudience { audience, accepted };
+    }
+    Refused::BadSignature
+}
+
+/// What the client knows about a request the service refused with 401 or 403.
+pub(crate) struct Refusal<'a> {
+    pub target: &'a Target,
+    pub identity: Option<String>,
+    pub token: &'a Token,
+    /// A second, freshly minted token was refused too.
+    pub reminted: bool,
+    pub method: &'a Method,
+    pub url: &'a Url,
+    pub status: StatusCode,
+    /// The emulator's `x-cloudrun-test-emulator-reason` header, if any.
+    pub reason: Option<&'a str>,
+}
+
+/// The explanation of a 401 or 403 from Cloud Run, with the fix.
+pub(crate) fn explain_refusal(refusal: &Refusal<'_>) -> String {
+    let Refusal {
+        target,
+        token,
+        method,
+        url,
+        status,
+        ..
+    } = refusal;
+    let claims = token.claims();
+    let identity = claims
+        .email
+        .clone()
+        .or_else(|| refusal.identity.clone())
+        .unwrap_or_else(|| "the caller".into());
+    let service = target.service.as_deref().unwrap_or("SERVICE");
+    let region = target.region.as_deref().unwrap_or("REGION");
+    let project = target
+        .project
+        .as_deref()
+        .map(|project| format!(" --project {project}"))
+        .unwrap_or_default();
+    let mut message = format!("cloudrun-test: {method} {url} answered {status} for {identity}");
+    if *status == StatusCode::FORBIDDEN {
+        let member = if identity.ends_with(".gserviceaccount.com") {
+            format!("serviceAccount:{identity}")
+        } else {
+            format!("user:{identity}")
+        };
+        message.push_str(&format!(
+            ".\n  If Cloud Run sent it (not your app), {identity} lacks roles/run.invoker on the service.\n  \
+             fix: gcloud run services add-iam-policy-binding {service} --region {region}{project} \
+             --member={member} --role=roles/run.invoker"
+        ));
+    } else {
+        let (reason, fix) = match classify_401(token, &target.accepted_audiences, &target.audience, url) {
+            Refused::NotAnIdentityToken => (
+                "the token sent is not an identity token (not a JWT; an OAuth access token, such as \
+                 `gcloud auth print-access-token` prints, is refused)"
+                    .to_owned(),
+                "give an identity token: unset CLOUDRUN_TEST_ID_TOKEN to mint one from your credentials, \
+                 or set it to `gcloud auth print-identity-token` output"
+                    .to_owned(),
+            ),
+            Refused::NotGoogleIdentityToken(why) => (
+                format!("the token is not a Google identity token: {why}"),
+                "mint it from Google credentials: `gcloud auth print-identity-token`, or a \
+                 service-account key in GOOGLE_APPLICATION_CREDENTIALS"
+                    .to_owned(),
+            ),
+            Refused::Expired { ago } => (
+                format!("the token expired {}s ago", ago.as_secs()),
+                "use a fresh token: unset CLOUDRUN_TEST_ID_TOKEN (or set it to a new one), and check \
+                 this machine's clock"
+                    .to_owned(),
+            ),
+            Refused::WrongAudience { audience, accepted } => (
+                format!(
+                    "wrong audience: the token is for {audience}, but the service accepts {}",
+                    accepted.join(", ")
+                ),
+                format!(
+                    "mint tokens for one of those: `audience = \"{}\"` in the attribute (or \
+                     `audience` under [services.{service}] in cloudrun-test.toml); a token in \
+                     CLOUDRUN_TEST_ID_TOKEN is sent as is, whatever its audience",
+                    accepted.first().map(String::as_str).unwrap_or("https://...")
+                ),
+            ),
+            Refused::BadSignature => (
+                format!(
+                    "the token's claims are right (audience {}, not expired), so its signature \
+                     did not verify: it was not issued by Google, was altered, or was signed by a \
+                     key that has since been rotated out{}",
+                    claims.aud.as_deref().unwrap_or("?"),
+                    if refusal.reminted {
+                        "; a freshly minted token was refused too"
+                    } else {
+                        ""
+                    }
+                ),
+                "mint tokens from Google credentials (not from another environment or an emulator \
+                 the service does not trust); `cloudrun-test doctor --url URL` checks the whole chain"
+                    .to_owned(),
+            ),
+        };
+        message.push_str(&format!(
+            ".\n  Cloud Run rejects bad, expired or wrong-audience tokens with 401: {reason}.\n  fix: {fix}"
+        ));
+    }
+    if let Some(reason) = refusal.reason {
+        message.push_str(&format!("\n  the emulator says: {reason}"));
+    }
+    message
+}
+
+/// After retries ran out on 429/503 (or the like): the service is starting or overloaded.
+pub(crate) fn explain_unavailable(
+    target: &Target,
+    method: &Method,
+    url: &Url,
+    status: StatusCode,
+    retries: u32,
+    waited: Duration,
+) -> String {
+    let service = target.service.as_deref().unwrap_or("SERVICE");
+    let region = target.region.as_deref().unwrap_or("REGION");
+    format!(
+        "cloudrun-test: {method} {url} answered {status} after {retries} retries over {:.1}s: the \
+         service is starting (a cold start) or has no free instance.\n  fix: wait for it before the \
+         tests with `ClientBuilder::wait_until_ready`, allow more retries with \
+         `ClientBuilder::retry(RetryPolicy::default().max_retries(N))`, or keep an instance warm: \
+         `gcloud run services update {service} --region {region} --min-instances 1`",
+        waited.as_secs_f64()
+    )
+}
+
+/// A request that got no answer: whether the URL or the network (ingress, proxy,
+/// firewall) is the likely cause, and the fix. Starts with what went wrong.
+pub(crate) fn explain_no_answer(
+    target: &Target,
+    url: &Url,
+    error: &reqwest::Error,
+    retries: u32,
+) -> String {
+    let host = url.host_str().unwrap_or("?");
+    let service = target.service.as_deref().unwrap_or("SERVICE");
+    let region = target.region.as_deref().unwrap_or("REGION");
+    let describe = format!(
+        "`gcloud run services describe {service} --region {region} --format='value(status.url)'`"
+    );
+    let what = crate::error::describe_http_error(error);
+    let after = if retries > 0 {
+        format!(" (after {retries} retries)")
+    } else {
+        String::new()
+    };
+    if retry::is_dns_failure(error) {
+        format!(
+            "{what}{after}\n  the host name {host} does not resolve: the service URL is likely wrong \
+             (a typo, a deleted service, another project's URL).\n  fix: get the URL with {describe} \
+             and give it with `url = \"...\"` or CLOUDRUN_TEST_URL_{}",
+            service.to_ascii_uppercase().replace('-', "_")
+        )
+    } else if error.is_timeout() {
+        format!(
+            "{what}{after}\n  no answer in time: the service is slow to answer, or the network drops \
+             the connection (a proxy, a firewall, or an ingress setting that only admits internal \
+             traffic).\n  fix: raise the limit (`timeout = \"...\"`, `ClientBuilder::timeout`), or \
+             check the ingress: `gcloud run services describe {service} --region {region} \
+             --format='value(spec.template.metadata.annotations)'`; `--ingress all` admits callers \
+             from outside Google Cloud"
+        )
+    } else if error.is_connect() || retry::is_transient(error) {
+        let local = crate::client::is_local(url);
+        let hint = if local {
+            format!(
+                "is the service running on {host}:{}?",
+                url.port_or_known_default().unwrap_or(0)
+            )
+        } else {
+            format!(
+                "check the service URL ({describe}); behind a custom domain or a load balancer, the \
+                 service's ingress setting may admit internal traffic only: allow outside callers \
+                 with `gcloud run services update {service} --region {region} --ingress all`"
+            )
+        };
+        format!(
+            "{what}{after}\n  the connection to {host} failed: nothing accepted it, or it was reset.\n  fix: {hint}"
+        )
+    } else {
+        what
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    fn jwt(claims: serde_json::Value) -> Token {
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+        Token::from_jwt(format!("{header}.{payload}.c2lnbmF0dXJl"))
+    }
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    #[test]
+    fn a_401_is_classified_from_the_claims() {
+        let url: Url = "https://hello-1.europe-west1.run.app/x".parse().unwrap();
+        let expected = "https://hello-1.europe-west1.run.app";
+        let google = "https://accounts.google.com";
+        let classify =
+            |token: &Token, accepted: &[String]| classify_401(token, accepted, expected, &url);
+
+        let opaque = Token::from_access_token("ya29.opaque".into(), Duration::from_secs(60));
+        assert_eq!(classify(&opaque, &[]), Refused::NotAnIdentityToken);
+        let no_aud = jwt(serde_json::json!({"iss": google, "exp": now() + 60}));
+        assert!(matches!(
+            classify(&no_aud, &[]),
+            Refused::NotGoogleIdentityToken(_)
+        ));
+        let other_issuer =
+            jwt(serde_json::json!({"iss": "me", "aud": expected, "exp": now() + 60}));
+        assert!(
+            matches!(classify(&other_issuer, &[]), Refused::NotGoogleIdentityToken(why) if why.contains("me"))
+        );
+        let expired = jwt(serde_json::json!({"iss": google, "aud": expected, "exp": now() - 100}));
+        assert!(
+            matches!(classify(&expired, &[]), Refused::Expired { ago } if ago >= Duration::from_secs(100))
+        );
+        let elsewhere = jwt(
+            serde_json::json!({"iss": google, "aud": "https://other.example.com", "exp": now() + 60}),
+        );
+        assert!(
+            matches!(classify(&elsewhere, &[]), Refused::WrongAudience { accepted, .. } if accepted == [expected])
+        );
+        let fine = jwt(
+            serde_json::json!({"iss": google, "aud": format!("{expected}/"), "exp": now() + 60}),
+        );
+        assert_eq!(classify(&fine, &[]), Refused::BadSignature);
+
+        // What the Admin API says the service accepts wins over the client's guess.
+        let custom = vec!["https://hello.example.com".to_owned()];
+        assert!(matches!(
+            classify(&fine, &custom),
+            Refused::WrongAudience { .. }
+        ));
+        let for_custom = jwt(
+            serde_json::json!({"iss": google, "aud": "https://hello.example.com", "exp": now() + 60}),
+        );
+        assert_eq!(classify(&for_custom, &custom), Refused::BadSignature);
+        let gcloud_user =
+            jwt(serde_json::json!({"iss": google, "aud": GCLOUD_CLIENT_ID, "exp": now() + 60}));
+        assert_eq!(classify(&gcloud_user, &custom), Refused::BadSignature);
+    }
+}

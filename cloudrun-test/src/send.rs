@@ -1,0 +1,346 @@
+//! Sending one request to the service: what `RequestBuilder::send` does.
+//!
+//! - The token goes only to the service's origin (scheme, host and port), in
+//!   `Authorization` or, if chosen, `X-Serverless-Authorization`. Redirects are
+//!   followed here, not by reqwest: reqwest drops `Authorization` on a cross-host
+//!   redirect but would carry a custom header such as `X-Serverless-Authorization`
+//!   anywhere. Here every hop gets the token only if it is the service's origin, and
+//!   a hop to another origin loses every credential header, the app's own included.
+//! - A 401 from the service makes one fresh mint and one retry (keys may have rotated).
+//! - 429/503 answers and failed or reset connections are retried as the client's
+//!   [`RetryPolicy`] says (idempotent methods, bounded exponential backoff, jitter).
+//! - A final 401/403, 429/503 or failed connection is explained with its fix.
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{
+    AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HeaderName, LOCATION,
+    PROXY_AUTHORIZATION, TRANSFER_ENCODING, WWW_AUTHENTICATE,
+};
+use reqwest::{Method, Request, Response, StatusCode, Url};
+
+use crate::client::Client;
+use crate::diagnose::{self, Diagnosis, Refusal};
+use crate::error::Error;
+use crate::retry::{self, RetryPolicy};
+use crate::token::Token;
+
+/// reqwest's default limit, kept.
+const MAX_REDIRECTS: usize = 10;
+
+const X_SERVERLESS_AUTHORIZATION: HeaderName =
+    HeaderName::from_static("x-serverless-authorization");
+
+/// Which header carries the identity token to the service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenHeader {
+    /// `Authorization: Bearer <token>` (the default).
+    #[default]
+    Authorization,
+    /// `X-Serverless-Authorization: Bearer <token>`: Cloud Run checks it first and
+    /// leaves `Authorization` to the application (e.g. for its own user tokens).
+    XServerlessAuthorization,
+}
+
+impl TokenHeader {
+    fn name(self) -> HeaderName {
+        match self {
+            TokenHeader::Authorization => AUTHORIZATION,
+            TokenHeader::XServerlessAuthorization => X_SERVERLESS_AUTHORIZATION,
+        }
+    }
+
+    /// `CLOUDRUN_TEST_TOKEN_HEADER`: `authorization` or `x-serverless-authorization`.
+    pub(crate) fn from_env() -> Result<Option<TokenHeader>, Error> {
+        let Some(value) = crate::settings::env("CLOUDRUN_TEST_TOKEN_HEADER") else {
+            return Ok(None);
+        };
+        match value.trim().to_ascii_lowercase().as_str() {
+            "authorization" => Ok(Some(TokenHeader::Authorization)),
+            "x-serverless-authorization" => Ok(Some(TokenHeader::XServerlessAuthorization)),
+            other => Err(Error::Setting {
+                problem: format!(
+                    "CLOUDRUN_TEST_TOKEN_HEADER is {other:?}, which is no token header"
+                ),
+                fix: "set it to `authorization` (the default) or `x-serverless-authorization`"
+                    .into(),
+            }),
+        }
+    }
+}
+
+/// Headers that carry credentials: they never follow a redirect to another origin.
+const CREDENTIAL_HEADERS: [HeaderName; 5] = [
+    AUTHORIZATION,
+    X_SERVERLESS_AUTHORIZATION,
+    COOKIE,
+    PROXY_AUTHORIZATION,
+    WWW_AUTHENTICATE,
+];
+
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host() == b.host()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// The last hop of a request: its outcome, its URL and the token it carried.
+struct Hop {
+    outcome: Result<Response, reqwest::Error>,
+    url: Url,
+    token: Option<Token>,
+}
+
+pub(crate) async fn send(
+    client: &Client,
+    method: Method,
+    url: Url,
+    builder: reqwest::RequestBuilder,
+) -> Result<Response, Error> {
+    let mut request = builder.build().map_err(|error| Error::Request {
+        method: method.to_string(),
+        url: url.to_string(),
+        problem: format!(
+            "the request could not be built: {}",
+            crate::error::describe_http_error(&error)
+        ),
+    })?;
+    let policy: &RetryPolicy = client.retry_policy();
+    let max_retries = policy.max_retries_for(&method);
+    let started = Instant::now();
+    let mut retries = 0;
+    let mut reminted = false;
+    loop {
+        // A streaming body cannot be sent twice: then there is no retry.
+        let spare = request.try_clone();
+        let hop = follow(client, request).await?;
+        let Some(next) = spare else {
+            return finish(client, &method, hop, retries, reminted, started);
+        };
+        match &hop.outcome {
+            Ok(response) if response.status() == StatusCode::UNAUTHORIZED && !reminted => {
+                // The token may have been revoked or the signing keys rotated: mint once more.
+                reminted = true;
+                if let (Some(credentials), Some(sent)) = (client.credentials(), &hop.token) {
+                    credentials.forget_id_token(client.audience(), sent);
+                    let fresh = credentials.id_token(client.audience()).await?.0;
+                    if !fresh.same_secret(sent) {
+                        tracing::debug!(url = %hop.url, "401 from the service; retrying once with a new token");
+                        request = next;
+                        continue;
+                    }
+                }
+            }
+            Ok(response) if retries < max_retries && policy.retries_status(response.status()) => {
+                retries += 1;
+                let delay = policy.delay(retries, retry::retry_after(response.headers()));
+                tracing::debug!(url = %hop.url, status = %response.status(), ?delay, retries, "retrying");
+                tokio::time::sleep(delay).await;
+                request = next;
+                continue;
+            }
+            Err(error) if retries < max_retries && retry::is_transient(error) => {
+                retries += 1;
+                let delay = policy.delay(retries, None);
+                tracing::debug!(
+                    url = %hop.url,
+                    error = %crate::error::describe_http_error(error),
+                    ?delay,
+                    retries,
+                    "connection failed; retrying"
+                );
+                tokio::time::sleep(delay).await;
+                request = next;
+                continue;
+            }
+            _ => {}
+        }
+        return finish(client, &method, hop, retries, reminted, started);
+    }
+}
+
+/// Sends `request`, following redirects, with the token on the service's origin only.
+async fn follow(client: &Client, mut request: Request) -> Result<Hop, Error> {
+    let header = client.token_header().name();
+    let mut redirects = 0;
+    loop {
+        let url = request.url().clone();
+        let token = match client.credentials() {
+            Some(credentials) if client.sends_token_to(&url) => {
+                Some(credentials.id_token(client.audience()).await?.0)
+            }
+            _ => None,
+        };
+        // Kept without the token, to follow a redirect from.
+        let unsent = if redirects < MAX_REDIRECTS {
+            request.try_clone()
+        } else {
+            None
+        };
+        if let Some(token) = &token {
+            request
+                .headers_mut()
+                .insert(header.clone(), token.authorization());
+        }
+        let outcome = client.http().execute(request).await;
+        let location = match &outcome {
+            Ok(response) if response.status().is_redirection() => response
+                .headers()
+                .get(LOCATION)
+                .and_then(|location| location.to_str().ok())
+                .and_then(|location| url.join(location).ok()),
+            _ => None,
+        };
+        let (Some(location), Some(mut next), Ok(response)) = (location, unsent, &outcome) else {
+            return Ok(Hop {
+                outcome,
+                url,
+                token,
+            });
+        };
+        match response.status() {
+            StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND | StatusCode::SEE_OTHER => {
+                // As browsers and reqwest do: the next request is a GET without a body.
+                if next.method() != Method::HEAD {
+                    *next.method_mut() = Method::GET;
+                }
+                *next.body_mut() = None;
+                for name in [
+                    CONTENT_TYPE,
+                    CONTENT_LENGTH,
+                    CONTENT_ENCODING,
+                    TRANSFER_ENCODING,
+                ] {
+                    next.headers_mut().remove(name);
+                }
+            }
+            StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT => {}
+            // 300, 304, 305...: not a redirect to follow.
+            _ => {
+                return Ok(Hop {
+                    outcome,
+                    url,
+                    token,
+                });
+            }
+        }
+        if !same_origin(&url, &location) {
+            for name in &CREDENTIAL_HEADERS {
+                next.headers_mut().remove(name);
+            }
+        }
+        tracing::debug!(from = %url, to = %location, status = %response.status(), "following a redirect");
+        *next.url_mut() = location;
+        request = next;
+        redirects += 1;
+    }
+}
+
+/// The answer, explained when it is a refusal or the retries ran out; or the error.
+fn finish(
+    client: &Client,
+    method: &Method,
+    hop: Hop,
+    retries: u32,
+    reminted: bool,
+    started: Instant,
+) -> Result<Response, Error> {
+    let Hop {
+        outcome,
+        url,
+        token,
+    } = hop;
+    let target = client.target();
+    let mut response = match outcome {
+        Ok(response) => response,
+        Err(error) => {
+            return Err(Error::Request {
+                method: method.to_string(),
+                url: url.to_string(),
+                problem: diagnose::explain_no_answer(target, &url, &error, retries),
+            });
+        }
+    };
+    let status = response.status();
+    let message = match &token {
+        Some(token) if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+            let reason = response
+                .headers()
+                .get("x-cloudrun-test-emulator-reason")
+                .and_then(|value| value.to_str().ok());
+            Some(diagnose::explain_refusal(&Refusal {
+                target,
+                identity: client.identity(),
+                token,
+                reminted,
+                method,
+                url: &url,
+                status,
+                reason,
+            }))
+        }
+        _ if retries > 0 && client.retry_policy().retries_status(status) => Some(
+            diagnose::explain_unavailable(target, method, &url, status, retries, started.elapsed()),
+        ),
+        _ => None,
+    };
+    if let Some(message) = message {
+        // Captured by the test harness and shown when the test fails.
+        eprintln!("{message}");
+        response.extensions_mut().insert(Diagnosis::new(message));
+    }
+    Ok(response)
+}
+
+/// Waits until `path` answers something else than 429, 502, 503 or 504 (or a failed
+/// connection), polling with backoff, for at most `limit`.
+pub(crate) async fn wait_until_ready(
+    client: &Client,
+    path: &str,
+    limit: Duration,
+) -> Result<(), Error> {
+    let started = Instant::now();
+    let url = client.url().join(path).map_err(|error| Error::Setting {
+        problem: format!("the readiness path {path:?} is not a path ({error})"),
+        fix: "give a path such as \"/\" or \"/healthz\"".into(),
+    })?;
+    let not_ready = [
+        StatusCode::TOO_MANY_REQUESTS,
+        StatusCode::BAD_GATEWAY,
+        StatusCode::SERVICE_UNAVAILABLE,
+        StatusCode::GATEWAY_TIMEOUT,
+    ];
+    let backoff =
+        RetryPolicy::default().backoff(Duration::from_millis(100), Duration::from_secs(2));
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let left = limit.saturating_sub(started.elapsed());
+        let request = client
+            .http()
+            .get(url.clone())
+            .timeout(left.max(Duration::from_millis(1)));
+        let request = request
+            .build()
+            .map_err(|error| Error::Internal(error.to_string()))?;
+        let hop = follow(client, request).await?;
+        let last = match &hop.outcome {
+            Ok(response) if !not_ready.contains(&response.status()) => {
+                tracing::debug!(%url, status = %response.status(), attempt, "the service is ready");
+                return Ok(());
+            }
+            Ok(response) => format!("HTTP {}", response.status()),
+            Err(error) => crate::error::describe_http_error(error),
+        };
+        let delay = backoff.delay(attempt, None);
+        if started.elapsed() + delay >= limit {
+            return Err(Error::NotReady {
+                url: url.to_string(),
+                waited: format!("{:.1}s", started.elapsed().as_secs_f64()),
+                last,
+            });
+        }
+        tokio::time::sleep(delay).await;
+    }
+}
