@@ -53,12 +53,15 @@ impl TokenHeader {
 
     /// `CLOUDRUN_TEST_TOKEN_HEADER`: `authorization` or `x-serverless-authorization`.
     pub(crate) fn from_env() -> Result<Option<TokenHeader>, Error> {
-        let Some(value) = crate::settings::env("CLOUDRUN_TEST_TOKEN_HEADER") else {
-            return Ok(None);
-        };
+        crate::settings::env("CLOUDRUN_TEST_TOKEN_HEADER")
+            .map(|value| TokenHeader::parse_setting(&value))
+            .transpose()
+    }
+
+    fn parse_setting(value: &str) -> Result<TokenHeader, Error> {
         match value.trim().to_ascii_lowercase().as_str() {
-            "authorization" => Ok(Some(TokenHeader::Authorization)),
-            "x-serverless-authorization" => Ok(Some(TokenHeader::XServerlessAuthorization)),
+            "authorization" => Ok(TokenHeader::Authorization),
+            "x-serverless-authorization" => Ok(TokenHeader::XServerlessAuthorization),
             other => Err(Error::Setting {
                 problem: format!(
                     "CLOUDRUN_TEST_TOKEN_HEADER is {other:?}, which is no token header"
@@ -124,12 +127,12 @@ pub(crate) async fn send(
                 reminted = true;
                 if let (Some(credentials), Some(sent)) = (client.credentials(), &hop.token) {
                     credentials.forget_id_token(client.audience(), sent);
-                    let fresh = credentials.id_token(client.audience()).await?.0;
-                    if !fresh.same_secret(sent) {
-                        tracing::debug!(url = %hop.url, "401 from the service; retrying once with a new token");
-                        request = next;
-                        continue;
-                    }
+                    // Minted anew; the same text if nothing changed (same key, same
+                    // second), which is still worth one more try (clock skew, a blip).
+                    credentials.id_token(client.audience()).await?;
+                    tracing::debug!(url = %hop.url, "401 from the service; retrying once with a new token");
+                    request = next;
+                    continue;
                 }
             }
             Ok(response) if retries < max_retries && policy.retries_status(response.status()) => {
@@ -342,5 +345,54 @@ pub(crate) async fn wait_until_ready(
             });
         }
         tokio::time::sleep(delay).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_header_setting_is_checked() {
+        assert_eq!(
+            TokenHeader::parse_setting(" X-Serverless-Authorization ").unwrap(),
+            TokenHeader::XServerlessAuthorization
+        );
+        assert_eq!(
+            TokenHeader::parse_setting("authorization").unwrap(),
+            TokenHeader::Authorization
+        );
+        let message = TokenHeader::parse_setting("bearer")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("CLOUDRUN_TEST_TOKEN_HEADER is \"bearer\""),
+            "{message}"
+        );
+        assert!(
+            message.contains("fix: set it to `authorization`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn origins_compare_scheme_host_and_port() {
+        let url = |text: &str| Url::parse(text).unwrap();
+        assert!(same_origin(
+            &url("https://a.run.app/x"),
+            &url("https://a.run.app:443/y")
+        ));
+        assert!(!same_origin(
+            &url("https://a.run.app/"),
+            &url("http://a.run.app/")
+        ));
+        assert!(!same_origin(
+            &url("https://a.run.app/"),
+            &url("https://b.run.app/")
+        ));
+        assert!(!same_origin(
+            &url("http://127.0.0.1:1/"),
+            &url("http://127.0.0.1:2/")
+        ));
     }
 }

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cloudrun_test_emulator::{Emulator, EmulatorBuilder};
 
+pub mod recorder;
+
 /// The service account the tests run as, invoker of the services they call.
 pub const TESTER: &str = "tester@emulated-project.iam.gserviceaccount.com";
 /// A service account that exists but may invoke nothing.

@@ -1,0 +1,368 @@
+//! Every error a user can meet says what went wrong and the fix: one test per kind,
+//! for the client, the service lookup, token endpoints and the requests themselves.
+//! (Credential files: errors.rs and the CLI's credential_sources.rs; refusals,
+//! retries and timeouts: faults.rs and generated_suites.rs.)
+
+use std::process::Command;
+use std::time::Duration;
+
+use cloudrun_test::{Client, ClientBuilder, Credentials, Error, cloudrun_test};
+use cloudrun_test_e2e::recorder::{Recorder, response};
+use cloudrun_test_e2e::{Fixture, TESTER, isolate, output_text};
+use cloudrun_test_emulator::Emulator;
+use serde_json::{Value, json};
+
+/// A builder that finds no `cloudrun-test.toml` and uses a ready token.
+fn bare() -> (ClientBuilder, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let builder = Client::builder()
+        .config_dir(dir.path())
+        .credentials(Credentials::from_id_token("a.b.c"));
+    (builder, dir)
+}
+
+fn assert_says(message: &str, expected: &[&str]) {
+    for part in expected {
+        assert!(message.contains(part), "expected {part:?} in:\n{message}");
+    }
+    assert!(message.contains("fix: "), "no fix in:\n{message}");
+}
+
+#[tokio::test]
+async fn no_service_and_no_url() {
+    let (builder, _dir) = bare();
+    let message = builder.build().await.unwrap_err().to_string();
+    assert_says(
+        &message,
+        &[
+            "neither a service name nor a URL",
+            "#[cloudrun_test(service = \"NAME\")]",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn a_service_url_that_is_not_one() {
+    for (url, expected) in [
+        ("hello.run.app", "is not a URL"),
+        ("ftp://hello.run.app", "is not an http(s) URL"),
+    ] {
+        let (builder, _dir) = bare();
+        let message = builder.url(url).build().await.unwrap_err().to_string();
+        assert_says(
+            &message,
+            &[expected, "https://hello-123456789.europe-west1.run.app"],
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_token_asked_of_a_client_without_credentials() {
+    let (builder, _dir) = bare();
+    let client = builder.url("http://127.0.0.1:1").build().await.unwrap();
+    let message = client
+        .without_auth()
+        .id_token()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_says(
+        &message,
+        &["has no credentials", "GOOGLE_APPLICATION_CREDENTIALS"],
+    );
+}
+
+#[tokio::test]
+async fn a_ready_identity_token_cannot_look_a_service_up() {
+    let (builder, _dir) = bare();
+    let message = builder
+        .service("hello")
+        .project("p")
+        .region("r")
+        .run_endpoint("http://127.0.0.1:1")
+        .build()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_says(&message, &["identity token only", "url = \"https://...\""]);
+}
+
+/// Credentials the emulator mints for, with the Admin API at `endpoint`.
+fn lookup(fixture: &Fixture, endpoint: &str) -> ClientBuilder {
+    Client::builder()
+        .config_dir(fixture.keys.path())
+        .service("hello")
+        .project("emulated-project")
+        .region("europe-west1")
+        .run_endpoint(endpoint)
+        .credentials(Credentials::from_file(fixture.key_file(TESTER)).unwrap())
+}
+
+#[tokio::test]
+async fn admin_api_failures_name_the_cause_and_the_fix() {
+    let fixture = Fixture::start(Emulator::builder());
+    let cases: [(u16, &str, &[&str]); 4] = [
+        (
+            403,
+            r#"{"error":{"code":403,"status":"PERMISSION_DENIED"}}"#,
+            &[
+                "may not read the service",
+                "roles/run.viewer",
+                "CLOUDRUN_TEST_URL_HELLO",
+            ],
+        ),
+        (
+            503,
+            "",
+            &["HTTP 503", "retry later", "status.cloud.google.com"],
+        ),
+        (
+            200,
+            "<html>a proxy's page</html>",
+            &["is not a Cloud Run service", "CLOUDRUN_TEST_RUN_ENDPOINT"],
+        ),
+        (
+            200,
+            "{}",
+            &[
+                "has no URL yet",
+                "gcloud run deploy hello --region europe-west1",
+            ],
+        ),
+    ];
+    for (status, body, expected) in cases {
+        let api = Recorder::start(move |_| {
+            response(status, &[("content-type", "application/json")], body)
+        });
+        let message = lookup(&fixture, api.url.as_str())
+            .build()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_says(&message, expected);
+        assert!(
+            message.contains(api.url.as_str().trim_end_matches('/')),
+            "{message}"
+        );
+    }
+    let message = lookup(&fixture, "http://127.0.0.1:9")
+        .build()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_says(
+        &message,
+        &[
+            "could not connect",
+            "check the network",
+            "CLOUDRUN_TEST_RUN_ENDPOINT",
+        ],
+    );
+}
+
+/// The emulator's key for TESTER, with `token_uri` pointing elsewhere.
+fn key_with_token_uri(fixture: &Fixture, token_uri: &str) -> Credentials {
+    let mut key: Value =
+        serde_json::from_str(&fixture.emulator.service_account_key(TESTER)).unwrap();
+    key["token_uri"] = json!(token_uri);
+    Credentials::from_json("/keys/key.json", &key.to_string()).unwrap()
+}
+
+#[tokio::test]
+async fn token_endpoint_answers_that_are_no_tokens() {
+    let fixture = Fixture::start(Emulator::builder());
+    for (body, expected) in [
+        ("{}", "the answer has no `id_token`"),
+        (
+            "<html>a captive portal</html>",
+            "the answer is not a token response",
+        ),
+    ] {
+        let endpoint = Recorder::start(move |_| response(200, &[], body));
+        let message = key_with_token_uri(&fixture, endpoint.url.as_str())
+            .id_token("https://hello.example.com")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_says(
+            &message,
+            &[expected, endpoint.url.as_str(), TESTER, "token_uri"],
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_token_endpoint_says_to_check_it() {
+    let fixture = Fixture::start(Emulator::builder());
+    let message = key_with_token_uri(&fixture, "http://127.0.0.1:9/token")
+        .id_token("https://hello.example.com")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_says(
+        &message,
+        &[
+            "http://127.0.0.1:9/token",
+            "could not connect",
+            "fix: check that http://127.0.0.1:9/token is reachable",
+            "/keys/key.json",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn a_token_endpoint_echoing_the_assertion_does_not_put_it_in_the_error() {
+    let fixture = Fixture::start(Emulator::builder());
+    // A (broken) endpoint that quotes the signed assertion back in its error.
+    let endpoint = Recorder::start(|request| {
+        let form = String::from_utf8_lossy(&request.body).into_owned();
+        let assertion = form
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("assertion="))
+            .unwrap_or_default()
+            .to_owned();
+        let body = json!({"error": "invalid_grant", "error_description": format!("bad assertion {assertion}")});
+        response(
+            400,
+            &[("content-type", "application/json")],
+            &body.to_string(),
+        )
+    });
+    let message = key_with_token_uri(&fixture, endpoint.url.as_str())
+        .id_token("https://hello.example.com")
+        .await
+        .unwrap_err()
+        .to_string();
+    let form = String::from_utf8_lossy(&endpoint.requests()[0].body).into_owned();
+    let assertion = form
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("assertion="))
+        .unwrap();
+    let signature = assertion.rsplit('.').next().unwrap();
+    assert!(
+        !message.contains(signature),
+        "the assertion leaked: {message}"
+    );
+    assert_says(&message, &["invalid_grant", "bad assertion <redacted>"]);
+}
+
+/// A client with a ready token for `url`: nothing is fetched until a request.
+async fn client_for(url: &str) -> Client {
+    let (builder, _dir) = bare();
+    builder.url(url).build().await.unwrap()
+}
+
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn a_host_name_that_does_not_resolve_points_at_the_service_url() {
+    let client = client_for("http://hello-123456789.europe-west1.invalid").await;
+    let message = client.get("/").send().await.unwrap_err().to_string();
+    assert_says(
+        &message,
+        &[
+            "does not resolve",
+            "the service URL is likely wrong",
+            "gcloud run services describe",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn a_refused_connection_asks_whether_it_runs_or_whether_ingress_blocks_it() {
+    let port = closed_port();
+    let local = client_for(&format!("http://127.0.0.1:{port}")).await;
+    let message = local.get("/").send().await.unwrap_err().to_string();
+    assert_says(
+        &message,
+        &[
+            "could not connect",
+            &format!("is the service running on 127.0.0.1:{port}?"),
+        ],
+    );
+    assert!(message.contains("after 3 retries"), "{message}");
+
+    // Not a loopback name (0.0.0.0 reaches this machine on Linux): a remote service.
+    let remote = client_for(&format!("http://0.0.0.0:{port}")).await;
+    let message = remote.get("/").send().await.unwrap_err().to_string();
+    assert_says(&message, &["--ingress all", "ingress setting"]);
+}
+
+#[tokio::test]
+async fn a_request_that_times_out_says_how_to_raise_the_limit() {
+    let slow = Recorder::start(|_| {
+        std::thread::sleep(Duration::from_secs(2));
+        response(200, &[], "late")
+    });
+    let client = client_for(slow.url.as_str()).await;
+    let message = client
+        .get("/")
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_says(
+        &message,
+        &["timed out", "no answer in time", "timeout = \"...\""],
+    );
+}
+
+#[tokio::test]
+async fn a_path_that_is_no_path() {
+    let client = client_for("http://127.0.0.1:1").await;
+    let message = client
+        .get("http://[::1")
+        .send()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("is neither a path nor a URL"), "{message}");
+}
+
+#[test]
+fn errors_are_never_empty_and_always_name_a_fix_or_a_cause() {
+    // The variants a user can meet, as built by the library, all end in a fix.
+    let not_ready = Error::NotReady {
+        url: "https://hello.run.app/".into(),
+        waited: "30.0s".into(),
+        last: "HTTP 503".into(),
+    };
+    assert_says(
+        &not_ready.to_string(),
+        &["not ready after 30.0s", "last answer: HTTP 503"],
+    );
+}
+
+/// Run in a child process with no credentials anywhere.
+#[cloudrun_test(url = "https://hello-123456789.europe-west1.run.app")]
+#[ignore = "run by `no_credentials_at_all_lists_what_was_tried` in a child process"]
+async fn child_without_credentials(client: Client) {
+    client.get("/").send().await.unwrap();
+}
+
+#[test]
+fn no_credentials_at_all_lists_what_was_tried() {
+    let home = tempfile::tempdir().unwrap();
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.args(["child_without_credentials", "--exact", "--ignored"]);
+    isolate(&mut command);
+    command
+        .env("HOME", home.path())
+        .env("CLOUDSDK_CONFIG", home.path().join("gcloud"))
+        .env("CLOUDRUN_TEST_GCLOUD", home.path().join("no-gcloud-here"));
+    let output = command.output().unwrap();
+    let text = output_text(&output);
+    assert!(!output.status.success(), "{text}");
+    assert_says(
+        &text,
+        &[
+            "cloudrun_test setup failed",
+            "no Google credentials found",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+        ],
+    );
+}
