@@ -117,7 +117,7 @@ pub(crate) async fn send(
     loop {
         // A streaming body cannot be sent twice: then there is no retry.
         let spare = request.try_clone();
-        let hop = follow(client, request).await?;
+        let hop = follow(client, request, spare.as_ref()).await?;
         let Some(next) = spare else {
             return finish(client, &method, hop, retries, reminted, started);
         };
@@ -164,9 +164,18 @@ pub(crate) async fn send(
 }
 
 /// Sends `request`, following redirects, with the token on the service's origin only.
-async fn follow(client: &Client, mut request: Request) -> Result<Hop, Error> {
+///
+/// `unsent` is a copy of `request` without the token (the retry copy the caller keeps):
+/// a redirect is built from it, so the usual, redirect-free request is copied only once.
+async fn follow(
+    client: &Client,
+    mut request: Request,
+    unsent: Option<&Request>,
+) -> Result<Hop, Error> {
     let header = client.token_header().name();
     let mut redirects = 0;
+    // After a redirect, the copy of that hop's request, made before its token went in.
+    let mut unsent_hop: Option<Request> = None;
     loop {
         let url = request.url().clone();
         let token = match client.credentials() {
@@ -174,12 +183,6 @@ async fn follow(client: &Client, mut request: Request) -> Result<Hop, Error> {
                 Some(credentials.id_token(client.audience()).await?.0)
             }
             _ => None,
-        };
-        // Kept without the token, to follow a redirect from.
-        let unsent = if redirects < MAX_REDIRECTS {
-            request.try_clone()
-        } else {
-            None
         };
         if let Some(token) = &token {
             request
@@ -195,7 +198,14 @@ async fn follow(client: &Client, mut request: Request) -> Result<Hop, Error> {
                 .and_then(|location| url.join(location).ok()),
             _ => None,
         };
-        let (Some(location), Some(mut next), Ok(response)) = (location, unsent, &outcome) else {
+        let template = unsent_hop
+            .as_ref()
+            .or(unsent)
+            .filter(|_| redirects < MAX_REDIRECTS);
+        let next = location
+            .as_ref()
+            .and_then(|_| template.and_then(Request::try_clone));
+        let (Some(location), Some(mut next), Ok(response)) = (location, next, &outcome) else {
             return Ok(Hop {
                 outcome,
                 url,
@@ -235,6 +245,7 @@ async fn follow(client: &Client, mut request: Request) -> Result<Hop, Error> {
         }
         tracing::debug!(from = %url, to = %location, status = %response.status(), "following a redirect");
         *next.url_mut() = location;
+        unsent_hop = next.try_clone();
         request = next;
         redirects += 1;
     }
@@ -327,7 +338,8 @@ pub(crate) async fn wait_until_ready(
         let request = request
             .build()
             .map_err(|error| Error::Internal(error.to_string()))?;
-        let hop = follow(client, request).await?;
+        let unsent = request.try_clone();
+        let hop = follow(client, request, unsent.as_ref()).await?;
         let last = match &hop.outcome {
             Ok(response) if !not_ready.contains(&response.status()) => {
                 tracing::debug!(%url, status = %response.status(), attempt, "the service is ready");
