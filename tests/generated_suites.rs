@@ -96,9 +96,9 @@ fn forty_tests_under_nextest_mint_one_token_across_forty_processes() {
     );
 }
 
-#[test]
-fn a_non_invoker_fails_naming_the_identity_and_the_grant() {
-    let fixture = fixture();
+/// Runs the one test `name` of the suite with `env`, expecting it to fail; returns
+/// everything cargo and the test printed.
+fn failing_run(name: &str, env: &[(String, String)]) -> String {
     let output = suite().cargo(
         &[
             "test",
@@ -107,12 +107,19 @@ fn a_non_invoker_fails_naming_the_identity_and_the_grant() {
             "generated",
             "--",
             "--exact",
-            "hello_0",
+            name,
         ],
-        &fixture.environment(OUTSIDER),
+        env,
     );
     let text = output_text(&output);
     assert!(!output.status.success(), "{text}");
+    text
+}
+
+#[test]
+fn a_non_invoker_fails_naming_the_identity_and_the_grant() {
+    let fixture = fixture();
+    let text = failing_run("hello_0", &fixture.environment(OUTSIDER));
     assert!(
         text.contains(
             "answered 403 Forbidden for outsider@emulated-project.iam.gserviceaccount.com"
@@ -133,20 +140,7 @@ fn a_non_invoker_fails_naming_the_identity_and_the_grant() {
 #[test]
 fn an_unknown_service_fails_with_the_admin_api_404_explained() {
     let fixture = fixture();
-    let output = suite().cargo(
-        &[
-            "test",
-            "--offline",
-            "--test",
-            "generated",
-            "--",
-            "--exact",
-            "missing_service",
-        ],
-        &fixture.environment(TESTER),
-    );
-    let text = output_text(&output);
-    assert!(!output.status.success(), "{text}");
+    let text = failing_run("missing_service", &fixture.environment(TESTER));
     assert!(
         text.contains("cloudrun_test setup failed for `generated::missing_service`"),
         "{text}"
@@ -176,20 +170,7 @@ fn missing_project_and_region_name_the_settings_and_the_gcloud_fix() {
             .into_iter()
             .filter(|(name, _)| name != removed)
             .collect();
-        let output = suite().cargo(
-            &[
-                "test",
-                "--offline",
-                "--test",
-                "generated",
-                "--",
-                "--exact",
-                "hello_0",
-            ],
-            &environment,
-        );
-        let text = output_text(&output);
-        assert!(!output.status.success(), "{text}");
+        let text = failing_run("hello_0", &environment);
         assert!(text.contains(removed), "{text}");
         assert!(text.contains(expected), "{text}");
         assert!(text.contains("CLOUDRUN_TEST_URL_HELLO"), "{text}");
@@ -207,20 +188,7 @@ fn a_malformed_key_file_fails_every_test_with_the_file_named() {
         "GOOGLE_APPLICATION_CREDENTIALS".into(),
         bad_key.display().to_string(),
     ));
-    let output = suite().cargo(
-        &[
-            "test",
-            "--offline",
-            "--test",
-            "generated",
-            "--",
-            "--exact",
-            "hello_0",
-        ],
-        &environment,
-    );
-    let text = output_text(&output);
-    assert!(!output.status.success(), "{text}");
+    let text = failing_run("hello_0", &environment);
     assert!(
         text.contains(&format!(
             "credentials file {}: is not valid JSON",
