@@ -143,3 +143,57 @@ async fn id_token_is_for_the_service_and_redacted_in_debug() {
         assert!(!shown.contains(token.as_str()), "token leaked in {shown}");
     }
 }
+
+#[tokio::test]
+async fn a_custom_audience_is_minted_and_accepted() {
+    let fixture = Fixture::start(
+        Emulator::builder()
+            .project("emulated-project")
+            .region("europe-west1")
+            .service(
+                ServiceConfig::new("custom")
+                    .invoker(TESTER)
+                    .custom_audience("https://hello.example.com"),
+            ),
+    );
+    let client = client_for(&fixture, TESTER, "custom")
+        .audience("https://hello.example.com")
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(client.audience(), "https://hello.example.com");
+    let token = client.id_token().await.unwrap();
+    assert_eq!(
+        token.claims().aud.as_deref(),
+        Some("https://hello.example.com")
+    );
+    let response = client.get("/").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // The same audience from cloudrun-test.toml's [services.custom].
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("cloudrun-test.toml"),
+        "[services.custom]\naudience = \"https://hello.example.com\"\n",
+    )
+    .unwrap();
+    let from_file = client_for(&fixture, TESTER, "custom")
+        .config_dir(config.path())
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(from_file.audience(), "https://hello.example.com");
+    assert_eq!(
+        from_file.get("/").send().await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    // An audience the service does not list is refused, as Cloud Run does.
+    let stranger = client_for(&fixture, TESTER, "custom")
+        .audience("https://not-this-service.example.com")
+        .build()
+        .await
+        .unwrap();
+    let response = stranger.get("/").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
