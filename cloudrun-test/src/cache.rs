@@ -176,9 +176,9 @@ type TokenKey = String;
 
 static TOKENS: LazyLock<SingleFlight<TokenKey, Token>> = LazyLock::new(SingleFlight::new);
 
-fn id_token_key(source: &Arc<dyn CredentialSource>, audience: &str) -> TokenKey {
-    let mut key = source.fingerprint();
-    key.reserve(4 + audience.len());
+fn id_token_key(fingerprint: &str, audience: &str) -> TokenKey {
+    let mut key = String::with_capacity(fingerprint.len() + 4 + audience.len());
+    key.push_str(fingerprint);
     key.push_str("|id:");
     key.push_str(audience);
     key
@@ -186,9 +186,10 @@ fn id_token_key(source: &Arc<dyn CredentialSource>, audience: &str) -> TokenKey 
 
 pub(crate) async fn id_token(
     source: &Arc<dyn CredentialSource>,
+    fingerprint: &str,
     audience: &str,
 ) -> Result<Token, Error> {
-    let key = id_token_key(source, audience);
+    let key = id_token_key(fingerprint, audience);
     // The hot path: a fresh token, with nothing built for a fetch.
     if let Some(token) = TOKENS.ready(&key, Token::is_fresh) {
         return Ok(token);
@@ -207,8 +208,11 @@ pub(crate) async fn id_token(
         .await
 }
 
-pub(crate) async fn access_token(source: &Arc<dyn CredentialSource>) -> Result<Token, Error> {
-    let key = format!("{}|access-token", source.fingerprint());
+pub(crate) async fn access_token(
+    source: &Arc<dyn CredentialSource>,
+    fingerprint: &str,
+) -> Result<Token, Error> {
+    let key = format!("{fingerprint}|access-token");
     if let Some(token) = TOKENS.ready(&key, Token::is_fresh) {
         return Ok(token);
     }
@@ -225,8 +229,13 @@ pub(crate) async fn access_token(source: &Arc<dyn CredentialSource>) -> Result<T
         .await
 }
 
-pub(crate) fn forget_id_token(source: &Arc<dyn CredentialSource>, audience: &str, bad: &Token) {
-    let key = id_token_key(source, audience);
+pub(crate) fn forget_id_token(
+    source: &Arc<dyn CredentialSource>,
+    fingerprint: &str,
+    audience: &str,
+    bad: &Token,
+) {
+    let key = id_token_key(fingerprint, audience);
     TOKENS.forget_if(&key, |cached| cached.same_secret(bad));
     // Else the re-mint after a 401 would be served the same token from disk.
     if let Some(disk) = DiskCache::get().filter(|_| source.worth_caching_on_disk()) {

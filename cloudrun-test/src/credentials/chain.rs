@@ -321,5 +321,5 @@ pub(crate) fn explain() -> (Result<Credentials, Error>, Vec<ChainStep>) {
             source
         }
     };
-    (Ok(Credentials { source }), steps)
+    (Ok(Credentials::new(source)), steps)
 }

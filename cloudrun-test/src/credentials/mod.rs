@@ -59,6 +59,8 @@ pub(crate) trait CredentialSource: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Credentials {
     source: Arc<dyn CredentialSource>,
+    /// `source.fingerprint()`, computed once: it is part of every cache lookup.
+    fingerprint: Arc<str>,
 }
 
 impl fmt::Debug for Credentials {
@@ -70,6 +72,14 @@ impl fmt::Debug for Credentials {
 }
 
 impl Credentials {
+    pub(crate) fn new(source: Arc<dyn CredentialSource>) -> Credentials {
+        let fingerprint = source.fingerprint().into();
+        Credentials {
+            source,
+            fingerprint,
+        }
+    }
+
     /// Picks credentials from the environment. The first source present wins:
     ///
     /// 1. `CLOUDRUN_TEST_ID_TOKEN`: a ready identity token, used as is;
@@ -114,20 +124,16 @@ impl Credentials {
     /// `roles/iam.serviceAccountOpenIdTokenCreator` on it). The API is at
     /// `CLOUDRUN_TEST_IAM_ENDPOINT` if set, else Google's.
     pub fn impersonate(&self, email: &str) -> Credentials {
-        Credentials {
-            source: Arc::new(impersonated::Impersonated::wrap(
-                Arc::clone(&self.source),
-                email,
-                "the test's `impersonate`",
-            )),
-        }
+        Credentials::new(Arc::new(impersonated::Impersonated::wrap(
+            Arc::clone(&self.source),
+            email,
+            "the test's `impersonate`",
+        )))
     }
 
     /// A ready identity token, used for every audience (the service decides if it fits).
     pub fn from_id_token(token: impl Into<String>) -> Credentials {
-        Credentials {
-            source: Arc::new(id_token_env::StaticIdToken::new(token.into())),
-        }
+        Credentials::new(Arc::new(id_token_env::StaticIdToken::new(token.into())))
     }
 
     /// A credentials file as `GOOGLE_APPLICATION_CREDENTIALS` names it.
@@ -153,9 +159,7 @@ impl Credentials {
                 "download or write the file again; it should be the JSON Google gave you, unchanged",
             )
         })?;
-        Ok(Credentials {
-            source: parse_value(path, &value, None)?,
-        })
+        Ok(Credentials::new(parse_value(path, &value, None)?))
     }
 
     /// When `token`'s audience is not `requested` (user credentials carry their OAuth
@@ -191,18 +195,20 @@ impl Credentials {
 
     /// An identity token for `audience`, from the process-wide cache.
     pub async fn id_token(&self, audience: &str) -> Result<IdToken, Error> {
-        cache::id_token(&self.source, audience).await.map(IdToken)
+        cache::id_token(&self.source, &self.fingerprint, audience)
+            .await
+            .map(IdToken)
     }
 
     /// An access token for Google APIs (cloud-platform scope), from the same cache.
     pub(crate) async fn access_token(&self) -> Result<Token, Error> {
-        cache::access_token(&self.source).await
+        cache::access_token(&self.source, &self.fingerprint).await
     }
 
     /// Drops `token` from the cache if it is still the cached one, so the next request
     /// mints a new one (after the service answered 401).
     pub(crate) fn forget_id_token(&self, audience: &str, token: &Token) {
-        cache::forget_id_token(&self.source, audience, token);
+        cache::forget_id_token(&self.source, &self.fingerprint, audience, token);
     }
 }
 
