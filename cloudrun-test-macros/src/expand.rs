@@ -94,7 +94,7 @@ fn check_signature(test: &TestItem) -> syn::Result<()> {
             "a `#[cloudrun_test]` function cannot be `const`",
         );
     }
-    if let Some(unsafety) = &sig.unsafety {
+    if let syn::Safety::Unsafe(unsafety) = &sig.safety {
         errors.push(
             unsafety.span,
             "a `#[cloudrun_test]` function cannot be `unsafe`",
@@ -335,7 +335,7 @@ fn recover(test: &TestItem, error: syn::Error) -> TokenStream {
     // second error; the other qualifiers are what was reported.
     inner.asyncness = Some(Default::default());
     inner.constness = None;
-    inner.unsafety = None;
+    inner.safety = syn::Safety::Default;
     inner.abi = None;
     quote! {
         #(#attrs)*
