@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
@@ -13,7 +13,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::Deserialize;
 
 use super::{BoxFuture, CLOUD_PLATFORM_SCOPE, CredentialSource};
-use crate::error::{Error, describe_http_error};
+use crate::error::Error;
 use crate::token::Token;
 
 const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
@@ -81,10 +81,7 @@ impl ServiceAccountKey {
     /// The JWT-bearer assertion: `target_audience` asks for an identity token, `scope`
     /// for an access token. `aud` is the key's token URI, as Google's Go library sends it.
     fn assertion(&self, extra_claim: (&str, &str)) -> Result<String, Error> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let now = super::wire::unix_now();
         let mut header = serde_json::json!({ "alg": "RS256", "typ": "JWT" });
         if let Some(kid) = &self.private_key_id {
             header["kid"] = kid.as_str().into();
@@ -139,32 +136,21 @@ impl ServiceAccountKey {
             )
         };
         // 5xx answers and failed connections are tried again, twice at most.
-        let timeout = crate::retry::token_timeout(Duration::from_secs(30));
         let request = http.post(&self.token_uri).form(&[
             ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
             ("assertion", assertion.as_str()),
         ]);
-        let response = crate::retry::send_token_request(request, timeout)
-            .await
-            .map_err(|error| {
-                let (problem, fix) =
-                    crate::retry::token_failure(&error, timeout, &self.token_uri, network_fix());
-                endpoint_error(problem, fix)
-            })?;
-        let status = response.status();
-        let body = response
-            .text()
-            .await
-            .map_err(|error| endpoint_error(describe_http_error(&error), network_fix()))?;
+        let (status, body) = super::wire::send(
+            request,
+            Duration::from_secs(30),
+            &format!("minting {what} for {}", self.client_email),
+            &self.token_uri,
+            &network_fix(),
+        )
+        .await?;
         if !status.is_success() {
-            let reason = serde_json::from_str::<OAuthError>(&body)
-                .map(|error| match error.error_description {
-                    Some(description) => format!("{}: {description}", error.error),
-                    None => error.error,
-                })
-                .unwrap_or_else(|_| format!("answer: {}", truncate(&body, 200)));
-            // An endpoint may echo what it was sent: no assertion or token in messages.
-            let reason = super::wire::redact(&reason);
+            // Redacted: an endpoint may echo what it was sent.
+            let reason = super::wire::error_reason(&body);
             let fix = if status.is_server_error() || status.as_u16() == 429 {
                 format!(
                     "the token endpoint failed three times in a row; try again later, and check \
@@ -186,12 +172,6 @@ impl ServiceAccountKey {
             )
         })
     }
-}
-
-#[derive(Deserialize)]
-struct OAuthError {
-    error: String,
-    error_description: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -280,11 +260,4 @@ fn parse_private_key(pem: &str) -> Result<RsaKeyPair, String> {
         .decode(base64_text)
         .map_err(|_| "the PEM body is not valid base64".to_string())?;
     RsaKeyPair::from_pkcs8(&der).map_err(|_| "the PEM body is not a PKCS#8 RSA private key".into())
-}
-
-fn truncate(text: &str, max: usize) -> &str {
-    match text.char_indices().nth(max) {
-        Some((index, _)) => &text[..index],
-        None => text,
-    }
 }
