@@ -2,34 +2,7 @@
 //! emulator or its server stack, and one TLS stack (rustls) on one crypto backend
 //! (aws-lc-rs), the same that reqwest uses by default.
 
-use cloudrun_test_e2e::{cargo_command, output_text, workspace_root};
-
-fn user_dependencies() -> Vec<String> {
-    let output = cargo_command(&[
-        "tree",
-        "--offline",
-        "-p",
-        "cloudrun-test",
-        "-e",
-        "normal,build",
-        "--prefix",
-        "none",
-        "--format",
-        "{p}",
-    ])
-    .current_dir(workspace_root())
-    .output()
-    .expect("cargo tree runs");
-    assert!(output.status.success(), "{}", output_text(&output));
-    let mut names: Vec<String> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| line.split_whitespace().next())
-        .map(str::to_owned)
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-}
+use cloudrun_test_e2e::user_dependencies;
 
 #[test]
 fn the_emulator_is_not_in_a_users_tree() {

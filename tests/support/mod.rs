@@ -172,3 +172,32 @@ pub fn output_text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     )
 }
+
+/// The crates a user compiles with `cloudrun-test` (its normal and build
+/// dependencies), by name, sorted and without repeats, as `cargo tree` lists them.
+pub fn user_dependencies() -> Vec<String> {
+    let output = cargo_command(&[
+        "tree",
+        "--offline",
+        "-p",
+        "cloudrun-test",
+        "-e",
+        "normal,build",
+        "--prefix",
+        "none",
+        "--format",
+        "{p}",
+    ])
+    .current_dir(workspace_root())
+    .output()
+    .expect("cargo tree runs");
+    assert!(output.status.success(), "{}", output_text(&output));
+    let mut names: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
