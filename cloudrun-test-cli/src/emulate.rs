@@ -2,7 +2,6 @@
 //! Google and Cloud Run.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
 use std::process::{Child, Command, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -151,7 +150,7 @@ pub fn run(args: EmulateArgs) -> Result<ExitCode, String> {
         .write_service_account_key(&identity, key_folder.path())
         .map_err(|error| format!("writing the service-account key file failed: {error}"))?;
 
-    let environment = environment(&emulator, &key_file);
+    let environment = emulator.environment(&key_file);
     eprintln!(
         "cloudrun-test emulate: Google endpoints at {}",
         emulator.base_url()
@@ -214,31 +213,6 @@ fn configure(
         service = service.tag(tag);
     }
     service
-}
-
-/// What COMMAND needs to find the emulated Google: credentials, project, region and
-/// the Admin API. Service URLs are left to the Admin API lookup, as in production.
-fn environment(emulator: &Emulator, key_file: &Path) -> Vec<(String, String)> {
-    vec![
-        (
-            "GOOGLE_APPLICATION_CREDENTIALS".into(),
-            key_file.display().to_string(),
-        ),
-        ("CLOUDRUN_TEST_PROJECT".into(), emulator.project().into()),
-        ("CLOUDRUN_TEST_REGION".into(), emulator.region().into()),
-        (
-            "CLOUDRUN_TEST_RUN_ENDPOINT".into(),
-            emulator
-                .run_endpoint()
-                .as_str()
-                .trim_end_matches('/')
-                .into(),
-        ),
-        (
-            "CLOUDRUN_TEST_EMULATOR".into(),
-            emulator.base_url().as_str().trim_end_matches('/').into(),
-        ),
-    ]
 }
 
 /// A `--serve` command: the user's own service, started like Cloud Run starts a

@@ -288,6 +288,24 @@ impl Emulator {
         }
     }
 
+    /// The environment that points `cloudrun-test` at this emulator, authenticating
+    /// with the key file at `key_file` (see [`Emulator::write_service_account_key`]):
+    /// credentials, project, region and the Admin API. Service URLs are left to the
+    /// Admin API lookup, as in production. `cloudrun-test emulate` exports exactly this.
+    pub fn environment(&self, key_file: &Path) -> Vec<(String, String)> {
+        let base = self.base_url().as_str().trim_end_matches('/').to_owned();
+        vec![
+            (
+                "GOOGLE_APPLICATION_CREDENTIALS".into(),
+                key_file.display().to_string(),
+            ),
+            ("CLOUDRUN_TEST_PROJECT".into(), self.project().into()),
+            ("CLOUDRUN_TEST_REGION".into(), self.region().into()),
+            ("CLOUDRUN_TEST_RUN_ENDPOINT".into(), base.clone()),
+            ("CLOUDRUN_TEST_EMULATOR".into(), base),
+        ]
+    }
+
     /// The counters so far.
     pub fn stats(&self) -> Stats {
         self.state.stats()

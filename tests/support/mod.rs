@@ -43,30 +43,13 @@ impl Fixture {
 
     /// The environment `cloudrun-test emulate` exports, authenticating as `email`.
     pub fn environment(&self, email: &str) -> Vec<(String, String)> {
-        let base = self
-            .emulator
-            .base_url()
-            .as_str()
-            .trim_end_matches('/')
-            .to_owned();
-        vec![
-            (
-                "GOOGLE_APPLICATION_CREDENTIALS".into(),
-                self.key_file(email).display().to_string(),
-            ),
-            (
-                "CLOUDRUN_TEST_PROJECT".into(),
-                self.emulator.project().into(),
-            ),
-            ("CLOUDRUN_TEST_REGION".into(), self.emulator.region().into()),
-            ("CLOUDRUN_TEST_RUN_ENDPOINT".into(), base.clone()),
-            ("CLOUDRUN_TEST_EMULATOR".into(), base),
-            // A disk cache of this fixture's own, so runs never share tokens.
-            (
-                "CLOUDRUN_TEST_CACHE_DIR".into(),
-                self.keys.path().join("token-cache").display().to_string(),
-            ),
-        ]
+        let mut environment = self.emulator.environment(&self.key_file(email));
+        // A disk cache of this fixture's own, so runs never share tokens.
+        environment.push((
+            "CLOUDRUN_TEST_CACHE_DIR".into(),
+            self.keys.path().join("token-cache").display().to_string(),
+        ));
+        environment
     }
 }
 
