@@ -180,13 +180,9 @@ impl Client {
 
     /// Whether `url` is the service's origin, the only one that may see its token.
     pub(crate) fn sends_token_to(&self, url: &Url) -> bool {
-        // `Url::origin` without its allocations: same scheme, host and port.
-        let base = &self.inner.target.url;
         self.inner.credentials.is_some()
             && matches!(url.scheme(), "http" | "https")
-            && url.scheme() == base.scheme()
-            && url.host() == base.host()
-            && url.port_or_known_default() == base.port_or_known_default()
+            && crate::send::same_origin(url, &self.inner.target.url)
     }
 }
 

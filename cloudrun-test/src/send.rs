@@ -82,7 +82,8 @@ const CREDENTIAL_HEADERS: [HeaderName; 5] = [
     WWW_AUTHENTICATE,
 ];
 
-fn same_origin(a: &Url, b: &Url) -> bool {
+/// Same scheme, host and port: `Url::origin` without its allocations.
+pub(crate) fn same_origin(a: &Url, b: &Url) -> bool {
     a.scheme() == b.scheme()
         && a.host() == b.host()
         && a.port_or_known_default() == b.port_or_known_default()
