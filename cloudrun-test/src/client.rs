@@ -1,7 +1,7 @@
 //! The authenticated client a test receives.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::resolve::{self, ServiceQuery, Target};
 use crate::retry::RetryPolicy;
 use crate::send::TokenHeader;
-use crate::token::IdToken;
+use crate::token::{IdToken, Token};
 
 /// An HTTP client for one Cloud Run service. Paths are relative to the service URL,
 /// and the identity token is attached only to requests for the service's own origin.
@@ -33,6 +33,9 @@ struct Inner {
     credentials: Option<Credentials>,
     retry: RetryPolicy,
     token_header: TokenHeader,
+    /// The last token this client got from the process-wide cache: while it is fresh,
+    /// a request needs no lookup in the shared map.
+    token: Mutex<Option<Token>>,
 }
 
 impl fmt::Debug for Client {
@@ -72,7 +75,7 @@ impl Client {
     /// The current identity token for the service, from the process-wide cache.
     pub async fn id_token(&self) -> Result<IdToken, Error> {
         match &self.inner.credentials {
-            Some(credentials) => credentials.id_token(self.audience()).await,
+            Some(credentials) => self.token(credentials).await.map(IdToken),
             None => Err(Error::Setting {
                 problem: format!(
                     "the client for {} has no credentials (a local URL needs none)",
@@ -93,6 +96,7 @@ impl Client {
                 credentials: None,
                 retry: self.inner.retry.clone(),
                 token_header: self.inner.token_header,
+                token: Mutex::new(None),
             }),
         }
     }
@@ -176,6 +180,44 @@ impl Client {
 
     pub(crate) fn token_header(&self) -> TokenHeader {
         self.inner.token_header
+    }
+
+    /// The token for the service: this client's own copy while it is fresh, else one
+    /// from the process-wide cache (which mints when it has none).
+    pub(crate) async fn token(&self, credentials: &Credentials) -> Result<Token, Error> {
+        if let Some(token) = self.kept_token().as_ref().filter(|token| token.is_fresh()) {
+            return Ok(token.clone());
+        }
+        // Boxed: the cache's future is large, and every request would otherwise carry
+        // (and copy) its space although a fresh token needs none of it.
+        let token = Box::pin(credentials.id_token(self.audience())).await?.0;
+        *self.kept_token() = Some(token.clone());
+        Ok(token)
+    }
+
+    /// After the service refused `sent`: forgets it here and in the shared caches, and
+    /// gets a new one (the same text if nothing changed, e.g. within the same second).
+    pub(crate) async fn renew_token(
+        &self,
+        credentials: &Credentials,
+        sent: &Token,
+    ) -> Result<Token, Error> {
+        {
+            let mut kept = self.kept_token();
+            if kept.as_ref().is_some_and(|token| token.same_secret(sent)) {
+                *kept = None;
+            }
+        }
+        credentials.forget_id_token(self.audience(), sent);
+        self.token(credentials).await
+    }
+
+    fn kept_token(&self) -> MutexGuard<'_, Option<Token>> {
+        // The slot is only ever replaced whole: a poisoned lock still holds a valid value.
+        self.inner
+            .token
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Whether `url` is the service's origin, the only one that may see its token.
@@ -394,9 +436,10 @@ impl ClientBuilder {
             }
             (None, credentials) => credentials,
         };
-        if let Some(credentials) = &credentials {
-            credentials.id_token(&target.audience).await?;
-        }
+        let first_token = match &credentials {
+            Some(credentials) => Some(credentials.id_token(&target.audience).await?.0),
+            None => None,
+        };
         let token_header = match self.token_header {
             Some(header) => header,
             None => TokenHeader::from_env()?.unwrap_or_default(),
@@ -417,6 +460,7 @@ impl ClientBuilder {
                 credentials,
                 retry: self.retry.unwrap_or_default(),
                 token_header,
+                token: Mutex::new(first_token),
             }),
         };
         if let Some((path, limit)) = &self.ready {

@@ -102,7 +102,7 @@ pub(crate) async fn send(
     url: Url,
     builder: reqwest::RequestBuilder,
 ) -> Result<Response, Error> {
-    let mut request = builder.build().map_err(|error| Error::Request {
+    let request = builder.build().map_err(|error| Error::Request {
         method: method.to_string(),
         url: url.to_string(),
         problem: format!(
@@ -110,109 +110,133 @@ pub(crate) async fn send(
             crate::error::describe_http_error(&error)
         ),
     })?;
-    let policy: &RetryPolicy = client.retry_policy();
-    let max_retries = policy.max_retries_for(&method);
-    let started = Instant::now();
-    let mut retries = 0;
-    let mut reminted = false;
-    loop {
-        // A streaming body cannot be sent twice: then there is no retry.
-        let spare = request.try_clone();
-        let hop = follow(client, request, spare.as_ref()).await?;
-        let Some(next) = spare else {
-            return finish(client, &method, hop, retries, reminted, started);
-        };
+    let mut attempts = Attempts::new(client, method, &request, true);
+    let hop = send_hop(client, request, url).await?;
+    let hop = match attempts.next_step(&hop) {
+        Next::Done => hop,
+        // Out of line (boxed): redirects and retries need far more state than the
+        // usual single hop, and this future is created and moved for every request.
+        next => Box::pin(attempts.go_on(hop, next)).await?,
+    };
+    attempts.finish(hop)
+}
+
+/// One hop: the token if `url` is the service's origin, and the request.
+async fn send_hop(client: &Client, mut request: Request, url: Url) -> Result<Hop, Error> {
+    let token = match client.credentials() {
+        Some(credentials) if client.sends_token_to(&url) => Some(client.token(credentials).await?),
+        _ => None,
+    };
+    if let Some(token) = &token {
+        request
+            .headers_mut()
+            .insert(client.token_header().name(), token.authorization());
+    }
+    let outcome = client.http().execute(request).await;
+    Ok(Hop {
+        outcome,
+        url,
+        token,
+    })
+}
+
+/// What to do after a hop.
+enum Next {
+    Done,
+    /// Follow a redirect with this request (to this URL).
+    Follow(Request, Url),
+    /// Start again with this copy of the first request, after minting a new token.
+    Renew(Request),
+    /// Start again with this copy of the first request, after a pause.
+    Retry(Request, Duration),
+}
+
+/// One request's way through redirects and retries.
+struct Attempts<'a> {
+    client: &'a Client,
+    method: Method,
+    /// A copy of the request as built, without a token: redirects are built from it,
+    /// and a retry starts again from it. `None` for a streaming body, which cannot be
+    /// sent twice: then there is neither.
+    first: Option<Request>,
+    /// After a redirect, the copy of that hop's request, made before its token went in.
+    unsent_hop: Option<Request>,
+    redirects: usize,
+    /// Whether 401s, 429/503 answers and failed connections are retried (else only
+    /// redirects are followed).
+    retry: bool,
+    retries: u32,
+    reminted: bool,
+    started: Instant,
+}
+
+impl<'a> Attempts<'a> {
+    fn new(client: &'a Client, method: Method, request: &Request, retry: bool) -> Attempts<'a> {
+        Attempts {
+            client,
+            method,
+            first: request.try_clone(),
+            unsent_hop: None,
+            redirects: 0,
+            retry,
+            retries: 0,
+            reminted: false,
+            started: Instant::now(),
+        }
+    }
+
+    fn next_step(&mut self, hop: &Hop) -> Next {
+        if let Some((request, url)) = self.redirect(hop) {
+            return Next::Follow(request, url);
+        }
+        if !self.retry || self.first.is_none() {
+            return Next::Done;
+        }
+        // Made only when needed: the usual request is sent once.
+        let again = || self.first.as_ref().and_then(Request::try_clone);
+        let policy = self.client.retry_policy();
+        let retries_left = self.retries < policy.max_retries_for(&self.method);
         match &hop.outcome {
-            Ok(response) if response.status() == StatusCode::UNAUTHORIZED && !reminted => {
-                // The token may have been revoked or the signing keys rotated: mint once more.
-                reminted = true;
-                if let (Some(credentials), Some(sent)) = (client.credentials(), &hop.token) {
-                    credentials.forget_id_token(client.audience(), sent);
-                    // Minted anew; the same text if nothing changed (same key, same
-                    // second), which is still worth one more try (clock skew, a blip).
-                    credentials.id_token(client.audience()).await?;
-                    tracing::debug!(url = %hop.url, "401 from the service; retrying once with a new token");
-                    request = next;
-                    continue;
-                }
+            Ok(response)
+                if response.status() == StatusCode::UNAUTHORIZED
+                    && !self.reminted
+                    && hop.token.is_some() =>
+            {
+                again().map_or(Next::Done, Next::Renew)
             }
-            Ok(response) if retries < max_retries && policy.retries_status(response.status()) => {
-                retries += 1;
-                let delay = policy.delay(retries, retry::retry_after(response.headers()));
-                tracing::debug!(url = %hop.url, status = %response.status(), ?delay, retries, "retrying");
-                tokio::time::sleep(delay).await;
-                request = next;
-                continue;
+            Ok(response) if retries_left && policy.retries_status(response.status()) => {
+                self.retries += 1;
+                let delay = policy.delay(self.retries, retry::retry_after(response.headers()));
+                tracing::debug!(url = %hop.url, status = %response.status(), ?delay, retries = self.retries, "retrying");
+                again().map_or(Next::Done, |request| Next::Retry(request, delay))
             }
-            Err(error) if retries < max_retries && retry::is_transient(error) => {
-                retries += 1;
-                let delay = policy.delay(retries, None);
+            Err(error) if retries_left && retry::is_transient(error) => {
+                self.retries += 1;
+                let delay = policy.delay(self.retries, None);
                 tracing::debug!(
                     url = %hop.url,
                     error = %crate::error::describe_http_error(error),
                     ?delay,
-                    retries,
+                    retries = self.retries,
                     "connection failed; retrying"
                 );
-                tokio::time::sleep(delay).await;
-                request = next;
-                continue;
+                again().map_or(Next::Done, |request| Next::Retry(request, delay))
             }
-            _ => {}
+            _ => Next::Done,
         }
-        return finish(client, &method, hop, retries, reminted, started);
     }
-}
 
-/// Sends `request`, following redirects, with the token on the service's origin only.
-///
-/// `unsent` is a copy of `request` without the token (the retry copy the caller keeps):
-/// a redirect is built from it, so the usual, redirect-free request is copied only once.
-async fn follow(
-    client: &Client,
-    mut request: Request,
-    unsent: Option<&Request>,
-) -> Result<Hop, Error> {
-    let header = client.token_header().name();
-    let mut redirects = 0;
-    // After a redirect, the copy of that hop's request, made before its token went in.
-    let mut unsent_hop: Option<Request> = None;
-    loop {
-        let url = request.url().clone();
-        let token = match client.credentials() {
-            Some(credentials) if client.sends_token_to(&url) => {
-                Some(credentials.id_token(client.audience()).await?.0)
-            }
-            _ => None,
-        };
-        if let Some(token) = &token {
-            request
-                .headers_mut()
-                .insert(header.clone(), token.authorization());
+    /// The next request if `hop` answered with a redirect to follow: the token only
+    /// stays on the service's origin, and no credential header leaves it.
+    fn redirect(&self, hop: &Hop) -> Option<(Request, Url)> {
+        let response = hop.outcome.as_ref().ok()?;
+        if !response.status().is_redirection() || self.redirects >= MAX_REDIRECTS {
+            return None;
         }
-        let outcome = client.http().execute(request).await;
-        let location = match &outcome {
-            Ok(response) if response.status().is_redirection() => response
-                .headers()
-                .get(LOCATION)
-                .and_then(|location| location.to_str().ok())
-                .and_then(|location| url.join(location).ok()),
-            _ => None,
-        };
-        let template = unsent_hop
-            .as_ref()
-            .or(unsent)
-            .filter(|_| redirects < MAX_REDIRECTS);
-        let next = location
-            .as_ref()
-            .and_then(|_| template.and_then(Request::try_clone));
-        let (Some(location), Some(mut next), Ok(response)) = (location, next, &outcome) else {
-            return Ok(Hop {
-                outcome,
-                url,
-                token,
-            });
-        };
+        let location = response.headers().get(LOCATION)?.to_str().ok()?;
+        let location = hop.url.join(location).ok()?;
+        let template = self.unsent_hop.as_ref().or(self.first.as_ref())?;
+        let mut next = template.try_clone()?;
         match response.status() {
             StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND | StatusCode::SEE_OTHER => {
                 // As browsers and reqwest do: the next request is a GET without a body.
@@ -231,81 +255,117 @@ async fn follow(
             }
             StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT => {}
             // 300, 304, 305...: not a redirect to follow.
-            _ => {
-                return Ok(Hop {
-                    outcome,
-                    url,
-                    token,
-                });
-            }
+            _ => return None,
         }
-        if !same_origin(&url, &location) {
+        if !same_origin(&hop.url, &location) {
             for name in &CREDENTIAL_HEADERS {
                 next.headers_mut().remove(name);
             }
         }
-        tracing::debug!(from = %url, to = %location, status = %response.status(), "following a redirect");
-        *next.url_mut() = location;
-        unsent_hop = next.try_clone();
-        request = next;
-        redirects += 1;
+        tracing::debug!(from = %hop.url, to = %location, status = %response.status(), "following a redirect");
+        *next.url_mut() = location.clone();
+        Some((next, location))
     }
-}
 
-/// The answer, explained when it is a refusal or the retries ran out; or the error.
-fn finish(
-    client: &Client,
-    method: &Method,
-    hop: Hop,
-    retries: u32,
-    reminted: bool,
-    started: Instant,
-) -> Result<Response, Error> {
-    let Hop {
-        outcome,
-        url,
-        token,
-    } = hop;
-    let target = client.target();
-    let mut response = match outcome {
-        Ok(response) => response,
-        Err(error) => {
-            return Err(Error::Request {
-                method: method.to_string(),
-                url: url.to_string(),
-                problem: diagnose::explain_no_answer(target, &url, &error, retries),
-            });
+    /// Takes the steps `next_step` says until it says done; returns the last hop.
+    async fn go_on(&mut self, mut hop: Hop, mut next: Next) -> Result<Hop, Error> {
+        loop {
+            let request = match next {
+                Next::Done => return Ok(hop),
+                Next::Follow(request, location) => {
+                    self.redirects += 1;
+                    self.unsent_hop = request.try_clone();
+                    hop = send_hop(self.client, request, location).await?;
+                    next = self.next_step(&hop);
+                    continue;
+                }
+                Next::Renew(request) => {
+                    // The token may have been revoked or the signing keys rotated: mint
+                    // once more, and try once more even if the text is the same (clock
+                    // skew, a blip).
+                    self.reminted = true;
+                    if let (Some(credentials), Some(sent)) = (self.client.credentials(), &hop.token)
+                    {
+                        self.client.renew_token(credentials, sent).await?;
+                    }
+                    tracing::debug!(url = %hop.url, "401 from the service; retrying once with a new token");
+                    self.start_over();
+                    request
+                }
+                Next::Retry(request, delay) => {
+                    tokio::time::sleep(delay).await;
+                    self.start_over();
+                    request
+                }
+            };
+            // Again from the start: the first hop's URL, not where a redirect led.
+            let url = request.url().clone();
+            hop = send_hop(self.client, request, url).await?;
+            next = self.next_step(&hop);
         }
-    };
-    let status = response.status();
-    let message = match &token {
-        Some(token) if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
-            let reason = response
-                .headers()
-                .get("x-cloudrun-test-emulator-reason")
-                .and_then(|value| value.to_str().ok());
-            Some(diagnose::explain_refusal(&Refusal {
-                target,
-                identity: client.identity(),
-                token,
-                reminted,
-                method,
-                url: &url,
-                status,
-                reason,
-            }))
-        }
-        _ if retries > 0 && client.retry_policy().retries_status(status) => Some(
-            diagnose::explain_unavailable(target, method, &url, status, retries, started.elapsed()),
-        ),
-        _ => None,
-    };
-    if let Some(message) = message {
-        // Captured by the test harness and shown when the test fails.
-        eprintln!("{message}");
-        response.extensions_mut().insert(Diagnosis::new(message));
     }
-    Ok(response)
+
+    fn start_over(&mut self) {
+        self.redirects = 0;
+        self.unsent_hop = None;
+    }
+
+    /// The answer, explained when it is a refusal or the retries ran out; or the error.
+    fn finish(&self, hop: Hop) -> Result<Response, Error> {
+        let Hop {
+            outcome,
+            url,
+            token,
+        } = hop;
+        let (client, method, retries) = (self.client, &self.method, self.retries);
+        let target = client.target();
+        let mut response = match outcome {
+            Ok(response) => response,
+            Err(error) => {
+                return Err(Error::Request {
+                    method: method.to_string(),
+                    url: url.to_string(),
+                    problem: diagnose::explain_no_answer(target, &url, &error, retries),
+                });
+            }
+        };
+        let status = response.status();
+        let message = match &token {
+            Some(token) if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+                let reason = response
+                    .headers()
+                    .get("x-cloudrun-test-emulator-reason")
+                    .and_then(|value| value.to_str().ok());
+                Some(diagnose::explain_refusal(&Refusal {
+                    target,
+                    identity: client.identity(),
+                    token,
+                    reminted: self.reminted,
+                    method,
+                    url: &url,
+                    status,
+                    reason,
+                }))
+            }
+            _ if retries > 0 && client.retry_policy().retries_status(status) => {
+                Some(diagnose::explain_unavailable(
+                    target,
+                    method,
+                    &url,
+                    status,
+                    retries,
+                    self.started.elapsed(),
+                ))
+            }
+            _ => None,
+        };
+        if let Some(message) = message {
+            // Captured by the test harness and shown when the test fails.
+            eprintln!("{message}");
+            response.extensions_mut().insert(Diagnosis::new(message));
+        }
+        Ok(response)
+    }
 }
 
 /// Waits until `path` answers something else than 429, 502, 503 or 504 (or a failed
@@ -335,12 +395,16 @@ pub(crate) async fn wait_until_ready(
         let request = client
             .http()
             .get(url.clone())
-            .timeout(left.max(Duration::from_millis(1)));
-        let request = request
+            .timeout(left.max(Duration::from_millis(1)))
             .build()
             .map_err(|error| Error::Internal(error.to_string()))?;
-        let unsent = request.try_clone();
-        let hop = follow(client, request, unsent.as_ref()).await?;
+        // Redirects followed, no retries: the polling here is the retry.
+        let mut attempts = Attempts::new(client, Method::GET, &request, false);
+        let hop = send_hop(client, request, url.clone()).await?;
+        let hop = match attempts.next_step(&hop) {
+            Next::Done => hop,
+            next => attempts.go_on(hop, next).await?,
+        };
         let last = match &hop.outcome {
             Ok(response) if !not_ready.contains(&response.status()) => {
                 tracing::debug!(%url, status = %response.status(), attempt, "the service is ready");

@@ -24,6 +24,9 @@ struct TokenInner {
     authorization: HeaderValue,
     issued_at: SystemTime,
     expires_at: SystemTime,
+    /// When to stop using the token: a quarter of its lifetime (at most five minutes)
+    /// before it expires, so a request never leaves with a token about to lapse.
+    refresh_at: SystemTime,
     claims: Claims,
 }
 
@@ -103,12 +106,15 @@ impl Token {
         let mut authorization = HeaderValue::try_from(format!("Bearer {secret}"))
             .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid-token-characters"));
         authorization.set_sensitive(true);
+        let lifetime = expires_at.duration_since(issued_at).unwrap_or_default();
+        let margin = (lifetime / 4).min(Duration::from_secs(300));
         Token {
             inner: Arc::new(TokenInner {
                 secret,
                 authorization,
                 issued_at,
                 expires_at,
+                refresh_at: expires_at.checked_sub(margin).unwrap_or(expires_at),
                 claims,
             }),
         }
@@ -139,13 +145,7 @@ impl Token {
     /// their lifetime (at most five minutes) before they expire, so a request never
     /// leaves with a token about to lapse.
     pub(crate) fn is_fresh(&self) -> bool {
-        let lifetime = self
-            .inner
-            .expires_at
-            .duration_since(self.inner.issued_at)
-            .unwrap_or_default();
-        let margin = (lifetime / 4).min(Duration::from_secs(300));
-        SystemTime::now() + margin < self.inner.expires_at
+        SystemTime::now() < self.inner.refresh_at
     }
 
     pub(crate) fn same_secret(&self, other: &Token) -> bool {

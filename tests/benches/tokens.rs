@@ -61,6 +61,9 @@ fn main() -> ExitCode {
         Emulator::builder()
             .service(ServiceConfig::new("hello").invoker(&format!("serviceAccount:{TESTER}"))),
     );
+    if let Ok(spec) = std::env::var("CLOUDRUN_TEST_BENCH_COUNT") {
+        return count_requests(&fixture, &spec);
+    }
     hot_path(&fixture, &mut report);
     per_request(&fixture, &mut report);
     per_test_setup(&fixture, &mut report);
@@ -393,41 +396,61 @@ fn hot_path(fixture: &Fixture, report: &mut Report) {
 // ---------------------------------------------------------------------------------
 // 2. Per-request overhead
 
-fn per_request(fixture: &Fixture, report: &mut Report) {
-    println!("\nper request: Client::get(..).send() vs reqwest with a static Authorization header");
-    let credentials = Credentials::from_file(fixture.key_file(TESTER)).unwrap();
-    let runtime = current_thread_runtime();
-    let server = start_plain_server(&runtime);
-    let (client, header) = runtime.block_on(async {
-        let client = Client::builder()
-            .url(server.as_str())
-            .credentials(credentials)
-            .build()
-            .await
-            .unwrap();
-        let token = client.id_token().await.unwrap();
-        let mut header = HeaderValue::try_from(format!("Bearer {}", token.as_str())).unwrap();
-        header.set_sensitive(true);
-        (client, header)
-    });
-    let url = format!("{server}/");
-    let through_client = |iterations| {
-        runtime.block_on(async {
+/// The per-request subjects: a `Client` and a static header for hand-written reqwest
+/// calls, against a plain server on `runtime`.
+struct RequestBench {
+    runtime: tokio::runtime::Runtime,
+    client: Client,
+    header: HeaderValue,
+    url: String,
+}
+
+impl RequestBench {
+    fn start(fixture: &Fixture) -> RequestBench {
+        let credentials = Credentials::from_file(fixture.key_file(TESTER)).unwrap();
+        let runtime = current_thread_runtime();
+        let server = start_plain_server(&runtime);
+        let (client, header) = runtime.block_on(async {
+            let client = Client::builder()
+                .url(server.as_str())
+                .credentials(credentials)
+                .build()
+                .await
+                .unwrap();
+            let token = client.id_token().await.unwrap();
+            let mut header = HeaderValue::try_from(format!("Bearer {}", token.as_str())).unwrap();
+            header.set_sensitive(true);
+            (client, header)
+        });
+        RequestBench {
+            runtime,
+            client,
+            header,
+            url: format!("{server}/"),
+        }
+    }
+
+    // Not inlined: `valgrind --tool=callgrind --toggle-collect` counts inside them.
+    #[inline(never)]
+    fn through_client(&self, iterations: u32) -> Duration {
+        self.runtime.block_on(async {
             let started = Instant::now();
             for _ in 0..iterations {
-                let response = client.get("/").send().await.unwrap();
+                let response = self.client.get("/").send().await.unwrap();
                 black_box(response.bytes().await.unwrap());
             }
             started.elapsed()
         })
-    };
-    let by_hand = |raw: &cloudrun_test::reqwest::Client, iterations| {
-        runtime.block_on(async {
+    }
+
+    #[inline(never)]
+    fn by_hand(&self, raw: &cloudrun_test::reqwest::Client, iterations: u32) -> Duration {
+        self.runtime.block_on(async {
             let started = Instant::now();
             for _ in 0..iterations {
                 let response = raw
-                    .get(url.as_str())
-                    .header(AUTHORIZATION, header.clone())
+                    .get(self.url.as_str())
+                    .header(AUTHORIZATION, self.header.clone())
                     .send()
                     .await
                     .unwrap();
@@ -435,7 +458,59 @@ fn per_request(fixture: &Fixture, report: &mut Report) {
             }
             started.elapsed()
         })
+    }
+}
+
+/// reqwest with the timeouts `Client` sets.
+fn reqwest_with_client_timeouts() -> cloudrun_test::reqwest::Client {
+    cloudrun_test::reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
+/// `CLOUDRUN_TEST_BENCH_COUNT=client:N`, `reqwest:N` or `reqwest-timed:N`: only N requests one way, for
+/// counting instructions (`valgrind --tool=callgrind`, stable where timings are not):
+/// the difference between N and 0 requests, over N, is the cost of one request.
+fn count_requests(fixture: &Fixture, spec: &str) -> ExitCode {
+    let Some((way, count)) = spec.split_once(':') else {
+        eprintln!(
+            "CLOUDRUN_TEST_BENCH_COUNT is `client:N`, `reqwest:N` or `reqwest-timed:N`, not {spec:?}"
+        );
+        return ExitCode::from(2);
     };
+    let Ok(count) = count.parse() else {
+        eprintln!("CLOUDRUN_TEST_BENCH_COUNT: {count:?} is no number");
+        return ExitCode::from(2);
+    };
+    let bench = RequestBench::start(fixture);
+    let raw = cloudrun_test::reqwest::Client::new();
+    let timed = reqwest_with_client_timeouts();
+    // One request each way first, so that N = 0 has built the same lazy state.
+    bench.through_client(1);
+    bench.by_hand(&raw, 1);
+    bench.by_hand(&timed, 1);
+    let took = match way {
+        "client" => bench.through_client(count),
+        "reqwest" => bench.by_hand(&raw, count),
+        "reqwest-timed" => bench.by_hand(&timed, count),
+        _ => {
+            eprintln!(
+                "CLOUDRUN_TEST_BENCH_COUNT: {way:?} is not `client`, `reqwest` or `reqwest-timed`"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    println!("{count} requests through {way}: {}", format_time(took));
+    ExitCode::SUCCESS
+}
+
+fn per_request(fixture: &Fixture, report: &mut Report) {
+    println!("\nper request: Client::get(..).send() vs reqwest with a static Authorization header");
+    let bench = RequestBench::start(fixture);
+    let through_client = |n| bench.through_client(n);
+    let by_hand = |raw: &cloudrun_test::reqwest::Client, n| bench.by_hand(raw, n);
     let plain = cloudrun_test::reqwest::Client::new();
     let result = compare(41, 500, |n| by_hand(&plain, n), through_client);
     report
@@ -451,11 +526,7 @@ fn per_request(fixture: &Fixture, report: &mut Report) {
         .at_most(result.ratio, 1.02);
     // The same, against reqwest with the timeouts `Client` sets (a 5-minute request
     // limit costs a timer per request): what remains is the token and the 401 retry.
-    let timed = cloudrun_test::reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(300))
-        .build()
-        .unwrap();
+    let timed = reqwest_with_client_timeouts();
     let result = compare(41, 500, |n| by_hand(&timed, n), through_client);
     report.add(
         "request through `Client`",
