@@ -142,17 +142,16 @@ impl Client {
     }
 
     fn join(&self, path: &str) -> Result<Url, Error> {
-        let base = &self.inner.target.url;
-        let joined = match Url::parse(path) {
-            Ok(absolute) => Ok(absolute),
-            Err(url::ParseError::RelativeUrlWithoutBase) => base.join(path),
-            Err(error) => Err(error),
-        };
-        joined.map_err(|error| Error::Request {
-            method: "-".into(),
-            url: path.into(),
-            problem: format!("{path:?} is neither a path nor a URL ({error})"),
-        })
+        // An absolute URL stays as it is: `join` parses against the base.
+        self.inner
+            .target
+            .url
+            .join(path)
+            .map_err(|error| Error::Request {
+                method: "-".into(),
+                url: path.into(),
+                problem: format!("{path:?} is neither a path nor a URL ({error})"),
+            })
     }
 
     /// Waits until `path` answers something else than 429, 502, 503 or 504 or a failed

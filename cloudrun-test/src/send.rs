@@ -121,6 +121,24 @@ pub(crate) async fn send(
     attempts.finish(hop)
 }
 
+/// A copy of `request`, or `None` if its body is a stream (which cannot be sent twice).
+///
+/// `Request::try_clone` builds a map for the request's timeout even when it has none
+/// (reqwest 0.13), which costs about as much as the rest of the copy: a request without
+/// a body is copied here by hand.
+fn copy_request(request: &Request) -> Option<Request> {
+    if request.body().is_some() {
+        return request.try_clone();
+    }
+    let mut copy = Request::new(request.method().clone(), request.url().clone());
+    *copy.headers_mut() = request.headers().clone();
+    *copy.version_mut() = request.version();
+    if let Some(timeout) = request.timeout() {
+        *copy.timeout_mut() = Some(*timeout);
+    }
+    Some(copy)
+}
+
 /// One hop: the token if `url` is the service's origin, and the request.
 async fn send_hop(client: &Client, mut request: Request, url: Url) -> Result<Hop, Error> {
     let token = match client.credentials() {
@@ -175,7 +193,7 @@ impl<'a> Attempts<'a> {
         Attempts {
             client,
             method,
-            first: request.try_clone(),
+            first: copy_request(request),
             unsent_hop: None,
             redirects: 0,
             retry,
@@ -193,7 +211,7 @@ impl<'a> Attempts<'a> {
             return Next::Done;
         }
         // Made only when needed: the usual request is sent once.
-        let again = || self.first.as_ref().and_then(Request::try_clone);
+        let again = || self.first.as_ref().and_then(copy_request);
         let policy = self.client.retry_policy();
         let retries_left = self.retries < policy.max_retries_for(&self.method);
         match &hop.outcome {
@@ -236,7 +254,7 @@ impl<'a> Attempts<'a> {
         let location = response.headers().get(LOCATION)?.to_str().ok()?;
         let location = hop.url.join(location).ok()?;
         let template = self.unsent_hop.as_ref().or(self.first.as_ref())?;
-        let mut next = template.try_clone()?;
+        let mut next = copy_request(template)?;
         match response.status() {
             StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND | StatusCode::SEE_OTHER => {
                 // As browsers and reqwest do: the next request is a GET without a body.
@@ -274,7 +292,7 @@ impl<'a> Attempts<'a> {
                 Next::Done => return Ok(hop),
                 Next::Follow(request, location) => {
                     self.redirects += 1;
-                    self.unsent_hop = request.try_clone();
+                    self.unsent_hop = copy_request(&request);
                     hop = send_hop(self.client, request, location).await?;
                     next = self.next_step(&hop);
                     continue;
@@ -450,6 +468,47 @@ mod tests {
             message.contains("fix: set it to `authorization`"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_request_copy_keeps_everything_but_a_stream() {
+        let client = reqwest::Client::new();
+        let request = client
+            .get("http://127.0.0.1:1/path?query=1")
+            .header("x-app", "kept")
+            .timeout(Duration::from_secs(7))
+            .version(reqwest::Version::HTTP_11)
+            .build()
+            .unwrap();
+        let copy = copy_request(&request).unwrap();
+        assert_eq!(copy.method(), Method::GET);
+        assert_eq!(copy.url(), request.url());
+        assert_eq!(copy.headers(), request.headers());
+        assert_eq!(copy.timeout(), Some(&Duration::from_secs(7)));
+        assert_eq!(copy.version(), reqwest::Version::HTTP_11);
+        assert!(copy.body().is_none());
+
+        let untimed = client.get("http://127.0.0.1:1/").build().unwrap();
+        assert_eq!(copy_request(&untimed).unwrap().timeout(), None);
+
+        let posted = client
+            .post("http://127.0.0.1:1/")
+            .body("payload")
+            .build()
+            .unwrap();
+        let copy = copy_request(&posted).unwrap();
+        assert_eq!(copy.method(), Method::POST);
+        assert_eq!(
+            copy.body().and_then(reqwest::Body::as_bytes),
+            Some(&b"payload"[..])
+        );
+
+        let streamed = client
+            .post("http://127.0.0.1:1/")
+            .body(reqwest::Body::wrap(String::from("a stream")))
+            .build()
+            .unwrap();
+        assert!(copy_request(&streamed).is_none());
     }
 
     #[test]
