@@ -294,14 +294,17 @@ impl RequestBuilder {
     /// after a 401 and with backoff after 429/503 or a failed connection (see
     /// [`RetryPolicy`]); a refusal is explained on stderr and in the response's
     /// [`crate::Diagnosis`].
-    pub async fn send(self) -> Result<reqwest::Response, Error> {
+    // Not an `async fn`: the future is `send::send`'s own, one level less to create and
+    // copy for every request.
+    pub fn send(self) -> impl Future<Output = Result<reqwest::Response, Error>> + Send {
         let RequestBuilder {
             client,
             method,
             url,
             builder,
         } = self;
-        crate::send::send(&client, method, url?, builder?).await
+        let request = crate::send::build(&method, url, builder);
+        crate::send::send(client, method, request)
     }
 }
 

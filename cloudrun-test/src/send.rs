@@ -96,12 +96,13 @@ struct Hop {
     token: Option<Token>,
 }
 
-pub(crate) async fn send(
-    client: &Client,
-    method: Method,
-    url: Url,
-    builder: reqwest::RequestBuilder,
-) -> Result<Response, Error> {
+/// The request a `RequestBuilder` describes, and its URL.
+pub(crate) fn build(
+    method: &Method,
+    url: Result<Url, Error>,
+    builder: Result<reqwest::RequestBuilder, Error>,
+) -> Result<(Request, Url), Error> {
+    let (url, builder) = (url?, builder?);
     let request = builder.build().map_err(|error| Error::Request {
         method: method.to_string(),
         url: url.to_string(),
@@ -110,15 +111,30 @@ pub(crate) async fn send(
             crate::error::describe_http_error(&error)
         ),
     })?;
-    let mut attempts = Attempts::new(client, method, &request, true);
-    let hop = send_hop(client, request, url).await?;
-    let hop = match attempts.next_step(&hop) {
-        Next::Done => hop,
-        // Out of line (boxed): redirects and retries need far more state than the
-        // usual single hop, and this future is created and moved for every request.
-        next => Box::pin(attempts.go_on(hop, next)).await?,
-    };
-    attempts.finish(hop)
+    Ok((request, url))
+}
+
+#[expect(
+    clippy::manual_async_fn,
+    reason = "arguments stored once: see `send_hop`"
+)]
+pub(crate) fn send(
+    client: Client,
+    method: Method,
+    request: Result<(Request, Url), Error>,
+) -> impl Future<Output = Result<Response, Error>> + Send {
+    async move {
+        let (request, url) = request?;
+        let mut attempts = Attempts::new(&client, method, &request, true);
+        let hop = send_hop(&client, request, url).await?;
+        let hop = match attempts.next_step(&hop, None) {
+            Next::Done => hop,
+            // Out of line (boxed): redirects and retries need far more state than the
+            // usual single hop, and this future is created and moved for every request.
+            next => Box::pin(attempts.go_on(hop, next)).await?,
+        };
+        attempts.finish(hop)
+    }
 }
 
 /// A copy of `request`, or `None` if its body is a stream (which cannot be sent twice).
@@ -140,22 +156,35 @@ fn copy_request(request: &Request) -> Option<Request> {
 }
 
 /// One hop: the token if `url` is the service's origin, and the request.
-async fn send_hop(client: &Client, mut request: Request, url: Url) -> Result<Hop, Error> {
-    let token = match client.credentials() {
-        Some(credentials) if client.sends_token_to(&url) => Some(client.token(credentials).await?),
-        _ => None,
-    };
-    if let Some(token) = &token {
-        request
-            .headers_mut()
-            .insert(client.token_header().name(), token.authorization());
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an `async fn` keeps its arguments twice in its future, which is created \
+              and moved for every request"
+)]
+fn send_hop(
+    client: &Client,
+    mut request: Request,
+    url: Url,
+) -> impl Future<Output = Result<Hop, Error>> + Send + '_ {
+    async move {
+        let token = match client.credentials() {
+            Some(credentials) if client.sends_token_to(&url) => {
+                Some(client.token(credentials).await?)
+            }
+            _ => None,
+        };
+        if let Some(token) = &token {
+            request
+                .headers_mut()
+                .insert(client.token_header().name(), token.authorization());
+        }
+        let outcome = client.http().execute(request).await;
+        Ok(Hop {
+            outcome,
+            url,
+            token,
+        })
     }
-    let outcome = client.http().execute(request).await;
-    Ok(Hop {
-        outcome,
-        url,
-        token,
-    })
 }
 
 /// What to do after a hop.
@@ -177,8 +206,6 @@ struct Attempts<'a> {
     /// and a retry starts again from it. `None` for a streaming body, which cannot be
     /// sent twice: then there is neither.
     first: Option<Request>,
-    /// After a redirect, the copy of that hop's request, made before its token went in.
-    unsent_hop: Option<Request>,
     redirects: usize,
     /// Whether 401s, 429/503 answers and failed connections are retried (else only
     /// redirects are followed).
@@ -194,7 +221,6 @@ impl<'a> Attempts<'a> {
             client,
             method,
             first: copy_request(request),
-            unsent_hop: None,
             redirects: 0,
             retry,
             retries: 0,
@@ -203,8 +229,10 @@ impl<'a> Attempts<'a> {
         }
     }
 
-    fn next_step(&mut self, hop: &Hop) -> Next {
-        if let Some((request, url)) = self.redirect(hop) {
+    /// After `hop`; `unsent_hop` is the copy of its request made before its token went
+    /// in, if it followed a redirect (else the first request is the template).
+    fn next_step(&mut self, hop: &Hop, unsent_hop: Option<&Request>) -> Next {
+        if let Some((request, url)) = self.redirect(hop, unsent_hop) {
             return Next::Follow(request, url);
         }
         if !self.retry || self.first.is_none() {
@@ -246,14 +274,14 @@ impl<'a> Attempts<'a> {
 
     /// The next request if `hop` answered with a redirect to follow: the token only
     /// stays on the service's origin, and no credential header leaves it.
-    fn redirect(&self, hop: &Hop) -> Option<(Request, Url)> {
+    fn redirect(&self, hop: &Hop, unsent_hop: Option<&Request>) -> Option<(Request, Url)> {
         let response = hop.outcome.as_ref().ok()?;
         if !response.status().is_redirection() || self.redirects >= MAX_REDIRECTS {
             return None;
         }
         let location = response.headers().get(LOCATION)?.to_str().ok()?;
         let location = hop.url.join(location).ok()?;
-        let template = self.unsent_hop.as_ref().or(self.first.as_ref())?;
+        let template = unsent_hop.or(self.first.as_ref())?;
         let mut next = copy_request(template)?;
         match response.status() {
             StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND | StatusCode::SEE_OTHER => {
@@ -292,9 +320,9 @@ impl<'a> Attempts<'a> {
                 Next::Done => return Ok(hop),
                 Next::Follow(request, location) => {
                     self.redirects += 1;
-                    self.unsent_hop = copy_request(&request);
+                    let unsent = copy_request(&request);
                     hop = send_hop(self.client, request, location).await?;
-                    next = self.next_step(&hop);
+                    next = self.next_step(&hop, unsent.as_ref());
                     continue;
                 }
                 Next::Renew(request) => {
@@ -307,25 +335,20 @@ impl<'a> Attempts<'a> {
                         self.client.renew_token(credentials, sent).await?;
                     }
                     tracing::debug!(url = %hop.url, "401 from the service; retrying once with a new token");
-                    self.start_over();
+                    self.redirects = 0;
                     request
                 }
                 Next::Retry(request, delay) => {
                     tokio::time::sleep(delay).await;
-                    self.start_over();
+                    self.redirects = 0;
                     request
                 }
             };
             // Again from the start: the first hop's URL, not where a redirect led.
             let url = request.url().clone();
             hop = send_hop(self.client, request, url).await?;
-            next = self.next_step(&hop);
+            next = self.next_step(&hop, None);
         }
-    }
-
-    fn start_over(&mut self) {
-        self.redirects = 0;
-        self.unsent_hop = None;
     }
 
     /// The answer, explained when it is a refusal or the retries ran out; or the error.
@@ -419,7 +442,7 @@ pub(crate) async fn wait_until_ready(
         // Redirects followed, no retries: the polling here is the retry.
         let mut attempts = Attempts::new(client, Method::GET, &request, false);
         let hop = send_hop(client, request, url.clone()).await?;
-        let hop = match attempts.next_step(&hop) {
+        let hop = match attempts.next_step(&hop, None) {
             Next::Done => hop,
             next => attempts.go_on(hop, next).await?,
         };
