@@ -61,6 +61,11 @@ fn main() -> ExitCode {
         Emulator::builder()
             .service(ServiceConfig::new("hello").invoker(&format!("serviceAccount:{TESTER}"))),
     );
+    // CLOUDRUN_TEST_BENCH_ONLY=per-request: that figure alone, e.g. while working on it.
+    if std::env::var("CLOUDRUN_TEST_BENCH_ONLY").is_ok_and(|only| only == "per-request") {
+        per_request(&fixture, &mut report);
+        return report.print();
+    }
     hot_path(&fixture, &mut report);
     per_request(&fixture, &mut report);
     per_test_setup(&fixture, &mut report);
@@ -576,7 +581,10 @@ fn count_instructions(fixture: &Fixture, report: &mut Report) {
         println!("  (valgrind not found: instruction counts not taken)");
         return;
     }
+    // CLOUDRUN_TEST_BENCH_PROFILES=DIR keeps the profiles, for `callgrind_annotate`.
     let out_dir = tempfile::tempdir().unwrap();
+    let out_path = std::env::var_os("CLOUDRUN_TEST_BENCH_PROFILES")
+        .map_or_else(|| out_dir.path().to_owned(), std::path::PathBuf::from);
     let count = |way: &str, requests: u32| -> Option<f64> {
         let (env, _cache) = fresh_environment(fixture);
         let mut command = Command::new("valgrind");
@@ -590,7 +598,7 @@ fn count_instructions(fixture: &Fixture, report: &mut Report) {
             ])
             .arg(format!(
                 "--callgrind-out-file={}",
-                out_dir.path().join(format!("{way}-{requests}")).display()
+                out_path.join(format!("{way}-{requests}.out")).display()
             ))
             .arg(std::env::current_exe().unwrap())
             .args([way, &requests.to_string()])
