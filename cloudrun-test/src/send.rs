@@ -212,7 +212,8 @@ struct Attempts<'a> {
     retry: bool,
     retries: u32,
     reminted: bool,
-    started: Instant,
+    /// When the first retry was decided: no clock is read for a request that needs none.
+    retrying_since: Option<Instant>,
 }
 
 impl<'a> Attempts<'a> {
@@ -225,13 +226,23 @@ impl<'a> Attempts<'a> {
             retry,
             retries: 0,
             reminted: false,
-            started: Instant::now(),
+            retrying_since: None,
         }
     }
 
     /// After `hop`; `unsent_hop` is the copy of its request made before its token went
     /// in, if it followed a redirect (else the first request is the template).
     fn next_step(&mut self, hop: &Hop, unsent_hop: Option<&Request>) -> Next {
+        match &hop.outcome {
+            // The usual answer, decided without the rest's code and stack.
+            Ok(response) if response.status().is_success() => Next::Done,
+            _ => self.unusual_step(hop, unsent_hop),
+        }
+    }
+
+    /// [`Attempts::next_step`] after a redirect, an error status or no answer.
+    #[inline(never)]
+    fn unusual_step(&mut self, hop: &Hop, unsent_hop: Option<&Request>) -> Next {
         if let Some((request, url)) = self.redirect(hop, unsent_hop) {
             return Next::Follow(request, url);
         }
@@ -252,12 +263,14 @@ impl<'a> Attempts<'a> {
             }
             Ok(response) if retries_left && policy.retries_status(response.status()) => {
                 self.retries += 1;
+                self.retrying_since.get_or_insert_with(Instant::now);
                 let delay = policy.delay(self.retries, retry::retry_after(response.headers()));
                 tracing::debug!(url = %hop.url, status = %response.status(), ?delay, retries = self.retries, "retrying");
                 again().map_or(Next::Done, |request| Next::Retry(request, delay))
             }
             Err(error) if retries_left && retry::is_transient(error) => {
                 self.retries += 1;
+                self.retrying_since.get_or_insert_with(Instant::now);
                 let delay = policy.delay(self.retries, None);
                 tracing::debug!(
                     url = %hop.url,
@@ -395,7 +408,8 @@ impl<'a> Attempts<'a> {
                     &url,
                     status,
                     retries,
-                    self.started.elapsed(),
+                    self.retrying_since
+                        .map_or(Duration::ZERO, |since| since.elapsed()),
                 ))
             }
             _ => None,
