@@ -366,6 +366,15 @@ impl<'a> Attempts<'a> {
 
     /// The answer, explained when it is a refusal or the retries ran out; or the error.
     fn finish(&self, hop: Hop) -> Result<Response, Error> {
+        match hop.outcome {
+            Ok(response) if response.status().is_success() => Ok(response),
+            outcome => self.explain(Hop { outcome, ..hop }),
+        }
+    }
+
+    /// [`Attempts::finish`] for anything but a 2xx answer.
+    #[inline(never)]
+    fn explain(&self, hop: Hop) -> Result<Response, Error> {
         let Hop {
             outcome,
             url,
