@@ -1,5 +1,5 @@
-//! The client against the emulator's injected faults: flaky token endpoints, rotated
-//! keys, cold starts (429/503, reset connections), a hanging token endpoint.
+//! The client against the emulator's injected faults: flaky token endpoints and Admin
+//! API, rotated keys, cold starts (429/503, reset connections), a hanging token endpoint.
 
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -57,6 +57,54 @@ async fn a_token_endpoint_failing_on_and_on_is_an_error_naming_it_with_the_fix()
         "{message}"
     );
     // Three tries: the first and two retries.
+    assert_eq!(fixture.emulator.stats().faults_injected, 3);
+}
+
+/// A client for `hello` found by name through the emulator's Admin API.
+fn by_name(fixture: &Fixture) -> ClientBuilder {
+    Client::builder()
+        .service("hello")
+        .project(fixture.emulator.project())
+        .region(fixture.emulator.region())
+        .run_endpoint(fixture.emulator.run_endpoint().as_str())
+        .credentials(Credentials::from_file(fixture.key_file(TESTER)).unwrap())
+}
+
+#[tokio::test]
+async fn an_admin_api_failing_twice_with_503_is_retried_and_the_service_found() {
+    let fixture = fixture();
+    fixture.emulator.fail_admin_requests(2, 503);
+    let client = by_name(&fixture).build().await.unwrap();
+    assert_eq!(
+        client.url().origin(),
+        fixture.emulator.service_url("hello").unwrap().origin()
+    );
+    assert_eq!(
+        client.get("/").send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(fixture.emulator.stats().faults_injected, 2);
+}
+
+#[tokio::test]
+async fn an_admin_api_failing_on_and_on_is_an_error_naming_it_with_the_fix() {
+    let fixture = fixture();
+    fixture.emulator.fail_admin_requests(100, 503);
+    let message = by_name(&fixture).build().await.unwrap_err().to_string();
+    assert!(
+        message.contains(
+            fixture
+                .emulator
+                .run_endpoint()
+                .as_str()
+                .trim_end_matches('/')
+        ),
+        "{message}"
+    );
+    assert!(message.contains("HTTP 503"), "{message}");
+    assert!(message.contains("three times in a row"), "{message}");
+    assert!(message.contains("fix: retry later"), "{message}");
+    // Three tries: the first and two retries; a 404 or 403 is not retried.
     assert_eq!(fixture.emulator.stats().faults_injected, 3);
 }
 

@@ -58,7 +58,8 @@ pub struct EmulateArgs {
     token_lifetime: Duration,
     /// A fault to inject from the start. Repeatable. One of:
     /// token-error=STATUS[xN] (the token endpoint answers STATUS, N times),
-    /// token-delay=DURATION, token-hang, service-error=SERVICE:STATUS[xN],
+    /// token-delay=DURATION, token-hang, admin-error=STATUS[xN] (the Admin API),
+    /// service-error=SERVICE:STATUS[xN],
     /// connection-reset=SERVICE[:xN], cold-start=SERVICE:DURATION, rotate-key.
     #[arg(long = "fault", value_name = "FAULT", value_parser = parse_fault)]
     faults: Vec<Fault>,

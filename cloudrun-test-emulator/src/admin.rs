@@ -89,6 +89,9 @@ pub(crate) async fn get_service(
     Path((project, region, name)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
+    if let Some(fault) = crate::faults::admin_request(&state) {
+        return fault;
+    }
     let email = match authenticate(&state, &headers) {
         Ok(email) => email,
         Err(refusal) => return refusal.into_response(),
@@ -108,6 +111,9 @@ pub(crate) async fn list_services(
     Path((project, region)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
+    if let Some(fault) = crate::faults::admin_request(&state) {
+        return fault;
+    }
     if let Err(refusal) = authenticate(&state, &headers) {
         return refusal.into_response();
     }

@@ -6,6 +6,7 @@
 //!
 //! - the token endpoint answers an HTTP error N times, answers late, or hangs
 //!   (holds every request until released);
+//! - the Admin API answers an HTTP error N times;
 //! - a service's front answers an HTTP status (401, 429, 503...) N times before
 //!   looking at the request, resets the next N connections, or delays its next
 //!   request (a slow cold start);
@@ -39,6 +40,7 @@ use crate::{Emulator, Error};
 /// | `token-error=503x2` | the token endpoint answers 503 twice (`=503`: once) |
 /// | `token-delay=2s` | every token answer comes 2 s late (`0s` ends it) |
 /// | `token-hang` | token requests hang until [`Emulator::hang_token_requests`]`(false)` or [`Emulator::clear_faults`] |
+/// | `admin-error=503x2` | the Admin API answers 503 twice (`=503`: once) |
 /// | `service-error=hello:503x2` | service `hello` answers 503 twice |
 /// | `connection-reset=hello:x2` | the next 2 connections to `hello` are reset (`hello`: once) |
 /// | `cold-start=hello:3s` | `hello`'s next request waits 3 s |
@@ -52,6 +54,10 @@ pub enum Fault {
     },
     TokenDelay(Duration),
     TokenHang,
+    AdminErrors {
+        status: u16,
+        times: u32,
+    },
     ServiceErrors {
         service: String,
         status: u16,
@@ -79,6 +85,7 @@ pub(crate) struct Faults {
 struct Pending {
     token_errors: Countdown,
     token_delay: Duration,
+    admin_errors: Countdown,
     services: HashMap<String, ServiceFaults>,
 }
 
@@ -163,6 +170,22 @@ pub(crate) async fn token_request(state: &State) -> Option<Response> {
     let body = json!({
         "error": error,
         "error_description": format!("injected fault: HTTP {status} (cloudrun-test emulator)"),
+    });
+    Some((status, Json(body)).into_response())
+}
+
+/// Called first by the Admin API: answers an injected error as Google APIs do, if one
+/// is due; `None` lets the request through.
+pub(crate) fn admin_request(state: &State) -> Option<Response> {
+    let status = lock(&state.faults.inner).admin_errors.take()?;
+    state.count(|stats| stats.faults_injected += 1);
+    tracing::info!(%status, "Admin API request failed (injected fault: admin-error)");
+    let body = json!({
+        "error": {
+            "code": status.as_u16(),
+            "message": format!("injected fault: HTTP {status} (cloudrun-test emulator)"),
+            "status": if status.is_server_error() { "UNAVAILABLE" } else { "FAILED_PRECONDITION" },
+        }
     });
     Some((status, Json(body)).into_response())
 }
@@ -317,6 +340,10 @@ impl Emulator {
             Fault::TokenHang => {
                 state.faults.hang.send_replace(true);
             }
+            Fault::AdminErrors { status, times } => {
+                valid(status)?;
+                lock(&state.faults.inner).admin_errors = Countdown { status, times };
+            }
             Fault::ServiceErrors {
                 service,
                 status,
@@ -370,6 +397,14 @@ impl Emulator {
     /// If `status` is not an HTTP status.
     pub fn fail_token_requests(&self, times: u32, status: u16) {
         self.inject_or_panic(Fault::TokenErrors { status, times });
+    }
+
+    /// The Admin API answers the next `times` requests with `status` (e.g. 503).
+    ///
+    /// # Panics
+    /// If `status` is not an HTTP status.
+    pub fn fail_admin_requests(&self, times: u32, status: u16) {
+        self.inject_or_panic(Fault::AdminErrors { status, times });
     }
 
     /// Every token answer comes `delay` late, until set back to zero.
@@ -448,6 +483,7 @@ impl fmt::Display for Fault {
             Fault::TokenErrors { status, times } => write!(f, "token-error={status}x{times}"),
             Fault::TokenDelay(delay) => write!(f, "token-delay={}ms", delay.as_millis()),
             Fault::TokenHang => f.write_str("token-hang"),
+            Fault::AdminErrors { status, times } => write!(f, "admin-error={status}x{times}"),
             Fault::ServiceErrors {
                 service,
                 status,
@@ -471,7 +507,7 @@ impl FromStr for Fault {
         let bad = |why: &str| {
             Error::Config(format!(
                 "fault {text:?}: {why}; write e.g. token-error=503x2, token-delay=2s, token-hang, \
-                 service-error=hello:503x2, connection-reset=hello:x2, cold-start=hello:3s, rotate-key"
+                 admin-error=503x2, service-error=hello:503x2, connection-reset=hello:x2, cold-start=hello:3s, rotate-key"
             ))
         };
         let (kind, value) = match text.trim().split_once('=') {
@@ -507,6 +543,10 @@ impl FromStr for Fault {
                 Ok(Fault::TokenErrors { status, times })
             }
             ("token-delay", _) => Ok(Fault::TokenDelay(duration(value()?)?)),
+            ("admin-error", _) => {
+                let (status, times) = status_times(value()?)?;
+                Ok(Fault::AdminErrors { status, times })
+            }
             ("service-error", _) => {
                 let (service, rest) = service_and(value()?)?;
                 let (status, times) = status_times(&rest)?;
@@ -578,6 +618,13 @@ mod tests {
             ),
             ("token-delay=2s", Fault::TokenDelay(Duration::from_secs(2))),
             ("token-hang", Fault::TokenHang),
+            (
+                "admin-error=503x2",
+                Fault::AdminErrors {
+                    status: 503,
+                    times: 2,
+                },
+            ),
             (
                 "service-error=hello:429x3",
                 Fault::ServiceErrors {

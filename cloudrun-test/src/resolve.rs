@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::cache::SingleFlight;
 use crate::credentials::Credentials;
 use crate::error::{Error, describe_http_error};
+use crate::retry::send_repeatable;
 use crate::settings::{CONFIG_FILE_NAME, ConfigFile, ServiceSection, env, gcloud_property};
 
 const DEFAULT_RUN_ENDPOINT: &str = "https://run.googleapis.com";
@@ -278,11 +279,9 @@ async fn lookup(
                 problem,
                 fix,
             };
-            let response = http
-                .get(&url)
-                .bearer_auth(access_token.secret())
-                .timeout(Duration::from_secs(30))
-                .send()
+            // A read: tried again after a 5xx, a 429 or a failed connection.
+            let request = http.get(&url).bearer_auth(access_token.secret());
+            let response = send_repeatable(request, Duration::from_secs(30))
                 .await
                 .map_err(|error| {
                     admin_error(
@@ -315,7 +314,11 @@ async fn lookup(
                     ),
                 )),
                 _ => Err(admin_error(
-                    format!("HTTP {status}"),
+                    if status.is_server_error() || status.as_u16() == 429 {
+                        format!("HTTP {status}, three times in a row")
+                    } else {
+                        format!("HTTP {status}")
+                    },
                     "retry later; if it persists, check https://status.cloud.google.com".into(),
                 )),
             }

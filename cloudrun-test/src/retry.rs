@@ -2,9 +2,9 @@
 //!
 //! Two users: requests to the service ([`RetryPolicy`], chosen on the
 //! [`crate::ClientBuilder`]): a Cloud Run service that is starting answers 429 or 503,
-//! or resets the connection, for a few seconds; and token endpoints
-//! ([`send_token_request`]), which fail now and then with a 5xx. A request that
-//! timed out is never retried: its time is spent.
+//! or resets the connection, for a few seconds; and Google's own endpoints, token
+//! endpoints and the Admin API ([`send_repeatable`]), which fail now and then with a
+//! 5xx. A request that timed out is never retried: its time is spent.
 
 use std::time::Duration;
 
@@ -252,15 +252,16 @@ pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     }
 }
 
-/// Token endpoints get this many retries after a 5xx, a 429 or a failed connection.
+/// Google's endpoints get this many retries after a 5xx, a 429 or a failed connection.
 const TOKEN_RETRIES: u32 = 2;
 const TOKEN_BACKOFF: Duration = Duration::from_millis(100);
 const TOKEN_MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Sends a request to a token endpoint, each try bounded by `timeout`, and tries again (twice at most, after about 100 ms then 200 ms) when the endpoint
-/// answers a 5xx or 429 or the connection fails: token requests are safe to repeat.
-/// The last answer or failure is returned as is.
-pub(crate) async fn send_token_request(
+/// Sends a request that is safe to repeat to one of Google's endpoints (a token
+/// request, an Admin API read), each try bounded by `timeout`, and tries again (twice
+/// at most, after about 100 ms then 200 ms) when the endpoint answers a 5xx or 429 or
+/// the connection fails. The last answer or failure is returned as is.
+pub(crate) async fn send_repeatable(
     request: reqwest::RequestBuilder,
     timeout: Duration,
 ) -> Result<reqwest::Response, reqwest::Error> {
@@ -293,13 +294,13 @@ pub(crate) async fn send_token_request(
                 status = %response.status(),
                 ?delay,
                 retry,
-                "token endpoint failed; trying again"
+                "Google endpoint failed; trying again"
             ),
             Err(error) => tracing::debug!(
                 error = %crate::error::describe_http_error(error),
                 ?delay,
                 retry,
-                "token endpoint unreachable; trying again"
+                "Google endpoint unreachable; trying again"
             ),
         }
         tokio::time::sleep(delay).await;

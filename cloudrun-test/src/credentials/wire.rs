@@ -345,7 +345,7 @@ pub(crate) async fn send(
             fix,
         }
     };
-    let response = crate::retry::send_token_request(request, timeout)
+    let response = crate::retry::send_repeatable(request, timeout)
         .await
         .map_err(failed)?;
     let status = response.status();
