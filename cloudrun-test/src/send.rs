@@ -114,6 +114,8 @@ pub(crate) fn build(
     Ok((request, url))
 }
 
+/// Sends the request a `RequestBuilder` built: the first hop inline, then whatever
+/// redirects and retries it needs (see the module documentation).
 #[expect(
     clippy::manual_async_fn,
     reason = "arguments stored once: see `send_hop`"
@@ -141,7 +143,8 @@ pub(crate) fn send(
 ///
 /// `Request::try_clone` builds a map for the request's timeout even when it has none
 /// (reqwest 0.13), which costs about as much as the rest of the copy: a request without
-/// a body is copied here by hand.
+/// a body is copied here by hand. The timeout is the only extension a
+/// `reqwest::RequestBuilder` sets (0.13); the unit test below checks what is copied.
 fn copy_request(request: &Request) -> Option<Request> {
     if request.body().is_some() {
         return request.try_clone();
