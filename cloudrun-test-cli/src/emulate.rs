@@ -21,6 +21,9 @@ use cloudrun_test_emulator::{Emulator, Fault, ServiceConfig, Upstream};
 ///   cloudrun-test emulate --service hello=http://127.0.0.1:8080 -- cargo test
 ///   cloudrun-test emulate --serve 'hello=cargo run -q -p hello' -- cargo test -p hello
 ///   cloudrun-test emulate --service hello --invoker someone-else@example.com -- cargo test
+///   cloudrun-test emulate --service hello --invoker deployer@emulated-project.iam.gserviceaccount.com \
+///       --token-creator tester@emulated-project.iam.gserviceaccount.com=deployer@emulated-project.iam.gserviceaccount.com \
+///       -- cargo test                                # tests with impersonate = "deployer@..."
 ///   cloudrun-test emulate --serve 'hello=cargo run -q' --tag hello=candidate -- \
 ///       env CLOUDRUN_TEST_TAG=candidate cargo test
 ///   cloudrun-test emulate --service hello --fault service-error=hello:503x2 \
@@ -49,6 +52,11 @@ pub struct EmulateArgs {
     /// The service account whose key is exported as GOOGLE_APPLICATION_CREDENTIALS.
     #[arg(long = "as", value_name = "EMAIL")]
     identity: Option<String>,
+    /// Let CALLER (an IAM member, e.g. serviceAccount:EMAIL; a bare email is a
+    /// service account) mint tokens as service account TARGET, for tests that
+    /// impersonate it (`impersonate = "TARGET"`). Repeatable.
+    #[arg(long = "token-creator", value_name = "CALLER=TARGET")]
+    token_creators: Vec<String>,
     #[arg(long, default_value = "emulated-project")]
     project: String,
     #[arg(long, default_value = "europe-west1")]
@@ -99,6 +107,20 @@ pub fn run(args: EmulateArgs) -> Result<ExitCode, String> {
         .project(&args.project)
         .region(&args.region)
         .id_token_lifetime(args.token_lifetime);
+    for spec in &args.token_creators {
+        match spec.split_once('=') {
+            Some((caller, target)) if !caller.is_empty() && target.contains('@') => {
+                builder = builder.token_creator(caller, target);
+            }
+            _ => {
+                return Err(format!(
+                    "--token-creator {spec:?}: expected CALLER=TARGET, e.g. \
+                     serviceAccount:tester@{project}.iam.gserviceaccount.com=deployer@{project}.iam.gserviceaccount.com",
+                    project = args.project
+                ));
+            }
+        }
+    }
     let mut upstreams = Vec::new();
     for spec in &args.services {
         let (name, upstream) = match spec.split_once('=') {

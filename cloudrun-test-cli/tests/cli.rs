@@ -131,6 +131,63 @@ fn emulate_exports_the_environment_and_returns_the_command_status() {
     );
 }
 
+/// Impersonation under `emulate`: the token creator mints through the emulated IAM
+/// (CLOUDRUN_TEST_IAM_ENDPOINT is exported), and only the impersonated account may invoke.
+#[test]
+fn emulate_lets_a_token_creator_impersonate_the_invoker() {
+    let deployer = "deployer@emulated-project.iam.gserviceaccount.com";
+    let doctor = format!(
+        "{} doctor --service hello",
+        env!("CARGO_BIN_EXE_cloudrun-test")
+    );
+    let script = format!(
+        "CLOUDRUN_TEST_IMPERSONATE_SERVICE_ACCOUNT={deployer} {doctor} >/dev/null 2>&1 || exit 3; \
+         {doctor} >/dev/null 2>&1 && exit 4; exit 7"
+    );
+    let output = cloudrun_test(
+        &[
+            "emulate",
+            "--service",
+            "hello",
+            "--invoker",
+            &format!("serviceAccount:{deployer}"),
+            "--token-creator",
+            &format!("serviceAccount:{TESTER}={deployer}"),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        &[],
+    );
+    // 3: impersonating failed; 4: the tester itself was let in.
+    assert_eq!(output.status.code(), Some(7), "{}", output_text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("export CLOUDRUN_TEST_IAM_ENDPOINT=http://127.0.0.1:"),
+        "{stderr}"
+    );
+
+    let output = cloudrun_test(
+        &[
+            "emulate",
+            "--service",
+            "hello",
+            "--token-creator",
+            deployer,
+            "--",
+            "true",
+        ],
+        &[],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--token-creator \"deployer@emulated-project.iam.gserviceaccount.com\": expected CALLER=TARGET"),
+        "{stderr}"
+    );
+}
+
 /// The README's first command: the example suite, its service started by `--serve`.
 #[test]
 fn the_example_suite_passes_under_emulate() {

@@ -302,6 +302,8 @@ impl Emulator {
             ("CLOUDRUN_TEST_PROJECT".into(), self.project().into()),
             ("CLOUDRUN_TEST_REGION".into(), self.region().into()),
             ("CLOUDRUN_TEST_RUN_ENDPOINT".into(), base.clone()),
+            // Impersonation (`impersonate = "..."`) mints through the emulated IAM.
+            ("CLOUDRUN_TEST_IAM_ENDPOINT".into(), base.clone()),
             ("CLOUDRUN_TEST_EMULATOR".into(), base),
         ]
     }
