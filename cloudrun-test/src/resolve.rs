@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::cache::SingleFlight;
 use crate::credentials::Credentials;
 use crate::error::{Error, describe_http_error};
-use crate::retry::send_repeatable;
+use crate::retry::{is_worth_repeating, send_repeatable};
 use crate::settings::{CONFIG_FILE_NAME, ConfigFile, ServiceSection, env, gcloud_property};
 
 const DEFAULT_RUN_ENDPOINT: &str = "https://run.googleapis.com";
@@ -314,7 +314,7 @@ async fn lookup(
                     ),
                 )),
                 _ => Err(admin_error(
-                    if status.is_server_error() || status.as_u16() == 429 {
+                    if is_worth_repeating(status) {
                         format!("HTTP {status}, three times in a row")
                     } else {
                         format!("HTTP {status}")

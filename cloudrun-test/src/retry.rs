@@ -253,9 +253,15 @@ pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
 }
 
 /// Google's endpoints get this many retries after a 5xx, a 429 or a failed connection.
-const TOKEN_RETRIES: u32 = 2;
-const TOKEN_BACKOFF: Duration = Duration::from_millis(100);
-const TOKEN_MAX_BACKOFF: Duration = Duration::from_secs(1);
+const REPEAT_RETRIES: u32 = 2;
+const REPEAT_BACKOFF: Duration = Duration::from_millis(100);
+const REPEAT_MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Whether [`send_repeatable`] tries again after an answer with `status` (a 5xx or a
+/// 429): a final answer with it came after the retries ran out.
+pub(crate) fn is_worth_repeating(status: StatusCode) -> bool {
+    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+}
 
 /// Sends a request that is safe to repeat to one of Google's endpoints (a token
 /// request, an Admin API read), each try bounded by `timeout`, and tries again (twice
@@ -268,7 +274,7 @@ pub(crate) async fn send_repeatable(
     let mut request = request;
     let mut retry = 0;
     loop {
-        let spare = if retry < TOKEN_RETRIES {
+        let spare = if retry < REPEAT_RETRIES {
             request.try_clone()
         } else {
             None
@@ -278,17 +284,14 @@ pub(crate) async fn send_repeatable(
             return outcome;
         };
         let wait = match &outcome {
-            Ok(response)
-                if response.status().is_server_error()
-                    || response.status() == StatusCode::TOO_MANY_REQUESTS =>
-            {
+            Ok(response) if is_worth_repeating(response.status()) => {
                 retry_after(response.headers())
             }
             Err(error) if is_transient(error) => None,
             _ => return outcome,
         };
         retry += 1;
-        let delay = backoff(TOKEN_BACKOFF, TOKEN_MAX_BACKOFF, retry, wait);
+        let delay = backoff(REPEAT_BACKOFF, REPEAT_MAX_BACKOFF, retry, wait);
         match &outcome {
             Ok(response) => tracing::debug!(
                 status = %response.status(),

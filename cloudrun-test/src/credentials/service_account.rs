@@ -151,7 +151,7 @@ impl ServiceAccountKey {
         if !status.is_success() {
             // Redacted: an endpoint may echo what it was sent.
             let reason = super::wire::error_reason(&body);
-            let fix = if status.is_server_error() || status.as_u16() == 429 {
+            let fix = if crate::retry::is_worth_repeating(status) {
                 format!(
                     "the token endpoint failed three times in a row; try again later, and check \
                      https://status.cloud.google.com (or that `token_uri` in {} is right)",
