@@ -1,7 +1,6 @@
 //! The library against the emulator, in process: real HTTP on loopback, real RS256.
 
 use cloudrun_test::reqwest::StatusCode;
-use cloudrun_test::{Client, Credentials};
 use cloudrun_test_e2e::{Fixture, OUTSIDER, TESTER};
 use cloudrun_test_emulator::{Emulator, ServiceConfig};
 use serde_json::Value;
@@ -16,20 +15,10 @@ fn fixture() -> Fixture {
     )
 }
 
-fn client_for(fixture: &Fixture, email: &str, service: &str) -> cloudrun_test::ClientBuilder {
-    let credentials = Credentials::from_file(fixture.key_file(email)).expect("the key file parses");
-    Client::builder()
-        .service(service)
-        .project(fixture.emulator.project())
-        .region(fixture.emulator.region())
-        .run_endpoint(fixture.emulator.run_endpoint().as_str())
-        .credentials(credentials)
-}
-
 #[tokio::test]
 async fn invoker_reaches_the_service_found_through_the_admin_api() {
     let fixture = fixture();
-    let client = client_for(&fixture, TESTER, "hello").build().await.unwrap();
+    let client = fixture.client_for(TESTER, "hello").build().await.unwrap();
     let expected = fixture.emulator.service_url("hello").unwrap();
     assert_eq!(client.url().origin(), expected.origin());
     assert_eq!(client.audience(), expected.origin().ascii_serialization());
@@ -45,7 +34,7 @@ async fn invoker_reaches_the_service_found_through_the_admin_api() {
 #[tokio::test]
 async fn the_service_is_private_without_a_token() {
     let fixture = fixture();
-    let client = client_for(&fixture, TESTER, "hello").build().await.unwrap();
+    let client = fixture.client_for(TESTER, "hello").build().await.unwrap();
     let response = client.without_auth().get("/").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     let body = response.text().await.unwrap();
@@ -56,10 +45,7 @@ async fn the_service_is_private_without_a_token() {
 async fn a_non_invoker_is_refused_with_403() {
     let fixture = fixture();
     fixture.key_file(OUTSIDER);
-    let client = client_for(&fixture, OUTSIDER, "hello")
-        .build()
-        .await
-        .unwrap();
+    let client = fixture.client_for(OUTSIDER, "hello").build().await.unwrap();
     let response = client.get("/").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert_eq!(client.identity().as_deref(), Some(OUTSIDER));
@@ -68,7 +54,8 @@ async fn a_non_invoker_is_refused_with_403() {
 #[tokio::test]
 async fn a_traffic_tag_resolves_to_its_own_url() {
     let fixture = fixture();
-    let client = client_for(&fixture, TESTER, "tagged")
+    let client = fixture
+        .client_for(TESTER, "tagged")
         .tag("canary")
         .build()
         .await
@@ -82,7 +69,8 @@ async fn a_traffic_tag_resolves_to_its_own_url() {
 #[tokio::test]
 async fn an_unknown_tag_lists_the_existing_ones() {
     let fixture = fixture();
-    let error = client_for(&fixture, TESTER, "tagged")
+    let error = fixture
+        .client_for(TESTER, "tagged")
         .tag("nope")
         .build()
         .await
@@ -96,7 +84,8 @@ async fn an_unknown_tag_lists_the_existing_ones() {
 #[tokio::test]
 async fn an_unknown_service_names_project_region_and_the_fix() {
     let fixture = fixture();
-    let error = client_for(&fixture, TESTER, "nope")
+    let error = fixture
+        .client_for(TESTER, "nope")
         .build()
         .await
         .unwrap_err();
@@ -117,7 +106,7 @@ async fn an_unknown_service_names_project_region_and_the_fix() {
 #[tokio::test]
 async fn the_token_goes_only_to_the_service_origin() {
     let fixture = fixture();
-    let client = client_for(&fixture, TESTER, "hello").build().await.unwrap();
+    let client = fixture.client_for(TESTER, "hello").build().await.unwrap();
     // Another emulated service is another origin: the request must arrive without a token.
     let other = fixture.emulator.service_url("tagged").unwrap();
     let response = client.get(other.as_str()).send().await.unwrap();
@@ -131,7 +120,7 @@ async fn the_token_goes_only_to_the_service_origin() {
 #[tokio::test]
 async fn id_token_is_for_the_service_and_redacted_in_debug() {
     let fixture = fixture();
-    let client = client_for(&fixture, TESTER, "hello").build().await.unwrap();
+    let client = fixture.client_for(TESTER, "hello").build().await.unwrap();
     let token = client.id_token().await.unwrap();
     assert_eq!(token.claims().aud.as_deref(), Some(client.audience()));
     assert_eq!(token.claims().email.as_deref(), Some(TESTER));
@@ -156,7 +145,8 @@ async fn a_custom_audience_is_minted_and_accepted() {
                     .custom_audience("https://hello.example.com"),
             ),
     );
-    let client = client_for(&fixture, TESTER, "custom")
+    let client = fixture
+        .client_for(TESTER, "custom")
         .audience("https://hello.example.com")
         .build()
         .await
@@ -177,7 +167,8 @@ async fn a_custom_audience_is_minted_and_accepted() {
         "[services.custom]\naudience = \"https://hello.example.com\"\n",
     )
     .unwrap();
-    let from_file = client_for(&fixture, TESTER, "custom")
+    let from_file = fixture
+        .client_for(TESTER, "custom")
         .config_dir(config.path())
         .build()
         .await
@@ -189,7 +180,8 @@ async fn a_custom_audience_is_minted_and_accepted() {
     );
 
     // An audience the service does not list is refused, as Cloud Run does.
-    let stranger = client_for(&fixture, TESTER, "custom")
+    let stranger = fixture
+        .client_for(TESTER, "custom")
         .audience("https://not-this-service.example.com")
         .build()
         .await

@@ -60,21 +60,11 @@ async fn a_token_endpoint_failing_on_and_on_is_an_error_naming_it_with_the_fix()
     assert_eq!(fixture.emulator.stats().faults_injected, 3);
 }
 
-/// A client for `hello` found by name through the emulator's Admin API.
-fn by_name(fixture: &Fixture) -> ClientBuilder {
-    Client::builder()
-        .service("hello")
-        .project(fixture.emulator.project())
-        .region(fixture.emulator.region())
-        .run_endpoint(fixture.emulator.run_endpoint().as_str())
-        .credentials(Credentials::from_file(fixture.key_file(TESTER)).unwrap())
-}
-
 #[tokio::test]
 async fn an_admin_api_failing_twice_with_503_is_retried_and_the_service_found() {
     let fixture = fixture();
     fixture.emulator.fail_admin_requests(2, 503);
-    let client = by_name(&fixture).build().await.unwrap();
+    let client = fixture.client_for(TESTER, "hello").build().await.unwrap();
     assert_eq!(
         client.url().origin(),
         fixture.emulator.service_url("hello").unwrap().origin()
@@ -90,7 +80,12 @@ async fn an_admin_api_failing_twice_with_503_is_retried_and_the_service_found() 
 async fn an_admin_api_failing_on_and_on_is_an_error_naming_it_with_the_fix() {
     let fixture = fixture();
     fixture.emulator.fail_admin_requests(100, 503);
-    let message = by_name(&fixture).build().await.unwrap_err().to_string();
+    let message = fixture
+        .client_for(TESTER, "hello")
+        .build()
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         message.contains(
             fixture

@@ -391,15 +391,7 @@ async fn trace_logs_hold_no_token_and_no_key_material() {
         serde_json::from_str(&std::fs::read_to_string(&key_file).unwrap()).unwrap();
 
     // Minted tokens: the Admin API lookup (access token), the ID token, a request.
-    let client = Client::builder()
-        .service("hello")
-        .project(fixture.emulator.project())
-        .region(fixture.emulator.region())
-        .run_endpoint(fixture.emulator.run_endpoint().as_str())
-        .credentials(Credentials::from_file(&key_file).unwrap())
-        .build()
-        .await
-        .unwrap();
+    let client = fixture.client_for(TESTER, "hello").build().await.unwrap();
     assert_eq!(client.get("/").send().await.unwrap().status(), 200);
     let minted = client.id_token().await.unwrap().as_str().to_owned();
     // Rotated keys: a 401, a re-mint, a retry.

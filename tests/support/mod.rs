@@ -41,6 +41,19 @@ impl Fixture {
             .expect("the key file is written")
     }
 
+    /// A client for `service`, found by name through the emulator's Admin API, with
+    /// `email`'s key.
+    pub fn client_for(&self, email: &str, service: &str) -> cloudrun_test::ClientBuilder {
+        let credentials = cloudrun_test::Credentials::from_file(self.key_file(email))
+            .expect("the key file parses");
+        cloudrun_test::Client::builder()
+            .service(service)
+            .project(self.emulator.project())
+            .region(self.emulator.region())
+            .run_endpoint(self.emulator.run_endpoint().as_str())
+            .credentials(credentials)
+    }
+
     /// The environment `cloudrun-test emulate` exports, authenticating as `email`.
     pub fn environment(&self, email: &str) -> Vec<(String, String)> {
         let mut environment = self.emulator.environment(&self.key_file(email));
