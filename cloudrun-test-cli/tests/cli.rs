@@ -1,20 +1,13 @@
 //! The `cloudrun-test` binary, run as a user runs it.
 
-use std::process::{Command, Output};
+mod support;
+
+use std::process::Command;
 
 use cloudrun_test_e2e::{Fixture, TESTER, isolate, output_text, workspace_root};
 use cloudrun_test_emulator::{Emulator, ServiceConfig};
 use serde_json::Value;
-
-fn cloudrun_test(args: &[&str], env: &[(String, String)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cloudrun-test"));
-    command.args(args);
-    isolate(&mut command);
-    command
-        .envs(env.iter().cloned())
-        .output()
-        .expect("the binary runs")
-}
+use support::run_isolated;
 
 fn fixture() -> Fixture {
     Fixture::start(
@@ -28,7 +21,7 @@ fn token_prints_only_a_token_the_service_accepts() {
     let fixture = fixture();
     let url = fixture.emulator.service_url("hello").unwrap();
     let audience = url.origin().ascii_serialization();
-    let output = cloudrun_test(
+    let output = run_isolated(
         &["token", "--audience", &audience],
         &fixture.environment(TESTER),
     );
@@ -71,7 +64,7 @@ fn token_with_url_uses_its_origin_as_audience() {
         .unwrap()
         .join("/some/path?q=1")
         .unwrap();
-    let output = cloudrun_test(
+    let output = run_isolated(
         &["token", "--url", url.as_str()],
         &fixture.environment(TESTER),
     );
@@ -83,7 +76,7 @@ fn token_with_url_uses_its_origin_as_audience() {
 fn token_without_credentials_fails_listing_what_was_tried() {
     let home = tempfile::tempdir().unwrap();
     let env = [("HOME".to_string(), home.path().display().to_string())];
-    let output = cloudrun_test(&["token", "--audience", "https://example.com"], &env);
+    let output = run_isolated(&["token", "--audience", "https://example.com"], &env);
     assert_eq!(output.status.code(), Some(1), "{}", output_text(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("no Google credentials found"), "{stderr}");
@@ -97,13 +90,13 @@ fn token_without_credentials_fails_listing_what_was_tried() {
 
 #[test]
 fn bad_usage_exits_2() {
-    let output = cloudrun_test(&["token"], &[]);
+    let output = run_isolated(&["token"], &[]);
     assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
 }
 
 #[test]
 fn emulate_exports_the_environment_and_returns_the_command_status() {
-    let output = cloudrun_test(
+    let output = run_isolated(
         &[
             "emulate",
             "--service",
@@ -144,7 +137,7 @@ fn emulate_lets_a_token_creator_impersonate_the_invoker() {
         "CLOUDRUN_TEST_IMPERSONATE_SERVICE_ACCOUNT={deployer} {doctor} >/dev/null 2>&1 || exit 3; \
          {doctor} >/dev/null 2>&1 && exit 4; exit 7"
     );
-    let output = cloudrun_test(
+    let output = run_isolated(
         &[
             "emulate",
             "--service",
@@ -168,7 +161,7 @@ fn emulate_lets_a_token_creator_impersonate_the_invoker() {
         "{stderr}"
     );
 
-    let output = cloudrun_test(
+    let output = run_isolated(
         &[
             "emulate",
             "--service",

@@ -2,15 +2,18 @@
 //! binary, in an isolated environment) prints a token that the emulator's Cloud Run
 //! front accepts for the right identity. The gcloud source runs the real gcloud CLI.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cloudrun_test_e2e::{Fixture, GeneratedCrate, TESTER, isolate, output_text};
 use cloudrun_test_emulator::{Emulator, EmulatorBuilder, ServiceConfig};
 use serde_json::{Value, json};
+use support::run_isolated;
 
 const ALICE: &str = "alice@example.com";
 const DEPLOYER: &str = "deployer@emulated-project.iam.gserviceaccount.com";
@@ -65,20 +68,10 @@ fn isolated_env(home: &Path, env: &[(&str, String)]) -> Vec<(String, String)> {
     all
 }
 
-fn cloudrun_test(args: &[&str], env: &[(String, String)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cloudrun-test"));
-    command.args(args);
-    isolate(&mut command);
-    command
-        .envs(env.iter().cloned())
-        .output()
-        .expect("the binary runs")
-}
-
 /// `cloudrun-test token --audience AUD`: the token, after checking that stdout holds
 /// only it and stderr never shows it.
 fn mint(audience: &str, env: &[(String, String)]) -> (String, String) {
-    let output = cloudrun_test(&["token", "--audience", audience], env);
+    let output = run_isolated(&["token", "--audience", audience], env);
     assert!(output.status.success(), "{}", output_text(&output));
     let stdout = String::from_utf8(output.stdout.clone()).unwrap();
     let token = stdout
@@ -257,7 +250,7 @@ fn impersonation_variable_wraps_the_chosen_source_and_explains_a_denial() {
     // No grant on RUNNER: the refusal names the permission and the command that fixes it.
     let last = env.len() - 2;
     env[last].1 = RUNNER.to_owned();
-    let output = cloudrun_test(&["token", "--audience", &audience(&fixture)], &env);
+    let output = run_isolated(&["token", "--audience", &audience(&fixture)], &env);
     assert_eq!(output.status.code(), Some(1), "{}", output_text(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -424,7 +417,7 @@ fn external_account_refusals_say_what_is_missing() {
         home.path(),
         &[("GOOGLE_APPLICATION_CREDENTIALS", file.display().to_string())],
     );
-    let output = cloudrun_test(&["token", "--audience", &audience], &env);
+    let output = run_isolated(&["token", "--audience", &audience], &env);
     assert_eq!(output.status.code(), Some(1), "{}", output_text(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     for expected in [
@@ -451,7 +444,7 @@ fn external_account_refusals_say_what_is_missing() {
         home.path(),
         &[("GOOGLE_APPLICATION_CREDENTIALS", file.display().to_string())],
     );
-    let output = cloudrun_test(&["token", "--audience", &audience], &env);
+    let output = run_isolated(&["token", "--audience", &audience], &env);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES=1"),
@@ -613,7 +606,7 @@ fn gcloud_user_account_through_token_host() {
         ),
         ("CLOUDRUN_TEST_RUN_ENDPOINT".into(), base(&fixture)),
     ]);
-    let output = cloudrun_test(&["doctor", "--service", "hello"], &env);
+    let output = run_isolated(&["doctor", "--service", "hello"], &env);
     let text = output_text(&output);
     assert!(output.status.success(), "{text}");
     assert!(text.contains("accepts that for development"), "{text}");
@@ -627,7 +620,7 @@ fn doctor_explains_the_choice_without_showing_the_token() {
     let mut env = fixture.environment(TESTER);
     env.extend(isolated_env(home.path(), &[]));
     let url = fixture.emulator.service_url("hello").unwrap();
-    let output = cloudrun_test(&["doctor", "--url", url.as_str()], &env);
+    let output = run_isolated(&["doctor", "--url", url.as_str()], &env);
     let text = output_text(&output);
     assert!(output.status.success(), "{text}");
     for expected in [
@@ -769,7 +762,7 @@ fn a_broken_source_stops_the_chain_and_forcing_explains_itself() {
         )],
     );
     env.push(("CLOUDSDK_CONFIG".into(), config.display().to_string()));
-    let output = cloudrun_test(&["token", "--audience", &audience(&fixture)], &env);
+    let output = run_isolated(&["token", "--audience", &audience(&fixture)], &env);
     assert_eq!(output.status.code(), Some(1), "{}", output_text(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -778,7 +771,7 @@ fn a_broken_source_stops_the_chain_and_forcing_explains_itself() {
         "{stderr}"
     );
 
-    let output = cloudrun_test(&["doctor"], &env);
+    let output = run_isolated(&["doctor"], &env);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.contains("present but unusable, so the chain stopped") && !stdout.contains("[adc]"),
@@ -803,7 +796,7 @@ fn a_broken_source_stops_the_chain_and_forcing_explains_itself() {
             home.path(),
             &[("CLOUDRUN_TEST_CREDENTIALS", forced.to_owned())],
         );
-        let output = cloudrun_test(&["token", "--audience", "https://x.example.com"], &env);
+        let output = run_isolated(&["token", "--audience", "https://x.example.com"], &env);
         assert_eq!(output.status.code(), Some(1), "{}", output_text(&output));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{forced}: {stderr}");
@@ -871,7 +864,7 @@ fn a_stale_hanging_or_failing_gcloud_is_refused_clearly() {
             ],
         );
         let started = Instant::now();
-        let output = cloudrun_test(&["token", "--audience", "https://hello.example.com"], &env);
+        let output = run_isolated(&["token", "--audience", "https://hello.example.com"], &env);
         assert_eq!(output.status.code(), Some(1), "{}", output_text(&output));
         assert!(started.elapsed() < Duration::from_secs(10));
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -934,7 +927,7 @@ fn access_tokens_of_each_source_look_the_service_up() {
     for (variable, value, identity) in sources {
         let mut env = isolated_env(home.path(), &lookup);
         env.push((variable.to_owned(), value));
-        let output = cloudrun_test(&["doctor", "--service", "hello"], &env);
+        let output = run_isolated(&["doctor", "--service", "hello"], &env);
         let text = output_text(&output);
         assert!(output.status.success(), "{identity}: {text}");
         assert!(

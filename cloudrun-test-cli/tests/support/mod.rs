@@ -13,14 +13,27 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_cloudrun-test");
 /// `cloudrun-test ARGS` with only `env` as Google settings; HOME is `home`, so no
 /// gcloud configuration or cache of the developer's is seen.
 pub fn command(args: &[&str], env: &[(String, String)], home: &Path) -> Command {
-    let mut command = Command::new(BIN);
-    command.args(args);
-    isolate(&mut command);
+    let mut command = isolated(args);
     command
         .env("HOME", home)
         .env("CLOUDSDK_CONFIG", home.join("gcloud"))
         .env_remove("RUST_LOG")
         .envs(env.iter().cloned());
+    command
+}
+
+/// `cloudrun-test ARGS` with `env` added, in the caller's HOME.
+pub fn run_isolated(args: &[&str], env: &[(String, String)]) -> Output {
+    isolated(args)
+        .envs(env.iter().cloned())
+        .output()
+        .expect("the binary runs")
+}
+
+fn isolated(args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command.args(args);
+    isolate(&mut command);
     command
 }
 
