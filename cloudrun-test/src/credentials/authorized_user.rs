@@ -16,7 +16,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
-use super::wire::{Fields, error_reason, send};
+use super::wire::{Fields, refusal, send};
 use super::{BoxFuture, CredentialSource};
 use crate::error::Error;
 use crate::token::Token;
@@ -101,7 +101,7 @@ impl AuthorizedUser {
         };
         if !status.is_success() {
             return Err(endpoint_error(
-                format!("HTTP {status}, {}", error_reason(&body)),
+                refusal(status, &body),
                 format!(
                     "the refresh token may have been revoked or expired (re-authentication policies \
                      end sessions after hours): {FIX}"

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::impersonated::{IamTarget, iam_endpoint, parse_impersonation_url};
 use super::process::{RunError, run, stderr_tail};
-use super::wire::{Fields, error_reason, redact, send, unix_now};
+use super::wire::{Fields, redact, refusal, send, unix_now};
 use super::{BoxFuture, CLOUD_PLATFORM_SCOPE, CredentialSource};
 use crate::error::Error;
 use crate::settings::env;
@@ -153,7 +153,7 @@ impl ExternalAccount {
                     return Err(Error::TokenEndpoint {
                         what,
                         url: shown,
-                        problem: format!("HTTP {status}, {}", error_reason(&body)),
+                        problem: refusal(status, &body),
                         fix: "check `credential_source.headers` (e.g. the CI's request token) and \
                               that the URL still serves tokens"
                             .into(),
@@ -335,7 +335,7 @@ impl ExternalAccount {
         };
         if !status.is_success() {
             return Err(failed(
-                format!("HTTP {status}, {}", error_reason(&body)),
+                refusal(status, &body),
                 format!(
                     "check that the workload identity provider {} accepts this token (its issuer, \
                      audience and attribute condition) and that `subject_token_type` is right",

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::wire::{Fields, error_reason, lifetime_until, parse_rfc3339_utc, send};
+use super::wire::{Fields, lifetime_until, parse_rfc3339_utc, refusal, send};
 use super::{BoxFuture, CLOUD_PLATFORM_SCOPE, CredentialSource};
 use crate::error::Error;
 use crate::settings::env;
@@ -221,7 +221,7 @@ impl IamTarget {
         Err(Error::TokenEndpoint {
             what,
             url: url.to_owned(),
-            problem: format!("HTTP {status}, {}", error_reason(&answer)),
+            problem: refusal(status, &answer),
             fix,
         })
     }

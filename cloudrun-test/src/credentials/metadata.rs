@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::wire::{error_reason, send};
+use super::wire::{refusal, send};
 use super::{BoxFuture, CredentialSource};
 use crate::error::Error;
 use crate::settings::env;
@@ -131,7 +131,7 @@ impl MetadataServer {
         Err(Error::TokenEndpoint {
             what,
             url: url.to_owned(),
-            problem: format!("HTTP {status}, {}", error_reason(&body)),
+            problem: refusal(status, &body),
             fix,
         })
     }

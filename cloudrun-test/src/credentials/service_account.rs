@@ -149,8 +149,6 @@ impl ServiceAccountKey {
         )
         .await?;
         if !status.is_success() {
-            // Redacted: an endpoint may echo what it was sent.
-            let reason = super::wire::error_reason(&body);
             let fix = if crate::retry::is_worth_repeating(status) {
                 format!(
                     "the token endpoint failed three times in a row; try again later, and check \
@@ -163,7 +161,8 @@ impl ServiceAccountKey {
                     self.path.display()
                 )
             };
-            return Err(endpoint_error(format!("HTTP {status}, {reason}"), fix));
+            // Redacted: an endpoint may echo what it was sent.
+            return Err(endpoint_error(super::wire::refusal(status, &body), fix));
         }
         serde_json::from_str(&body).map_err(|error| {
             endpoint_error(

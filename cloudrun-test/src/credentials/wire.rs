@@ -224,6 +224,11 @@ pub(crate) fn nested_error(error: Error, field: &str) -> Error {
     }
 }
 
+/// What a Google endpoint's refusal says: `HTTP {status}, {reason}` (see [`error_reason`]).
+pub(crate) fn refusal(status: reqwest::StatusCode, body: &str) -> String {
+    format!("HTTP {status}, {}", error_reason(body))
+}
+
 /// The reason in an error answer of a Google endpoint: OAuth's
 /// `{"error","error_description"}`, the APIs' `{"error":{"message","status"}}`, or
 /// the start of the body with anything token-like removed.
