@@ -223,7 +223,7 @@ pub(crate) fn explain() -> (Result<Credentials, Error>, Vec<ChainStep>) {
         if forced.is_some_and(|forced| forced != name) {
             continue;
         }
-        match look(name, impersonate.as_deref(), forced.is_some()) {
+        let error = match look(name, impersonate.as_deref(), forced.is_some()) {
             Found::Source(source, description) => {
                 steps.push(ChainStep {
                     source: name,
@@ -233,31 +233,7 @@ pub(crate) fn explain() -> (Result<Credentials, Error>, Vec<ChainStep>) {
                 chosen = Some((name, source));
                 break;
             }
-            Found::Broken(error) => {
-                steps.push(ChainStep {
-                    source: name,
-                    looked_at,
-                    outcome: StepOutcome::Failed {
-                        error: error.clone(),
-                    },
-                });
-                return (Err(error), steps);
-            }
-            Found::Absent(reason) => {
-                if forced.is_some() {
-                    let error = Error::Setting {
-                        problem: format!("{FORCE_VARIABLE}={name}, but {looked_at}: {reason}"),
-                        fix: format!("{setup}; or unset {FORCE_VARIABLE} to try every source"),
-                    };
-                    steps.push(ChainStep {
-                        source: name,
-                        looked_at,
-                        outcome: StepOutcome::Failed {
-                            error: error.clone(),
-                        },
-                    });
-                    return (Err(error), steps);
-                }
+            Found::Absent(reason) if forced.is_none() => {
                 steps.push(ChainStep {
                     source: name,
                     looked_at,
@@ -266,8 +242,24 @@ pub(crate) fn explain() -> (Result<Credentials, Error>, Vec<ChainStep>) {
                         setup: setup.to_owned(),
                     },
                 });
+                continue;
             }
-        }
+            // A forced source must be there.
+            Found::Absent(reason) => Error::Setting {
+                problem: format!("{FORCE_VARIABLE}={name}, but {looked_at}: {reason}"),
+                fix: format!("{setup}; or unset {FORCE_VARIABLE} to try every source"),
+            },
+            Found::Broken(error) => error,
+        };
+        // A present but broken source (or a forced, absent one) stops the chain.
+        steps.push(ChainStep {
+            source: name,
+            looked_at,
+            outcome: StepOutcome::Failed {
+                error: error.clone(),
+            },
+        });
+        return (Err(error), steps);
     }
     let Some((name, source)) = chosen else {
         let tried: Vec<String> = steps
