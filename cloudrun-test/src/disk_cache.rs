@@ -320,6 +320,16 @@ mod tests {
 
     use super::*;
 
+    /// The names in `dir`, sorted.
+    fn sorted_names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
@@ -464,11 +474,7 @@ mod tests {
         fs::write(dir.join("0123.json"), "{}").unwrap();
 
         setup.cache.prune(now);
-        let mut left: Vec<_> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
+        let left = sorted_names(&dir);
         let mut expected = vec![
             "notes.txt".to_owned(),
             "0123.json".to_owned(),
@@ -487,11 +493,7 @@ mod tests {
         fs::write(dir.join(".token-123-456"), "half").unwrap();
         fs::write(setup.entry_path("recent"), "garbage").unwrap();
         setup.cache.prune(now + 2 * HOUR);
-        let mut left: Vec<_> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
+        let left = sorted_names(&dir);
         let mut expected = vec![
             "notes.txt".to_owned(),
             "0123.json".to_owned(),
