@@ -5,57 +5,14 @@
 use std::io::Write as _;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use cloudrun_test::reqwest::StatusCode;
 use cloudrun_test::{Client, Credentials, Diagnosis, TokenHeader, cloudrun_test};
 use cloudrun_test_e2e::recorder::{Recorded, Recorder, response};
-use cloudrun_test_e2e::{Fixture, TESTER, isolate, output_text};
+use cloudrun_test_e2e::{
+    CANARY_SIGNATURE as SIGNATURE, Fixture, TESTER, canary_token, isolate, output_text,
+};
 use cloudrun_test_emulator::{Emulator, ServiceConfig};
-
-/// The secret part of the canary: if it shows anywhere, the token leaked.
-const SIGNATURE: &str = "CANARYsecretSIGNATUREdoNotLeak0123456789";
-
-/// A JWT-shaped identity token for `audience` whose signature is the canary.
-fn canary_token(audience: &str) -> String {
-    use base64_url as b64;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = serde_json::json!({
-        "iss": "https://accounts.google.com",
-        "aud": audience,
-        "email": "canary@emulated-project.iam.gserviceaccount.com",
-        "iat": now,
-        "exp": now + 3600,
-    });
-    format!(
-        "{}.{}.{SIGNATURE}",
-        b64::encode(r#"{"alg":"RS256","typ":"JWT"}"#),
-        b64::encode(&claims.to_string())
-    )
-}
-
-/// Base64url without padding, enough for a test token.
-mod base64_url {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-    pub fn encode(text: &str) -> String {
-        let bytes = text.as_bytes();
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let n = chunk
-                .iter()
-                .enumerate()
-                .fold(0u32, |n, (i, byte)| n | u32::from(*byte) << (16 - 8 * i));
-            for i in 0..=chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            }
-        }
-        out
-    }
-}
 
 fn assert_clean(text: &str, token: &str, what: &str) {
     assert!(

@@ -3,30 +3,9 @@
 
 mod support;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cloudrun_test_e2e::{CANARY_SIGNATURE as SIGNATURE, canary_token};
 use cloudrun_test_emulator::{Emulator, ServiceConfig};
 use support::*;
-
-const SIGNATURE: &str = "CANARYsecretSIGNATUREdoNotLeak0123456789";
-
-fn canary_token(audience: &str) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = serde_json::json!({
-        "iss": "https://accounts.google.com",
-        "aud": audience,
-        "email": "canary@emulated-project.iam.gserviceaccount.com",
-        "exp": now + 3600,
-    });
-    format!(
-        "{}.{}.{SIGNATURE}",
-        URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"JWT"}"#),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    )
-}
 
 #[test]
 fn doctor_never_shows_the_canary_or_a_minted_token() {

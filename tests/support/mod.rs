@@ -197,3 +197,29 @@ pub fn user_dependencies() -> Vec<String> {
     names.dedup();
     names
 }
+
+/// The secret part of the canary token: if it shows anywhere, the token leaked.
+pub const CANARY_SIGNATURE: &str = "CANARYsecretSIGNATUREdoNotLeak0123456789";
+
+/// A JWT-shaped identity token for `audience`, valid for an hour, whose signature is
+/// [`CANARY_SIGNATURE`].
+pub fn canary_token(audience: &str) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs();
+    let claims = serde_json::json!({
+        "iss": "https://accounts.google.com",
+        "aud": audience,
+        "email": "canary@emulated-project.iam.gserviceaccount.com",
+        "iat": now,
+        "exp": now + 3600,
+    });
+    format!(
+        "{}.{}.{CANARY_SIGNATURE}",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    )
+}
