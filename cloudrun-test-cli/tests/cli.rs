@@ -6,8 +6,7 @@ use std::process::Command;
 
 use cloudrun_test_e2e::{Fixture, TESTER, isolate, output_text, workspace_root};
 use cloudrun_test_emulator::{Emulator, ServiceConfig};
-use serde_json::Value;
-use support::run_isolated;
+use support::{accepted_as, run_isolated};
 
 fn fixture() -> Fixture {
     Fixture::start(
@@ -41,18 +40,7 @@ fn token_prints_only_a_token_the_service_accepts() {
     );
     assert!(!stderr.contains(token), "the token leaked to stderr");
 
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let echo: Value = runtime.block_on(async {
-        let response = reqwest::Client::new()
-            .get(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        response.json().await.unwrap()
-    });
-    assert_eq!(echo["caller"], TESTER);
+    accepted_as(&fixture, token, TESTER);
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use cloudrun_test_e2e::{Fixture, GeneratedCrate, TESTER, isolate, output_text};
 use cloudrun_test_emulator::{Emulator, EmulatorBuilder, ServiceConfig};
 use serde_json::{Value, json};
-use support::run_isolated;
+use support::{accepted_as, run_isolated};
 
 const ALICE: &str = "alice@example.com";
 const DEPLOYER: &str = "deployer@emulated-project.iam.gserviceaccount.com";
@@ -91,32 +91,6 @@ fn claims(token: &str) -> Value {
         .decode(payload)
         .unwrap();
     serde_json::from_slice(&bytes).unwrap()
-}
-
-/// Calls `hello` with `token`; returns the status and the caller the echo app saw.
-fn call(fixture: &Fixture, token: &str) -> (u16, Value) {
-    let url = fixture.emulator.service_url("hello").unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let response = reqwest::Client::new()
-            .get(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        (status, body["caller"].clone())
-    })
-}
-
-fn accepted_as(fixture: &Fixture, token: &str, identity: &str) {
-    let (status, caller) = call(fixture, token);
-    assert_eq!(status, 200, "the front refused the token");
-    assert_eq!(caller, identity);
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

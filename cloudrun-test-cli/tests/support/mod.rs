@@ -120,3 +120,30 @@ exit {exit_code}
         self.dir.path().join("record").join(name)
     }
 }
+
+/// Calls `hello` with `token`; returns the status and the caller the echo app saw.
+fn call(fixture: &Fixture, token: &str) -> (u16, serde_json::Value) {
+    let url = fixture.emulator.service_url("hello").unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
+        (status, body["caller"].clone())
+    })
+}
+
+/// Asserts that `hello` accepts `token` and sees `identity` calling.
+pub fn accepted_as(fixture: &Fixture, token: &str, identity: &str) {
+    let (status, caller) = call(fixture, token);
+    assert_eq!(status, 200, "the front refused the token");
+    assert_eq!(caller, identity);
+}
