@@ -189,3 +189,24 @@ async fn a_custom_audience_is_minted_and_accepted() {
     let response = stranger.get("/").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// `send()` starts the request at once when it can, which needs a runtime (reqwest's
+/// timer): a future made outside any runtime must wait for its first poll instead of
+/// panicking.
+#[test]
+fn a_request_made_outside_a_runtime_is_sent_when_polled() {
+    let fixture = fixture();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = runtime
+        .block_on(fixture.client_for(TESTER, "hello").build())
+        .unwrap();
+    let request = client.get("/outside").send();
+    let response = runtime.block_on(request).unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let echo: Value = runtime.block_on(response.json()).unwrap();
+    assert_eq!(echo["caller"], TESTER);
+    assert_eq!(echo["path"], "/outside");
+}

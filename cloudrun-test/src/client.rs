@@ -184,8 +184,8 @@ impl Client {
     /// The token for the service: this client's own copy while it is fresh, else one
     /// from the process-wide cache (which mints when it has none).
     pub(crate) async fn token(&self, credentials: &Credentials) -> Result<Token, Error> {
-        if let Some(token) = self.kept_token().as_ref().filter(|token| token.is_fresh()) {
-            return Ok(token.clone());
+        if let Some(token) = self.fresh_token() {
+            return Ok(token);
         }
         // Boxed: the cache's future is large, and every request would otherwise carry
         // (and copy) its space although a fresh token needs none of it.
@@ -209,6 +209,14 @@ impl Client {
         }
         credentials.forget_id_token(self.audience(), sent);
         self.token(credentials).await
+    }
+
+    /// This client's own copy of the token, if it is fresh: no waiting.
+    pub(crate) fn fresh_token(&self) -> Option<Token> {
+        self.kept_token()
+            .as_ref()
+            .filter(|token| token.is_fresh())
+            .cloned()
     }
 
     fn kept_token(&self) -> MutexGuard<'_, Option<Token>> {

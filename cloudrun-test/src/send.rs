@@ -116,26 +116,125 @@ pub(crate) fn build(
 
 /// Sends the request a `RequestBuilder` built: the first hop inline, then whatever
 /// redirects and retries it needs (see the module documentation).
-#[expect(
-    clippy::manual_async_fn,
-    reason = "arguments stored once: see `send_hop`"
-)]
+///
+/// The first hop starts here, before the future is first polled, when it needs no
+/// token or the client holds a fresh one (the usual case): the future then keeps
+/// reqwest's request under way (boxed by reqwest) rather than the request itself, and
+/// is small to create and move, which happens for every request.
 pub(crate) fn send(
     client: Client,
     method: Method,
     request: Result<(Request, Url), Error>,
 ) -> impl Future<Output = Result<Response, Error>> + Send {
+    let (mut attempts, mut first) = match request {
+        Ok((request, url)) => {
+            let attempts = Attempts::new(client, method, copy_request(&request), true);
+            let first = match start(&attempts.client, request, url) {
+                Ok(started) => First::Started(started),
+                Err(unstarted) => First::Unstarted(unstarted),
+            };
+            (attempts, first)
+        }
+        Err(error) => (
+            Attempts::new(client, method, None, true),
+            First::Failed(error),
+        ),
+    };
     async move {
-        let (request, url) = request?;
-        let mut attempts = Attempts::new(&client, method, &request, true);
-        let hop = send_hop(&client, request, url).await?;
-        let hop = match attempts.next_step(&hop, None) {
-            Next::Done => hop,
-            // Out of line (boxed): redirects and retries need far more state than the
-            // usual single hop, and this future is created and moved for every request.
-            next => Box::pin(attempts.go_on(hop, next)).await?,
+        let hop = match first {
+            // The usual way, kept small: polled in place, nothing else held.
+            First::Started(ref mut started) => match (&mut started.response).await {
+                Ok(response) if response.status().is_success() => return Ok(response),
+                outcome => Hop {
+                    outcome,
+                    url: started.url.clone(),
+                    token: started.token.clone(),
+                },
+            },
+            First::Unstarted(unstarted) => {
+                let Unstarted { request, url } = *unstarted;
+                Box::pin(send_hop(&attempts.client, request, url)).await?
+            }
+            First::Failed(error) => return Err(error),
         };
-        attempts.finish(hop)
+        // Out of line (boxed): redirects, retries and explanations need far more state
+        // than the usual single hop.
+        Box::pin(attempts.after(hop)).await
+    }
+}
+
+/// How the first hop of [`send`] stands when its future is created.
+enum First<F> {
+    Started(Started<F>),
+    Unstarted(Box<Unstarted>),
+    Failed(Error),
+}
+
+/// A hop whose request is under way, and what it carried.
+struct Started<F> {
+    response: F,
+    url: Url,
+    token: Option<Token>,
+}
+
+impl<F: Future<Output = Result<Response, reqwest::Error>> + Unpin> Started<F> {
+    async fn finish(mut self) -> Hop {
+        Hop {
+            outcome: (&mut self.response).await,
+            url: self.url,
+            token: self.token,
+        }
+    }
+}
+
+/// A request that waits for a token to be minted before it can start.
+struct Unstarted {
+    request: Request,
+    url: Url,
+}
+
+/// Starts a hop now if it needs no token or the client holds a fresh one; else hands
+/// the request back for [`send_hop`], which mints first.
+fn start(
+    client: &Client,
+    request: Request,
+    url: Url,
+) -> Result<
+    Started<impl Future<Output = Result<Response, reqwest::Error>> + Send + Unpin + use<>>,
+    Box<Unstarted>,
+> {
+    // reqwest needs a runtime to start a request (its timer); a future made outside one
+    // starts when first polled, inside one.
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(Box::new(Unstarted { request, url }));
+    }
+    let token = if client.sends_token_to(&url) {
+        match client.fresh_token() {
+            Some(token) => Some(token),
+            None => return Err(Box::new(Unstarted { request, url })),
+        }
+    } else {
+        None
+    };
+    Ok(dispatch(client, request, url, token))
+}
+
+/// Puts `token`, if any, on the request and hands it to reqwest.
+fn dispatch(
+    client: &Client,
+    mut request: Request,
+    url: Url,
+    token: Option<Token>,
+) -> Started<impl Future<Output = Result<Response, reqwest::Error>> + Send + Unpin + use<>> {
+    if let Some(token) = &token {
+        request
+            .headers_mut()
+            .insert(client.token_header().name(), token.authorization());
+    }
+    Started {
+        response: client.http().execute(request),
+        url,
+        token,
     }
 }
 
@@ -158,36 +257,14 @@ fn copy_request(request: &Request) -> Option<Request> {
     Some(copy)
 }
 
-/// One hop: the token if `url` is the service's origin, and the request.
-#[expect(
-    clippy::manual_async_fn,
-    reason = "an `async fn` keeps its arguments twice in its future, which is created \
-              and moved for every request"
-)]
-fn send_hop(
-    client: &Client,
-    mut request: Request,
-    url: Url,
-) -> impl Future<Output = Result<Hop, Error>> + Send + '_ {
-    async move {
-        let token = match client.credentials() {
-            Some(credentials) if client.sends_token_to(&url) => {
-                Some(client.token(credentials).await?)
-            }
-            _ => None,
-        };
-        if let Some(token) = &token {
-            request
-                .headers_mut()
-                .insert(client.token_header().name(), token.authorization());
-        }
-        let outcome = client.http().execute(request).await;
-        Ok(Hop {
-            outcome,
-            url,
-            token,
-        })
-    }
+/// One hop: the token if `url` is the service's origin (minted if need be), and the
+/// request.
+async fn send_hop(client: &Client, request: Request, url: Url) -> Result<Hop, Error> {
+    let token = match client.credentials() {
+        Some(credentials) if client.sends_token_to(&url) => Some(client.token(credentials).await?),
+        _ => None,
+    };
+    Ok(dispatch(client, request, url, token).finish().await)
 }
 
 /// What to do after a hop.
@@ -202,13 +279,13 @@ enum Next {
 }
 
 /// One request's way through redirects and retries.
-struct Attempts<'a> {
-    client: &'a Client,
+struct Attempts {
+    client: Client,
     method: Method,
     /// A copy of the request as built, without a token: redirects are built from it,
     /// and a retry starts again from it. `None` for a streaming body, which cannot be
     /// sent twice: then there is neither.
-    first: Option<Request>,
+    first: Option<Box<Request>>,
     redirects: usize,
     /// Whether 401s, 429/503 answers and failed connections are retried (else only
     /// redirects are followed).
@@ -219,12 +296,13 @@ struct Attempts<'a> {
     retrying_since: Option<Instant>,
 }
 
-impl<'a> Attempts<'a> {
-    fn new(client: &'a Client, method: Method, request: &Request, retry: bool) -> Attempts<'a> {
+impl Attempts {
+    /// `first` is the copy of the first request ([`copy_request`]).
+    fn new(client: Client, method: Method, first: Option<Request>, retry: bool) -> Attempts {
         Attempts {
             client,
             method,
-            first: copy_request(request),
+            first: first.map(Box::new),
             redirects: 0,
             retry,
             retries: 0,
@@ -233,19 +311,16 @@ impl<'a> Attempts<'a> {
         }
     }
 
+    /// Everything after a first hop that did not simply answer 2xx.
+    async fn after(&mut self, hop: Hop) -> Result<Response, Error> {
+        let next = self.next_step(&hop, None);
+        let hop = self.go_on(hop, next).await?;
+        self.finish(hop)
+    }
+
     /// After `hop`; `unsent_hop` is the copy of its request made before its token went
     /// in, if it followed a redirect (else the first request is the template).
     fn next_step(&mut self, hop: &Hop, unsent_hop: Option<&Request>) -> Next {
-        match &hop.outcome {
-            // The usual answer, decided without the rest's code and stack.
-            Ok(response) if response.status().is_success() => Next::Done,
-            _ => self.unusual_step(hop, unsent_hop),
-        }
-    }
-
-    /// [`Attempts::next_step`] after a redirect, an error status or no answer.
-    #[inline(never)]
-    fn unusual_step(&mut self, hop: &Hop, unsent_hop: Option<&Request>) -> Next {
         if let Some((request, url)) = self.redirect(hop, unsent_hop) {
             return Next::Follow(request, url);
         }
@@ -253,7 +328,7 @@ impl<'a> Attempts<'a> {
             return Next::Done;
         }
         // Made only when needed: the usual request is sent once.
-        let again = || self.first.as_ref().and_then(copy_request);
+        let again = || self.first.as_deref().and_then(copy_request);
         let policy = self.client.retry_policy();
         let retries_left = self.retries < policy.max_retries_for(&self.method);
         match &hop.outcome {
@@ -297,7 +372,7 @@ impl<'a> Attempts<'a> {
         }
         let location = response.headers().get(LOCATION)?.to_str().ok()?;
         let location = hop.url.join(location).ok()?;
-        let template = unsent_hop.or(self.first.as_ref())?;
+        let template = unsent_hop.or(self.first.as_deref())?;
         let mut next = copy_request(template)?;
         match response.status() {
             StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND | StatusCode::SEE_OTHER => {
@@ -337,7 +412,7 @@ impl<'a> Attempts<'a> {
                 Next::Follow(request, location) => {
                     self.redirects += 1;
                     let unsent = copy_request(&request);
-                    hop = send_hop(self.client, request, location).await?;
+                    hop = send_hop(&self.client, request, location).await?;
                     next = self.next_step(&hop, unsent.as_ref());
                     continue;
                 }
@@ -362,28 +437,19 @@ impl<'a> Attempts<'a> {
             };
             // Again from the start: the first hop's URL, not where a redirect led.
             let url = request.url().clone();
-            hop = send_hop(self.client, request, url).await?;
+            hop = send_hop(&self.client, request, url).await?;
             next = self.next_step(&hop, None);
         }
     }
 
     /// The answer, explained when it is a refusal or the retries ran out; or the error.
     fn finish(&self, hop: Hop) -> Result<Response, Error> {
-        match hop.outcome {
-            Ok(response) if response.status().is_success() => Ok(response),
-            outcome => self.explain(Hop { outcome, ..hop }),
-        }
-    }
-
-    /// [`Attempts::finish`] for anything but a 2xx answer.
-    #[inline(never)]
-    fn explain(&self, hop: Hop) -> Result<Response, Error> {
         let Hop {
             outcome,
             url,
             token,
         } = hop;
-        let (client, method, retries) = (self.client, &self.method, self.retries);
+        let (client, method, retries) = (&self.client, &self.method, self.retries);
         let target = client.target();
         let mut response = match outcome {
             Ok(response) => response,
@@ -466,7 +532,8 @@ pub(crate) async fn wait_until_ready(
             .build()
             .map_err(|error| Error::Internal(error.to_string()))?;
         // Redirects followed, no retries: the polling here is the retry.
-        let mut attempts = Attempts::new(client, Method::GET, &request, false);
+        let mut attempts =
+            Attempts::new(client.clone(), Method::GET, copy_request(&request), false);
         let hop = send_hop(client, request, url.clone()).await?;
         let hop = match attempts.next_step(&hop, None) {
             Next::Done => hop,
