@@ -54,6 +54,13 @@ async fn too_slow_compound(client: Client) {
     tokio::time::sleep(Duration::from_secs(60)).await;
 }
 
+// No `timeout`: the run sets CLOUDRUN_TEST_TIMEOUT.
+#[cloudrun_test(service = "hello")]
+async fn too_slow_for_the_setting(client: Client) {
+    client.get("/").send().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+}
+
 #[cloudrun_test(service = "hello", timeout = "1m")]
 async fn within_its_timeout(client: Client) {
     assert_eq!(client.get("/").send().await.unwrap().status(), 200);
@@ -130,15 +137,16 @@ fn runtime_options_and_passed_through_attributes_behave_as_with_test() {
     toml.push_str("\n[lints.rust]\nunused_doc_comments = \"deny\"\n");
     std::fs::write(&manifest, toml).unwrap();
 
-    let output = krate.cargo(
-        &["test", "--offline", "--test", "generated"],
-        &fixture.environment(TESTER),
-    );
+    // The limit for the tests that set none: long enough for the others on a busy
+    // machine, short enough for the run.
+    let mut environment = fixture.environment(TESTER);
+    environment.push(("CLOUDRUN_TEST_TIMEOUT".into(), "8s".into()));
+    let output = krate.cargo(&["test", "--offline", "--test", "generated"], &environment);
     let text = output_text(&output);
     assert!(!text.contains("could not compile"), "{text}");
     assert!(
         !output.status.success(),
-        "four tests fail on purpose:\n{text}"
+        "five tests fail on purpose:\n{text}"
     );
 
     let mut verdicts = verdicts(&text);
@@ -157,6 +165,7 @@ fn runtime_options_and_passed_through_attributes_behave_as_with_test() {
         ),
         ("too_slow", "FAILED"),
         ("too_slow_compound", "FAILED"),
+        ("too_slow_for_the_setting", "FAILED"),
         ("within_its_timeout", "ok"),
     ];
     let expected: Vec<(String, String)> = expected
@@ -166,7 +175,7 @@ fn runtime_options_and_passed_through_attributes_behave_as_with_test() {
     // `compiled_out` is absent: `#[cfg(any())]` removed it, unknown function and all.
     assert_eq!(verdicts, expected, "{text}");
     assert!(
-        text.contains("test result: FAILED. 6 passed; 4 failed; 1 ignored"),
+        text.contains("test result: FAILED. 6 passed; 5 failed; 1 ignored"),
         "{text}"
     );
 
@@ -174,14 +183,42 @@ fn runtime_options_and_passed_through_attributes_behave_as_with_test() {
     for message in [
         "`generated::too_slow` did not finish within its timeout of 300ms (set with `timeout = \"...\"`)",
         "`generated::too_slow_compound` did not finish within its timeout of 1.5s",
+        "`generated::too_slow_for_the_setting` did not finish within its timeout of 8s \
+         (set by CLOUDRUN_TEST_TIMEOUT; `timeout = \"...\"` on the test overrides it)",
         "the test returned Err(Unexpected { status: 200 })",
         "panic did not contain expected string",
     ] {
         assert!(text.contains(message), "missing {message:?} in:\n{text}");
     }
-    // Every request went through Cloud Run's (emulated) IAM check: 6 + 7 tests' one.
+    // Every request went through Cloud Run's (emulated) IAM check: 6 + 8 tests' one.
     let stats = fixture.emulator.stats();
-    assert_eq!(stats.front_accepted, 13, "{stats:?}");
+    assert_eq!(stats.front_accepted, 14, "{stats:?}");
+
+    // A setting that is no limit fails the test, saying what to write.
+    let mut environment = fixture.environment(TESTER);
+    environment.push(("CLOUDRUN_TEST_TIMEOUT".into(), "soon".into()));
+    let refused = krate.cargo(
+        &[
+            "test",
+            "--offline",
+            "--test",
+            "generated",
+            "current_thread_by_default",
+        ],
+        &environment,
+    );
+    let refused = output_text(&refused);
+    for message in [
+        "test current_thread_by_default ... FAILED",
+        "cloudrun_test setup failed for `generated::current_thread_by_default`: \
+         CLOUDRUN_TEST_TIMEOUT is \"soon\", which is no limit for a test",
+        "fix: write a whole number with a unit",
+    ] {
+        assert!(
+            refused.contains(message),
+            "missing {message:?} in:\n{refused}"
+        );
+    }
 
     // The timeouts cut the 60 s sleeps short.
     let seconds: f64 = text

@@ -316,12 +316,17 @@ impl RequestBuilder {
     }
 }
 
+/// The limit for each request of a client built without [`ClientBuilder::timeout`]
+/// or [`ClientBuilder::no_timeout`].
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Builds a [`Client`] from the same settings the attribute takes.
 #[derive(Debug, Default)]
 pub struct ClientBuilder {
     query: ServiceQuery,
     credentials: Option<Credentials>,
-    timeout: Option<Duration>,
+    /// `None`: [`DEFAULT_REQUEST_TIMEOUT`]; `Some(None)`: no limit per request.
+    timeout: Option<Option<Duration>>,
     impersonate: Option<String>,
     retry: Option<RetryPolicy>,
     token_header: Option<TokenHeader>,
@@ -391,9 +396,20 @@ impl ClientBuilder {
         self
     }
 
-    /// The limit for each request to the service (default 5 minutes).
+    /// The limit for each request to the service, from sending it to the end of its
+    /// body (default 5 minutes).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.timeout = Some(Some(timeout));
+        self
+    }
+
+    /// No limit of the client's own for each request, for a caller that bounds the
+    /// whole exchange itself. `#[cloudrun_test]` builds its client so: the test's own
+    /// limit covers every request, and a timer per request costs 1–2 % of a request
+    /// on loopback (BENCHMARKS.md). A limit per request can still be set with
+    /// [`RequestBuilder::timeout`].
+    pub fn no_timeout(mut self) -> Self {
+        self.timeout = Some(None);
         self
     }
 
@@ -454,15 +470,16 @@ impl ClientBuilder {
             Some(header) => header,
             None => TokenHeader::from_env()?.unwrap_or_default(),
         };
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .timeout(self.timeout.unwrap_or(Duration::from_secs(300)))
             // Redirects are followed by `send`, which keeps the token on the service's origin.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|error| {
-                Error::Internal(format!("building the HTTP client failed: {error}"))
-            })?;
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(limit) = self.timeout.unwrap_or(Some(DEFAULT_REQUEST_TIMEOUT)) {
+            http = http.timeout(limit);
+        }
+        let http = http.build().map_err(|error| {
+            Error::Internal(format!("building the HTTP client failed: {error}"))
+        })?;
         let client = Client {
             inner: Arc::new(Inner {
                 http,

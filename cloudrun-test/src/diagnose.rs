@@ -277,7 +277,7 @@ pub(crate) fn explain_no_answer(
         format!(
             "{what}{after}\n  no answer in time: the service is slow to answer, or the network drops \
              the connection (a proxy, a firewall, or an ingress setting that only admits internal \
-             traffic).\n  fix: raise the limit (`timeout = \"...\"`, `ClientBuilder::timeout`), or \
+             traffic).\n  fix: raise the limit (`ClientBuilder::timeout`, `RequestBuilder::timeout`), or \
              check the ingress: `gcloud run services describe {service} --region {region} \
              --format='value(spec.template.metadata.annotations)'`; `--ingress all` admits callers \
              from outside Google Cloud"

@@ -138,13 +138,59 @@ impl<T, E: std::fmt::Debug> TestOutcome for Result<T, E> {
     }
 }
 
+/// The limit for a test that sets none (neither `timeout = "..."` nor
+/// `CLOUDRUN_TEST_TIMEOUT`): ample for a test (Cloud Run's own default request timeout
+/// is 5 minutes), and a service that never answers fails the test instead of hanging
+/// the run. It is also what bounds the test's requests: its client has no limit per
+/// request.
+pub const DEFAULT_TEST_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long a test may run, and where that limit comes from (for the message).
+#[derive(Debug, PartialEq)]
+struct Limit {
+    duration: Duration,
+    source: &'static str,
+}
+
+/// The test's limit: its `timeout = "..."`, else `CLOUDRUN_TEST_TIMEOUT` (`setting`),
+/// else [`DEFAULT_TEST_TIMEOUT`].
+fn test_limit(attribute: Option<Duration>, setting: Option<String>) -> Result<Limit, String> {
+    if let Some(duration) = attribute {
+        return Ok(Limit {
+            duration,
+            source: "set with `timeout = \"...\"`",
+        });
+    }
+    let Some(text) = setting else {
+        return Ok(Limit {
+            duration: DEFAULT_TEST_TIMEOUT,
+            source: "the default; raise it with `timeout = \"...\"` or CLOUDRUN_TEST_TIMEOUT",
+        });
+    };
+    match crate::retry::parse_duration(&text).filter(|limit| !limit.is_zero()) {
+        Some(duration) => Ok(Limit {
+            duration,
+            source: "set by CLOUDRUN_TEST_TIMEOUT; `timeout = \"...\"` on the test overrides it",
+        }),
+        None => Err(format!(
+            "CLOUDRUN_TEST_TIMEOUT is {text:?}, which is no limit for a test\n\
+             fix: write a whole number with a unit, such as `90s`, `10m` or `1h` (a bare \
+             number means seconds), or unset it for the default of {DEFAULT_TEST_TIMEOUT:?}"
+        )),
+    }
+}
+
 /// Runs one test: builds its runtime, resolves the service, fetches a token, builds the
-/// client, runs the body (under the timeout, if any) and turns a failure into a panic
-/// with a readable message, as `#[test]` expects.
+/// client, runs the body under the test's limit and turns a failure into a panic with
+/// a readable message, as `#[test]` expects.
 pub fn run_test<F, Args>(spec: TestSpec, test_fn: F)
 where
     F: TestFn<Args>,
 {
+    let limit = match test_limit(spec.timeout, crate::settings::env("CLOUDRUN_TEST_TIMEOUT")) {
+        Ok(limit) => limit,
+        Err(message) => panic!("cloudrun_test setup failed for `{}`: {message}", spec.name),
+    };
     let runtime = build_runtime(&spec);
     let outcome = runtime.block_on(async move {
         // The timeout covers the setup too: a hanging token endpoint must not hang the test.
@@ -162,24 +208,22 @@ where
             set_up.set(true);
             test_fn.call(context).await
         };
-        match spec.timeout {
-            Some(limit) => match tokio::time::timeout(limit, run).await {
-                Ok(outcome) => outcome,
-                Err(_) if set_up.get() => Err(format!(
-                    "`{}` did not finish within its timeout of {limit:?} (set with `timeout = \"...\"`)",
-                    spec.name
-                )),
-                Err(_) => Err(format!(
-                    "`{}` did not finish within its timeout of {limit:?} (set with `timeout = \"...\"`): \
-                     it was still setting up, resolving the service's URL and getting a token with {}.\n\
-                     fix: a token endpoint or the Admin API may not answer: `cloudrun-test doctor` \
-                     checks them; CLOUDRUN_TEST_TOKEN_TIMEOUT bounds each token call (default 30s)",
-                    spec.name,
-                    crate::credentials::Credentials::from_env()
-                        .map_or_else(|_| "no credentials".to_owned(), |credentials| credentials.describe())
-                )),
-            },
-            None => run.await,
+        let Limit { duration, source } = limit;
+        match tokio::time::timeout(duration, run).await {
+            Ok(outcome) => outcome,
+            Err(_) if set_up.get() => Err(format!(
+                "`{}` did not finish within its timeout of {duration:?} ({source})",
+                spec.name
+            )),
+            Err(_) => Err(format!(
+                "`{}` did not finish within its timeout of {duration:?} ({source}): \
+                 it was still setting up, resolving the service's URL and getting a token with {}.\n\
+                 fix: a token endpoint or the Admin API may not answer: `cloudrun-test doctor` \
+                 checks them; CLOUDRUN_TEST_TOKEN_TIMEOUT bounds each token call (default 30s)",
+                spec.name,
+                crate::credentials::Credentials::from_env()
+                    .map_or_else(|_| "no credentials".to_owned(), |credentials| credentials.describe())
+            )),
         }
     });
     if let Err(message) = outcome {
@@ -202,4 +246,40 @@ fn build_runtime(spec: &TestSpec) -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("building the test's tokio runtime failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_attribute_wins_over_the_setting_which_wins_over_the_default() {
+        let set = Some(Duration::from_millis(300));
+        let limit = test_limit(set, Some("2m".into())).unwrap();
+        assert_eq!(limit.duration, Duration::from_millis(300));
+        assert!(limit.source.starts_with("set with `timeout"), "{limit:?}");
+
+        let limit = test_limit(None, Some("2m".into())).unwrap();
+        assert_eq!(limit.duration, Duration::from_secs(120));
+        assert!(limit.source.contains("CLOUDRUN_TEST_TIMEOUT"), "{limit:?}");
+
+        let limit = test_limit(None, None).unwrap();
+        assert_eq!(limit.duration, DEFAULT_TEST_TIMEOUT);
+        assert!(limit.source.starts_with("the default"), "{limit:?}");
+    }
+
+    #[test]
+    fn a_setting_that_is_no_limit_is_refused_with_the_fix() {
+        for text in ["soon", "0", "0s", "1.5m", "10 minutes"] {
+            let message = test_limit(None, Some(text.into())).unwrap_err();
+            assert!(
+                message.starts_with(&format!("CLOUDRUN_TEST_TIMEOUT is {text:?}")),
+                "{message}"
+            );
+            assert!(
+                message.contains("fix: write a whole number with a unit"),
+                "{message}"
+            );
+        }
+    }
 }

@@ -421,12 +421,15 @@ fn report_hot_path(report: &mut Report, figure: &str, result: &Comparison) {
 // ---------------------------------------------------------------------------------
 // 2. Per-request overhead
 
-/// The per-request subjects: a `Client` and a static header for hand-written reqwest
-/// calls, against a plain server on `runtime`. Runs in a child process, with the
-/// settings from the environment.
+/// The per-request subjects: the `Client` as `#[cloudrun_test]` builds it (no limit
+/// per request: the test's limit covers them), one with `ClientBuilder`'s default
+/// limit per request, and a static header for hand-written reqwest calls, against a
+/// plain server on `runtime`. Runs in a child process, with the settings from the
+/// environment.
 struct RequestBench {
     runtime: tokio::runtime::Runtime,
     client: Client,
+    limited: Client,
     header: HeaderValue,
     url: String,
 }
@@ -436,21 +439,23 @@ impl RequestBench {
         let credentials = Credentials::from_env().unwrap();
         let runtime = current_thread_runtime();
         let server = start_plain_server(&runtime);
-        let (client, header) = runtime.block_on(async {
-            let client = Client::builder()
-                .url(server.as_str())
-                .credentials(credentials)
-                .build()
-                .await
-                .unwrap();
+        let (client, limited, header) = runtime.block_on(async {
+            let builder = || {
+                Client::builder()
+                    .url(server.as_str())
+                    .credentials(credentials.clone())
+            };
+            let client = builder().no_timeout().build().await.unwrap();
+            let limited = builder().build().await.unwrap();
             let token = client.id_token().await.unwrap();
             let mut header = HeaderValue::try_from(format!("Bearer {}", token.as_str())).unwrap();
             header.set_sensitive(true);
-            (client, header)
+            (client, limited, header)
         });
         RequestBench {
             runtime,
             client,
+            limited,
             header,
             url: format!("{server}/"),
         }
@@ -458,11 +463,11 @@ impl RequestBench {
 
     // Not inlined: `valgrind --tool=callgrind --toggle-collect` counts inside them.
     #[inline(never)]
-    fn through_client(&self, iterations: u32) -> Duration {
+    fn through_client(&self, client: &Client, iterations: u32) -> Duration {
         self.runtime.block_on(async {
             let started = Instant::now();
             for _ in 0..iterations {
-                let response = self.client.get("/").send().await.unwrap();
+                let response = client.get("/").send().await.unwrap();
                 black_box(response.bytes().await.unwrap());
             }
             started.elapsed()
@@ -499,7 +504,7 @@ fn reqwest_with_client_timeouts() -> cloudrun_test::reqwest::Client {
 /// Timed in this many fresh processes: on this shared VM a process keeps its own bias
 /// (where its memory landed, its neighbours), a few percent either way, so one
 /// process's median is not enough.
-const REQUEST_PROCESSES: usize = if OPTIMISED { 5 } else { 1 };
+const REQUEST_PROCESSES: usize = if OPTIMISED { 9 } else { 1 };
 
 fn per_request(fixture: &Fixture, report: &mut Report) {
     println!("\nper request: Client::get(..).send() vs reqwest with a static Authorization header");
@@ -514,9 +519,17 @@ fn per_request(fixture: &Fixture, report: &mut Report) {
             values
         })
         .collect();
-    for (baseline, name) in [
-        ("plain", "reqwest::Client::new(), static header"),
-        ("timed", "reqwest with the same timeouts, static header"),
+    for (baseline, figure, name) in [
+        (
+            "plain",
+            "request through `Client` as `#[cloudrun_test]` injects it",
+            "reqwest::Client::new(), static header",
+        ),
+        (
+            "timed",
+            "request through `Client` with a 5 min limit per request (`ClientBuilder`'s default)",
+            "reqwest with the same timeouts, static header",
+        ),
     ] {
         let mut processes: Vec<(f64, f64, f64)> = runs
             .iter()
@@ -531,12 +544,7 @@ fn per_request(fixture: &Fixture, report: &mut Report) {
             .collect();
         if processes.len() < REQUEST_PROCESSES {
             report
-                .add(
-                    "request through `Client`",
-                    "failed".into(),
-                    name.into(),
-                    "-".into(),
-                )
+                .add(figure, "failed".into(), name.into(), "-".into())
                 .must(false, "runs");
             continue;
         }
@@ -547,7 +555,7 @@ fn per_request(fixture: &Fixture, report: &mut Report) {
             .map(|run| format!("{:.3}", run.0))
             .collect();
         let row = report.add(
-            "request through `Client`",
+            figure,
             format_time(Duration::from_nanos(subject_ns as u64)),
             format!(
                 "{} ({name})",
@@ -566,18 +574,23 @@ fn per_request(fixture: &Fixture, report: &mut Report) {
     count_instructions(fixture, report);
 }
 
-/// The child side of [`per_request`]: medians of 41 alternating runs of 500 requests.
+/// The child side of [`per_request`]: medians of 41 alternating runs of 500 requests,
+/// each `Client` against reqwest set up alike.
 fn child_requests() -> ExitCode {
     let bench = RequestBench::start();
-    for (name, raw) in [
-        ("plain", cloudrun_test::reqwest::Client::new()),
-        ("timed", reqwest_with_client_timeouts()),
+    for (name, client, raw) in [
+        (
+            "plain",
+            &bench.client,
+            cloudrun_test::reqwest::Client::new(),
+        ),
+        ("timed", &bench.limited, reqwest_with_client_timeouts()),
     ] {
         let result = compare(
             41,
             500,
             |n| bench.by_hand(&raw, n),
-            |n| bench.through_client(n),
+            |n| bench.through_client(client, n),
         );
         println!(
             "{name}_baseline_ns={} {name}_subject_ns={} {name}_ratio={}",
@@ -672,10 +685,10 @@ fn count_instructions(fixture: &Fixture, report: &mut Report) {
 fn child_count(way: &str, requests: u32) -> ExitCode {
     let bench = RequestBench::start();
     let raw = cloudrun_test::reqwest::Client::new();
-    bench.through_client(1);
+    bench.through_client(&bench.client, 1);
     bench.by_hand(&raw, 1);
     match way {
-        "client" => black_box(bench.through_client(requests)),
+        "client" => black_box(bench.through_client(&bench.client, requests)),
         _ => black_box(bench.by_hand(&raw, requests)),
     };
     ExitCode::SUCCESS
