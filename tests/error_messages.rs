@@ -307,7 +307,7 @@ async fn a_request_that_times_out_says_how_to_raise_the_limit() {
         .to_string();
     assert_says(
         &message,
-        &["timed out", "no answer in time", "timeout = \"...\""],
+        &["timed out", "no answer in time", "`RequestBuilder::timeout`"],
     );
 }
 
