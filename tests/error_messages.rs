@@ -307,7 +307,11 @@ async fn a_request_that_times_out_says_how_to_raise_the_limit() {
         .to_string();
     assert_says(
         &message,
-        &["timed out", "no answer in time", "`RequestBuilder::timeout`"],
+        &[
+            "timed out",
+            "no answer in time",
+            "`RequestBuilder::timeout`",
+        ],
     );
 }
 
