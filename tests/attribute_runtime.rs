@@ -211,7 +211,7 @@ fn runtime_options_and_passed_through_attributes_behave_as_with_test() {
     for message in [
         "test current_thread_by_default ... FAILED",
         "cloudrun_test setup failed for `generated::current_thread_by_default`: \
-         CLOUDRUN_TEST_TIMEOUT is \"soon\", which is no limit for a test",
+         CLOUDRUN_TEST_TIMEOUT is \"soon\", which is no time limit",
         "fix: write a whole number with a unit",
     ] {
         assert!(

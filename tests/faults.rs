@@ -299,7 +299,7 @@ async fn a_service_that_never_gets_ready_is_an_error_with_the_last_answer() {
 
 /// Run in a child process by the tests below, with the emulator's token endpoint hanging.
 #[cloudrun_test(service = "hanging", timeout = "30s")]
-#[ignore = "run by `a_hanging_token_endpoint_fails_the_test_within_the_token_timeout` in a child process"]
+#[ignore = "run in a child process by the token-timeout tests below"]
 async fn child_behind_a_hanging_token_endpoint(client: Client) {
     client.get("/").send().await.unwrap();
 }
@@ -345,6 +345,30 @@ fn a_hanging_token_endpoint_fails_the_test_within_the_token_timeout() {
     );
     assert!(text.contains("no answer within 1s"), "{text}");
     assert!(text.contains("CLOUDRUN_TEST_TOKEN_TIMEOUT"), "{text}");
+}
+
+#[test]
+fn a_token_timeout_setting_that_is_no_limit_fails_the_test_with_the_fix() {
+    let fixture = fixture();
+    let (output, _) = run_child(
+        "child_behind_a_hanging_token_endpoint",
+        &fixture,
+        &[("CLOUDRUN_TEST_TOKEN_TIMEOUT", "a while")],
+    );
+    let text = output_text(&output);
+    assert!(!output.status.success(), "{text}");
+    for expected in [
+        "cloudrun_test setup failed",
+        "CLOUDRUN_TEST_TOKEN_TIMEOUT is \"a while\", which is no time limit",
+        "fix: write a whole number with a unit",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert_eq!(
+        fixture.emulator.stats().id_tokens_minted,
+        0,
+        "nothing was asked"
+    );
 }
 
 #[test]

@@ -167,17 +167,12 @@ fn test_limit(attribute: Option<Duration>, setting: Option<String>) -> Result<Li
             source: "the default; raise it with `timeout = \"...\"` or CLOUDRUN_TEST_TIMEOUT",
         });
     };
-    match crate::retry::parse_duration(&text).filter(|limit| !limit.is_zero()) {
-        Some(duration) => Ok(Limit {
-            duration,
-            source: "set by CLOUDRUN_TEST_TIMEOUT; `timeout = \"...\"` on the test overrides it",
-        }),
-        None => Err(format!(
-            "CLOUDRUN_TEST_TIMEOUT is {text:?}, which is no limit for a test\n\
-             fix: write a whole number with a unit, such as `90s`, `10m` or `1h` (a bare \
-             number means seconds), or unset it for the default of {DEFAULT_TEST_TIMEOUT:?}"
-        )),
-    }
+    let duration = crate::settings::parse_limit("CLOUDRUN_TEST_TIMEOUT", &text)
+        .map_err(|error| error.to_string())?;
+    Ok(Limit {
+        duration,
+        source: "set by CLOUDRUN_TEST_TIMEOUT; `timeout = \"...\"` on the test overrides it",
+    })
 }
 
 /// Runs one test: builds its runtime, resolves the service, fetches a token, builds the

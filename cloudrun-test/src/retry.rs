@@ -205,13 +205,13 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
 
 /// How long one call to a token endpoint (OAuth, metadata server, IAM Credentials,
 /// STS) may take: `CLOUDRUN_TEST_TOKEN_TIMEOUT` (`500ms`, `10s`, `1m`; a bare number
-/// is seconds) if set, else the endpoint's own `default`.
-pub(crate) fn token_timeout(default: Duration) -> Duration {
-    std::env::var("CLOUDRUN_TEST_TOKEN_TIMEOUT")
-        .ok()
-        .and_then(|text| parse_duration(&text))
-        .filter(|limit| !limit.is_zero())
-        .unwrap_or(default)
+/// is seconds) if set, else the endpoint's own `default`. A value that is no limit is
+/// an error, not ignored.
+pub(crate) fn token_timeout(default: Duration) -> Result<Duration, crate::error::Error> {
+    match crate::settings::env("CLOUDRUN_TEST_TOKEN_TIMEOUT") {
+        Some(text) => crate::settings::parse_limit("CLOUDRUN_TEST_TOKEN_TIMEOUT", &text),
+        None => Ok(default),
+    }
 }
 
 /// What to say when a call to the token endpoint at `url` failed: (problem, fix).

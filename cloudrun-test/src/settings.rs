@@ -23,6 +23,21 @@ pub(crate) fn env(name: &str) -> Option<String> {
         .filter(|value| !value.is_empty())
 }
 
+/// A time limit written in environment variable `name`: `500ms`, `90s`, `10m`, `1h`, or
+/// a bare number of seconds. Anything else, zero included, is an error that names the
+/// variable and what to write.
+pub(crate) fn parse_limit(name: &str, text: &str) -> Result<std::time::Duration, Error> {
+    crate::retry::parse_duration(text)
+        .filter(|limit| !limit.is_zero())
+        .ok_or_else(|| Error::Setting {
+            problem: format!("{name} is {text:?}, which is no time limit"),
+            fix: format!(
+                "write a whole number with a unit, such as `500ms`, `90s`, `10m` or `1h` (a bare \
+                 number means seconds), or unset {name} for the default"
+            ),
+        })
+}
+
 /// One level of `cloudrun-test.toml`: the top level or a profile.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -339,7 +339,7 @@ pub(crate) async fn send(
 ) -> Result<(reqwest::StatusCode, String), Error> {
     // CLOUDRUN_TEST_TOKEN_TIMEOUT overrides every endpoint's limit; 5xx answers and
     // failed connections are tried again, twice at most.
-    let timeout = crate::retry::token_timeout(timeout);
+    let timeout = crate::retry::token_timeout(timeout)?;
     let failed = |error: reqwest::Error| {
         let (problem, fix) =
             crate::retry::token_failure(&error, timeout, url, network_fix.to_owned());
