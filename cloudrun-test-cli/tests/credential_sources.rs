@@ -206,13 +206,11 @@ fn impersonation_variable_wraps_the_chosen_source_and_explains_a_denial() {
     let mut env = fixture.environment(TESTER);
     env.extend(isolated_env(
         home.path(),
-        &[
-            (
-                "CLOUDRUN_TEST_IMPERSONATE_SERVICE_ACCOUNT",
-                DEPLOYER.to_owned(),
-            ),
-            ("CLOUDRUN_TEST_IAM_ENDPOINT", base(&fixture)),
-        ],
+        // The fixture's environment points IAM Credentials at the emulator.
+        &[(
+            "CLOUDRUN_TEST_IMPERSONATE_SERVICE_ACCOUNT",
+            DEPLOYER.to_owned(),
+        )],
     ));
     let (token, stderr) = mint(&audience(&fixture), &env);
     assert!(
@@ -222,8 +220,11 @@ fn impersonation_variable_wraps_the_chosen_source_and_explains_a_denial() {
     accepted_as(&fixture, &token, DEPLOYER);
 
     // No grant on RUNNER: the refusal names the permission and the command that fixes it.
-    let last = env.len() - 2;
-    env[last].1 = RUNNER.to_owned();
+    for (name, value) in &mut env {
+        if name == "CLOUDRUN_TEST_IMPERSONATE_SERVICE_ACCOUNT" {
+            *value = RUNNER.to_owned();
+        }
+    }
     let output = run_isolated(&["token", "--audience", &audience(&fixture)], &env);
     assert_eq!(output.status.code(), Some(1), "{}", output_text(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -696,10 +697,7 @@ async fn denied_principal(client: Client) {{
     let generated = GeneratedCrate::new("impersonation-suite", &source);
     let home = tempfile::tempdir().unwrap();
     let mut env = fixture.environment(TESTER);
-    env.extend(isolated_env(
-        home.path(),
-        &[("CLOUDRUN_TEST_IAM_ENDPOINT", base(&fixture))],
-    ));
+    env.extend(isolated_env(home.path(), &[]));
     let output = generated.cargo(&["test", "--offline", "--test", "generated"], &env);
     let text = output_text(&output);
     assert!(output.status.success(), "{text}");
