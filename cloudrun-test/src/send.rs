@@ -313,8 +313,7 @@ impl Attempts {
 
     /// Everything after a first hop that did not simply answer 2xx.
     async fn after(&mut self, hop: Hop) -> Result<Response, Error> {
-        let next = self.next_step(&hop, None);
-        let hop = self.go_on(hop, next).await?;
+        let hop = self.go_on(hop).await?;
         self.finish(hop)
     }
 
@@ -404,8 +403,10 @@ impl Attempts {
         Some((next, location))
     }
 
-    /// Takes the steps `next_step` says until it says done; returns the last hop.
-    async fn go_on(&mut self, mut hop: Hop, mut next: Next) -> Result<Hop, Error> {
+    /// From the first hop on, takes the steps `next_step` says until it says done;
+    /// returns the last hop.
+    async fn go_on(&mut self, mut hop: Hop) -> Result<Hop, Error> {
+        let mut next = self.next_step(&hop, None);
         loop {
             let request = match next {
                 Next::Done => return Ok(hop),
@@ -535,10 +536,7 @@ pub(crate) async fn wait_until_ready(
         let mut attempts =
             Attempts::new(client.clone(), Method::GET, copy_request(&request), false);
         let hop = send_hop(client, request, url.clone()).await?;
-        let hop = match attempts.next_step(&hop, None) {
-            Next::Done => hop,
-            next => attempts.go_on(hop, next).await?,
-        };
+        let hop = attempts.go_on(hop).await?;
         let last = match &hop.outcome {
             Ok(response) if !not_ready.contains(&response.status()) => {
                 tracing::debug!(%url, status = %response.status(), attempt, "the service is ready");
