@@ -143,10 +143,10 @@ impl<T, E: std::fmt::Debug> TestOutcome for Result<T, E> {
 /// is 5 minutes), and a service that never answers fails the test instead of hanging
 /// the run. It is also what bounds the test's requests: its client has no limit per
 /// request.
-pub const DEFAULT_TEST_TIMEOUT: Duration = Duration::from_secs(600);
+const DEFAULT_TEST_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How long a test may run, and where that limit comes from (for the message).
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct Limit {
     duration: Duration,
     source: &'static str,

@@ -235,23 +235,6 @@ pub(crate) fn token_failure(
     }
 }
 
-/// `250ms`, `2s`, `1m`, `1h`; a bare number is seconds.
-pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    match unit.trim() {
-        "ms" => Some(Duration::from_millis(number)),
-        "" | "s" => Some(Duration::from_secs(number)),
-        "m" => Some(Duration::from_secs(number.checked_mul(60)?)),
-        "h" => Some(Duration::from_secs(number.checked_mul(3600)?)),
-        _ => None,
-    }
-}
-
 /// Google's endpoints get this many retries after a 5xx, a 429 or a failed connection.
 const REPEAT_RETRIES: u32 = 2;
 const REPEAT_BACKOFF: Duration = Duration::from_millis(100);
@@ -362,15 +345,5 @@ mod tests {
                 .retry_on_status(StatusCode::BAD_GATEWAY)
                 .retries_status(StatusCode::BAD_GATEWAY)
         );
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration(" 2s "), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
-        assert_eq!(parse_duration("soon"), None);
-        assert_eq!(parse_duration("5 days"), None);
     }
 }

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -23,11 +24,28 @@ pub(crate) fn env(name: &str) -> Option<String> {
         .filter(|value| !value.is_empty())
 }
 
+/// `250ms`, `2s`, `1m`, `1h`; a bare number is seconds.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    match unit.trim() {
+        "ms" => Some(Duration::from_millis(number)),
+        "" | "s" => Some(Duration::from_secs(number)),
+        "m" => Some(Duration::from_secs(number.checked_mul(60)?)),
+        "h" => Some(Duration::from_secs(number.checked_mul(3600)?)),
+        _ => None,
+    }
+}
+
 /// A time limit written in environment variable `name`: `500ms`, `90s`, `10m`, `1h`, or
 /// a bare number of seconds. Anything else, zero included, is an error that names the
 /// variable and what to write.
-pub(crate) fn parse_limit(name: &str, text: &str) -> Result<std::time::Duration, Error> {
-    crate::retry::parse_duration(text)
+pub(crate) fn parse_limit(name: &str, text: &str) -> Result<Duration, Error> {
+    parse_duration(text)
         .filter(|limit| !limit.is_zero())
         .ok_or_else(|| Error::Setting {
             problem: format!("{name} is {text:?}, which is no time limit"),
@@ -255,6 +273,16 @@ fn ini_value(text: &str, section: &str, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration(" 2s "), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("soon"), None);
+        assert_eq!(parse_duration("5 days"), None);
+    }
 
     const FILE: &str = r#"
 project = "top-project"
