@@ -35,6 +35,7 @@ mod retry;
 mod send;
 mod settings;
 mod token;
+pub mod transport;
 
 pub use client::{Client, ClientBuilder, RequestBuilder};
 pub use context::TestContext;
