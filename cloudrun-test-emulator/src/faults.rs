@@ -590,7 +590,7 @@ fn parse_duration(text: &str) -> Option<Duration> {
     match unit {
         "ms" => Some(Duration::from_millis(number)),
         "" | "s" => Some(Duration::from_secs(number)),
-        "m" => Some(Duration::from_secs(number * 60)),
+        "m" => Some(Duration::from_secs(number.checked_mul(60)?)),
         _ => None,
     }
 }
@@ -674,6 +674,9 @@ mod tests {
             ("token-error=abc", "not a number"),
             ("service-error=:503", "service name is missing"),
             ("cold-start=hello:soon", "not a duration"),
+            // u64::MAX minutes: the multiplication overflows, which must not panic.
+            ("cold-start=hello:18446744073709551615m", "not a duration"),
+            ("token-delay=99999999999999999999s", "not a duration"),
             ("rotate-key=1", "takes no value"),
         ] {
             let message = text.parse::<Fault>().unwrap_err().to_string();

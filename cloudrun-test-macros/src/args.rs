@@ -354,7 +354,7 @@ fn parse_timeout(text: &str) -> Result<u64, String> {
         None => Err(format!("timeout `{text}` is too large")),
         Some(0) => Err(format!(
             "timeout `{text}` is zero: give a positive duration such as `30s`, \
-             or leave `timeout` out for no limit"
+             or leave `timeout` out for the default (CLOUDRUN_TEST_TIMEOUT, else 10 minutes)"
         )),
         Some(millis) => Ok(millis),
     }
