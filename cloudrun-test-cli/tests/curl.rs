@@ -48,10 +48,12 @@ fn the_token_reaches_curl_through_a_pipe_never_its_arguments_or_environment() {
     assert_no_token(&cmdline, &token, "/proc/PID/cmdline of curl");
     assert_no_token(&environ, &token, "curl's environment");
     assert_no_token(&output_text(&output), &token, "cloudrun-test's output");
-    // The user's options reach curl unchanged, after the URL.
+    // curl reads no .curlrc (-q must be first), takes the URL literally, uses no proxy
+    // (none is set), then gets the URL and the checked options, one by one.
     let args: Vec<&str> = argv.lines().collect();
+    assert_eq!(args[..4], ["-q", "--globoff", "--noproxy", "*"], "{argv}");
     let at = args.iter().position(|arg| *arg == target.as_str()).unwrap();
-    assert_eq!(args[at + 1..], ["-sS", "-X", "POST", "-d", "x=1"], "{argv}");
+    assert_eq!(args[at + 1..], ["-s", "-S", "-X", "POST", "-d", "x=1"], "{argv}");
     // The header comes from a pipe named as a /dev/fd path, not a file on disk.
     let header_arg = args
         .iter()
@@ -280,7 +282,12 @@ fn options_that_would_send_the_token_elsewhere_are_refused_before_curl_runs() {
         &[url.as_str(), "https://elsewhere.example/"],
         &[url.as_str(), "--trace-ascii", "-"],
         &[url.as_str(), "--location-trusted"],
-        &["--x-serverless", url.as_str(), "-sL"],
+        &[url.as_str(), "-K", "/dev/null"],
+        &[url.as_str(), "--trace-a", "-"],
+        &[url.as_str(), "-k"],
+        &[url.as_str(), "-sS", "evil.example"],
+        &[url.as_str(), "-H", "Authorization: Basic x"],
+        &["-sS", url.as_str()],
         &["http://hello.example.com/"],
         &["not a url"],
     ];
@@ -298,10 +305,26 @@ fn options_that_would_send_the_token_elsewhere_are_refused_before_curl_runs() {
             output_text(&output)
         );
         assert!(!fake.ran(), "{args:?}: curl ran");
+        let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
-            String::from_utf8_lossy(&output.stderr).starts_with("error: "),
+            stderr.starts_with("error: ") && stderr.contains("\nfix: "),
             "{args:?}: {}",
             output_text(&output)
         );
     }
+}
+
+#[test]
+fn x_serverless_with_location_is_allowed_now_that_redirects_stay_in_the_origin() {
+    let fixture = fixture();
+    let home = tempfile::tempdir().unwrap();
+    let url = fixture.emulator.service_url("hello").unwrap();
+    let output = run(
+        &["curl", "--x-serverless", url.as_str(), "-sSL"],
+        &fixture.environment(TESTER),
+        home.path(),
+    );
+    assert!(output.status.success(), "{}", output_text(&output));
+    let echo: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(echo["caller"], TESTER, "{}", output_text(&output));
 }

@@ -14,7 +14,7 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -118,9 +118,23 @@ where
                     let (sender, receiver) = watch::channel(None);
                     slots.insert(key.clone(), Slot::Pending(receiver.clone()));
                     let fetch = fetch();
+                    let finished_key = key.clone();
                     FETCHER.spawn(async move {
-                        let result = fetch.await;
-                        self.finish(key, &result);
+                        // The fetch runs as a task of its own so that a panic in it ends
+                        // only that task: it comes back here as an error for every waiter,
+                        // and `finish` frees the slot for the next caller to try again.
+                        let result = match FETCHER.spawn(fetch).await {
+                            Ok(result) => result,
+                            Err(stopped) => Err(Error::Internal(format!(
+                                "the token fetch {}; the next request tries again",
+                                if stopped.is_panic() {
+                                    "panicked (its message is on stderr)"
+                                } else {
+                                    "was cancelled"
+                                }
+                            ))),
+                        };
+                        self.finish(finished_key, &result);
                         // Nobody may be waiting any more; that is fine.
                         let _ = sender.send(Some(result));
                     });
@@ -128,12 +142,25 @@ where
                 }
             }
         };
-        match waiting.wait_for(Option::is_some).await {
-            Ok(result) => result.clone().expect("wait_for returns a filled slot"),
-            Err(_) => {
-                // The fetch task ended without an answer (it panicked): let the next caller retry.
+        let answer = match waiting.wait_for(Option::is_some).await {
+            Ok(result) => Some(result.clone().expect("wait_for returns a filled slot")),
+            Err(_) => None,
+        };
+        match answer {
+            Some(result) => result,
+            None => {
+                // The fetch's task ended without an answer (its runtime is gone): free
+                // the slot, if it is still that fetch's, so that the next caller retries.
+                let mut slots = self.lock();
+                if let Some(Slot::Pending(shared)) = slots.get(&key)
+                    && shared.same_channel(&waiting)
+                {
+                    slots.remove(&key);
+                }
                 Err(Error::Internal(
-                    "the background token fetch stopped without an answer".into(),
+                    "the background token fetch stopped without an answer; the next request \
+                     tries again"
+                        .into(),
                 ))
             }
         }
@@ -164,9 +191,7 @@ where
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Slot<V>>> {
         // A panic while holding the lock leaves the map consistent (every write is one
         // insert or remove), so a poisoned lock is safe to use.
-        self.slots
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -240,5 +265,50 @@ pub(crate) fn forget_id_token(
     // Else the re-mint after a 401 would be served the same token from disk.
     if let Some(disk) = DiskCache::get().filter(|_| source.worth_caching_on_disk()) {
         disk.forget(&key, bad);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fetch that panics, or fails, leaves nothing behind: every waiter gets an error
+    /// and the next caller fetches again.
+    #[tokio::test]
+    async fn a_panicking_or_failing_fetch_poisons_nothing() {
+        static FLIGHTS: LazyLock<SingleFlight<String, u32>> = LazyLock::new(SingleFlight::new);
+        let panicking = || async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if std::hint::black_box(true) {
+                panic!("a fetch that panics (expected by this test)");
+            }
+            Ok(0)
+        };
+        // Two callers share the panicking fetch; both get the error.
+        let (first, second) = tokio::join!(
+            FLIGHTS.get_lazy("key".into(), |_| true, panicking),
+            FLIGHTS.get_lazy("key".into(), |_| true, || async { Ok(99) }),
+        );
+        for result in [first, second] {
+            match result {
+                Err(Error::Internal(problem)) => assert!(problem.contains("panicked"), "{problem}"),
+                other => panic!("expected the panic as an error, got {other:?}"),
+            }
+        }
+        // The next caller fetches again, and its value is kept.
+        let again = FLIGHTS.get_lazy("key".into(), |_| true, || async { Ok(1) });
+        assert_eq!(again.await.unwrap(), 1);
+        let cached = FLIGHTS.get_lazy("key".into(), |_| true, || async { Ok(2) });
+        assert_eq!(cached.await.unwrap(), 1);
+
+        // A failure is not kept either.
+        let failed = FLIGHTS.get_lazy(
+            "other".into(),
+            |_| true,
+            || async { Err(Error::Internal("refused".into())) },
+        );
+        assert!(failed.await.is_err());
+        let after = FLIGHTS.get_lazy("other".into(), |_| true, || async { Ok(3) });
+        assert_eq!(after.await.unwrap(), 3);
     }
 }

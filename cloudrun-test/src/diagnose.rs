@@ -5,7 +5,7 @@
 //! It is built from the token's claims, never from the token itself.
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use reqwest::{Method, StatusCode, Url};
 
@@ -92,19 +92,21 @@ pub(crate) fn classify_401(
             ));
         }
     }
-    let expires = UNIX_EPOCH + Duration::from_secs(exp);
-    if let Ok(ago) = SystemTime::now().duration_since(expires) {
+    // An `exp` past what the clock holds has not come.
+    if let Some(expires) = crate::token::unix_time(exp)
+        && let Ok(ago) = SystemTime::now().duration_since(expires)
+    {
         return Refused::Expired { ago };
     }
+    let bare = |aud: &str| aud.trim_end_matches('/').to_owned();
     let mut accepted = accepted.to_vec();
     if accepted.is_empty() {
-        accepted.push(expected.to_owned());
         let here = origin(url);
-        if !accepted.contains(&here) {
-            accepted.push(here);
+        if bare(&audience) == bare(expected) && bare(expected) != bare(&here) {
+            return Refused::CustomAudience { audience, url: here };
         }
+        accepted.push(here);
     }
-    let bare = |aud: &str| aud.trim_end_matches('/').to_owned();
     let fits = audience == GCLOUD_CLIENT_ID
         || accepted
             .iter()
@@ -309,6 +311,7 @@ mod tests {
     use super::*;
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use std::time::UNIX_EPOCH;
 
     fn jwt(claims: serde_json::Value) -> Token {
         let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256"}"#);

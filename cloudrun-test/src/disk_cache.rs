@@ -9,21 +9,28 @@
 //! that expired over [`PRUNE_AFTER`] ago are deleted, so the folder does not grow with
 //! every key and audience ever used.
 //!
+//! Nothing in the folder is trusted blindly: it is used only if it is this user's and
+//! others cannot write to it, and every file is opened through [`crate::owner_only`]
+//! (no link followed, no FIFO waited on, only regular files of this user that nobody
+//! else may read). An entry's numbers are checked too: times past what a clock holds,
+//! or a lifetime longer than any token's, make it corrupt, so it is replaced.
+//!
 //! The trade-off: tokens (valid for at most an hour) rest on disk, readable by the
 //! same user. Set `CLOUDRUN_TEST_DISK_CACHE=off` to keep them in memory only.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::future::Future;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::bounded;
 use crate::error::Error;
-use crate::token::Token;
+use crate::owner_only;
+use crate::token::{MAX_LIFETIME, Token, unix_time};
 
 /// How long to wait for another process that is minting the same token.
 const LOCK_WAIT: Duration = Duration::from_secs(60);
@@ -31,6 +38,8 @@ const FORMAT_VERSION: u32 = 1;
 /// How long after its token expired a cache file is deleted (and a leftover temporary
 /// or unreadable file, after its last change).
 const PRUNE_AFTER: Duration = Duration::from_secs(3600);
+/// The most read from one entry: a token and a few numbers take about 2 KiB.
+const ENTRY_LIMIT: u64 = 64 << 10;
 
 pub(crate) struct DiskCache {
     dir: PathBuf,
@@ -48,9 +57,21 @@ struct Entry {
 }
 
 impl Entry {
-    /// Whether the token expired over [`PRUNE_AFTER`] before `now`.
+    /// Whether the token expired over [`PRUNE_AFTER`] before `now`. An expiry past what
+    /// the clock holds has not come.
     fn expired_long_before(&self, now: SystemTime) -> bool {
-        UNIX_EPOCH + Duration::from_secs(self.expires_at) + PRUNE_AFTER < now
+        unix_time(self.expires_at)
+            .and_then(|expired| expired.checked_add(PRUNE_AFTER))
+            .is_some_and(|prunable| prunable < now)
+    }
+
+    /// When the token was issued and expires, if those are times a token can have:
+    /// on the clock, in order, and at most [`MAX_LIFETIME`] apart, so that no file can
+    /// keep a token in use for longer than its issuer could have meant.
+    fn times(&self) -> Option<(SystemTime, SystemTime)> {
+        let (issued_at, expires_at) = (unix_time(self.issued_at)?, unix_time(self.expires_at)?);
+        let lifetime = expires_at.duration_since(issued_at).ok()?;
+        (lifetime <= MAX_LIFETIME).then_some((issued_at, expires_at))
     }
 }
 
@@ -79,15 +100,13 @@ impl DiskCache {
         }
     }
 
-    /// Opens (creating if needed) a cache folder that only this user can read.
+    /// Opens (creating if needed) a cache folder that only this user can read; refuses
+    /// one that is another user's or that others may write to
+    /// ([`owner_only::prepare_folder`]).
     pub(crate) fn open(dir: PathBuf) -> Result<DiskCache, String> {
-        fs::create_dir_all(&dir).map_err(|error| format!("cannot create it: {error}"))?;
-        let metadata = fs::metadata(&dir).map_err(|error| error.to_string())?;
-        if metadata.permissions().mode() & 0o077 != 0 {
-            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
-                .map_err(|error| format!("cannot make it private (0700): {error}"))?;
-        }
-        Ok(DiskCache { dir })
+        Ok(DiskCache {
+            dir: owner_only::prepare_folder(&dir)?,
+        })
     }
 
     /// The token for `key` from disk if fresh; otherwise the result of `mint`, stored
@@ -127,13 +146,13 @@ impl DiskCache {
     /// An exclusive lock on `path`, or `None` (go on without it) if the holder takes
     /// longer than [`LOCK_WAIT`] or locking is not possible here.
     async fn lock(&self, path: &Path) -> Option<File> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(path)
-            .ok()?;
+        let file = match owner_only::open_or_create(path) {
+            Ok(file) => file,
+            Err(error) => {
+                tracing::warn!(path = %path.display(), "token lock not usable ({error}); minting without it");
+                return None;
+            }
+        };
         let started = Instant::now();
         loop {
             match file.try_lock() {
@@ -192,17 +211,22 @@ impl DiskCache {
                     None => untouched_for_long(&json),
                 },
                 // A lock file whose entry is gone (it is pruned with its entry otherwise).
-                "lock" => !json.exists() && untouched_for_long(&lock_path),
+                "lock" => !exists(&json) && untouched_for_long(&lock_path),
                 _ => false,
             };
             if !stale {
                 continue;
             }
             // Held by a process minting this key: leave it alone.
-            let Ok(lock) = OpenOptions::new().write(true).open(&lock_path) else {
+            let lock = match owner_only::open(&lock_path) {
+                Ok(lock) => lock,
                 // No lock file: nobody can be writing this entry under it.
-                let _ = fs::remove_file(&json);
-                continue;
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    let _ = fs::remove_file(&json);
+                    continue;
+                }
+                // Not a lock file of ours (a link, a FIFO...): leave it all alone.
+                Err(_) => continue,
             };
             if lock.try_lock().is_err() {
                 continue;
@@ -210,7 +234,7 @@ impl DiskCache {
             // Re-check under the lock: a writer may have just replaced the entry.
             let still_stale = match read_entry(&json) {
                 Some(entry) => entry.expired_long_before(now),
-                None => !json.exists() || untouched_for_long(&json),
+                None => !exists(&json) || untouched_for_long(&json),
             };
             if still_stale {
                 let _ = fs::remove_file(&json);
@@ -218,6 +242,11 @@ impl DiskCache {
             }
         }
     }
+}
+
+/// Whether anything (a link included, not followed) is at `path`.
+fn exists(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok()
 }
 
 /// `0123...ef` (32 hex digits): the names [`file_name`] gives.
@@ -259,9 +288,12 @@ fn file_name(key: &str) -> String {
         .collect()
 }
 
+/// The entry at `path`, if it is a private regular file of ours holding one in this
+/// format.
 fn read_entry(path: &Path) -> Option<Entry> {
-    let text = fs::read_to_string(path).ok()?;
-    let entry: Entry = serde_json::from_str(&text).ok()?;
+    let file = owner_only::open(path).ok()?;
+    let bytes = bounded::read_to_end(file, ENTRY_LIMIT).ok()?;
+    let entry: Entry = serde_json::from_slice(&bytes).ok()?;
     (entry.version == FORMAT_VERSION).then_some(entry)
 }
 
@@ -270,11 +302,8 @@ fn read(path: &Path, key: &str) -> Option<Token> {
     if entry.key != key {
         return None;
     }
-    let token = Token::restore(
-        entry.token,
-        UNIX_EPOCH + Duration::from_secs(entry.issued_at),
-        UNIX_EPOCH + Duration::from_secs(entry.expires_at),
-    );
+    let (issued_at, expires_at) = entry.times()?;
+    let token = Token::restore(entry.token, issued_at, expires_at);
     token.is_fresh().then_some(token)
 }
 
@@ -299,11 +328,7 @@ fn write(dir: &Path, path: &Path, key: &str, token: &Token) -> std::io::Result<(
         .subsec_nanos();
     let temporary = dir.join(format!(".token-{}-{nanos}", std::process::id()));
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temporary)?;
+        let mut file = owner_only::create_new(&temporary)?;
         file.write_all(&serde_json::to_vec(&entry)?)?;
         file.sync_all()?;
         fs::rename(&temporary, path)
@@ -314,8 +339,9 @@ fn write(dir: &Path, path: &Path, key: &str, token: &Token) -> std::io::Result<(
     result
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
@@ -456,7 +482,7 @@ mod tests {
         let now = SystemTime::now();
         // Expired two hours ago: pruned with its lock file.
         setup.write_entry("stale", now - 3 * HOUR, now - 2 * HOUR);
-        fs::write(dir.join(format!("{}.lock", file_name("stale"))), "").unwrap();
+        owner_only::open_or_create(&dir.join(format!("{}.lock", file_name("stale")))).unwrap();
         // Expired half an hour ago: kept (for now).
         setup.write_entry("recent", now - 2 * HOUR, now - HOUR / 2);
         // Stale but locked by a process minting it: kept.
@@ -512,6 +538,100 @@ mod tests {
         setup.get("new", HOUR).await;
         assert!(!setup.entry_path("stale").exists());
         assert!(setup.entry_path("new").exists());
+    }
+
+    #[tokio::test]
+    async fn entries_with_extreme_numbers_are_replaced_without_panicking() {
+        let setup = Setup::new();
+        setup.get("key", HOUR).await;
+        let path = setup.entry_path("key");
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let extremes = [
+            (0, u64::MAX),
+            (u64::MAX, u64::MAX),
+            (0, i64::MAX as u64),
+            (now, i64::MAX as u64),
+            // Fresh for a year: longer than any token lives.
+            (now, now + 365 * 24 * 3600),
+            // Issued after it expires.
+            (now + 7200, now + 3600),
+        ];
+        for (issued_at, expires_at) in extremes {
+            let entry = serde_json::json!({
+                "version": 1, "key": "key", "token": "planted",
+                "issued_at": issued_at, "expires_at": expires_at,
+            });
+            fs::write(&path, entry.to_string()).unwrap();
+            let before = setup.mints();
+            let token = setup.get("key", HOUR).await;
+            assert_eq!(setup.mints(), before + 1, "{entry}");
+            assert_ne!(token.secret(), "planted");
+            // Pruning reads the same numbers.
+            fs::write(&path, entry.to_string()).unwrap();
+            setup.cache.prune(SystemTime::now());
+        }
+        for odd in ["-1", "1e300", "\"NaN\"", "18446744073709551616"] {
+            fs::write(
+                &path,
+                format!(
+                    r#"{{"version":1,"key":"key","token":"planted","issued_at":0,"expires_at":{odd}}}"#
+                ),
+            )
+            .unwrap();
+            assert_ne!(setup.get("key", HOUR).await.secret(), "planted", "{odd}");
+        }
+    }
+
+    #[tokio::test]
+    async fn links_fifos_and_files_others_may_read_are_not_used() {
+        let setup = Setup::new();
+        let outside = tempfile::tempdir().unwrap();
+        // A fresh entry for "key", kept outside the cache folder.
+        let elsewhere = outside.path().join("entry.json");
+        let token = Token::from_access_token("planted".into(), HOUR);
+        write(outside.path(), &elsewhere, "key", &token).unwrap();
+        let original = fs::read(&elsewhere).unwrap();
+
+        std::os::unix::fs::symlink(&elsewhere, setup.entry_path("key")).unwrap();
+        let lock = setup.cache.dir.join(format!("{}.lock", file_name("key")));
+        std::os::unix::fs::symlink(&elsewhere, &lock).unwrap();
+        assert_eq!(setup.get("key", HOUR).await.secret(), "token-1");
+        // The link was replaced, its target neither read nor changed.
+        assert!(
+            !fs::symlink_metadata(setup.entry_path("key"))
+                .unwrap()
+                .is_symlink()
+        );
+        assert_eq!(fs::read(&elsewhere).unwrap(), original);
+
+        // A FIFO as the entry and as the lock: no wait.
+        let fifo_entry = setup.entry_path("fifo");
+        let fifo_lock = setup.cache.dir.join(format!("{}.lock", file_name("fifo")));
+        for fifo in [&fifo_entry, &fifo_lock] {
+            let made = std::process::Command::new("mkfifo")
+                .arg(fifo)
+                .status()
+                .unwrap();
+            assert!(made.success());
+        }
+        let got = tokio::time::timeout(Duration::from_secs(10), setup.get("fifo", HOUR))
+            .await
+            .expect("a FIFO in the cache folder makes nothing wait");
+        assert_eq!(got.secret(), "token-2");
+        tokio::time::timeout(Duration::from_secs(10), async {
+            setup.cache.prune(SystemTime::now() + 3 * HOUR)
+        })
+        .await
+        .unwrap();
+
+        // A copy of an entry that others may read is not served.
+        let path = setup.entry_path("shared");
+        write(&setup.cache.dir, &path, "shared", &token).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(setup.get("shared", HOUR).await.secret(), "token-3");
     }
 
     #[test]

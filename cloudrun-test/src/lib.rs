@@ -22,6 +22,7 @@
 //! `CLOUDRUN_TEST_URL_<SERVICE>`, or the Cloud Run Admin API (with
 //! `CLOUDRUN_TEST_PROJECT` and `CLOUDRUN_TEST_REGION`).
 
+mod bounded;
 mod cache;
 mod client;
 mod context;
@@ -30,6 +31,9 @@ mod diagnose;
 mod disk_cache;
 mod entry;
 mod error;
+mod owner_only;
+mod redact;
+mod remint;
 mod resolve;
 mod retry;
 mod send;

@@ -290,7 +290,16 @@ async fn lookup(
                     )
                 })?;
             let status = response.status();
-            let body = response.text().await.unwrap_or_default();
+            let body = match crate::bounded::read_body(response, crate::bounded::BODY_LIMIT).await {
+                Ok(body) => body,
+                Err(crate::bounded::BodyError::TooLarge { limit }) => {
+                    return Err(admin_error(
+                        crate::bounded::BodyError::too_large(limit),
+                        "check CLOUDRUN_TEST_RUN_ENDPOINT points at the Cloud Run Admin API".into(),
+                    ));
+                }
+                Err(crate::bounded::BodyError::Http(_)) => String::new(),
+            };
             match status.as_u16() {
                 200 => serde_json::from_str(&body).map_err(|error| {
                     admin_error(

@@ -126,10 +126,13 @@ impl ConfigFile {
     }
 
     pub(crate) fn load(path: &Path, profile: Option<&str>) -> Result<ConfigFile, Error> {
-        let text = std::fs::read_to_string(path).map_err(|error| Error::Setting {
-            problem: format!("{} cannot be read ({error})", path.display()),
-            fix: "make the file readable, or remove it".into(),
-        })?;
+        let text =
+            crate::bounded::read_file(path, crate::bounded::FILE_LIMIT).map_err(|error| {
+                Error::Setting {
+                    problem: format!("{} cannot be read ({error})", path.display()),
+                    fix: "make the file readable, or remove it".into(),
+                }
+            })?;
         ConfigFile::parse(path, &text, profile)
     }
 
@@ -232,14 +235,17 @@ pub(crate) fn gcloud_property(section: &str, name: &str) -> Option<String> {
     let dir = gcloud_config_dir()?;
     let active = env("CLOUDSDK_ACTIVE_CONFIG_NAME")
         .or_else(|| {
-            std::fs::read_to_string(dir.join("active_config"))
+            crate::bounded::read_file(&dir.join("active_config"), crate::bounded::FILE_LIMIT)
                 .ok()
                 .map(|name| name.trim().to_owned())
         })
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "default".into());
-    let text = std::fs::read_to_string(dir.join("configurations").join(format!("config_{active}")))
-        .ok()?;
+    let text = crate::bounded::read_file(
+        &dir.join("configurations").join(format!("config_{active}")),
+        crate::bounded::FILE_LIMIT,
+    )
+    .ok()?;
     ini_value(&text, section, name)
 }
 

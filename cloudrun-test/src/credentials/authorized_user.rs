@@ -51,7 +51,9 @@ impl fmt::Debug for AuthorizedUser {
 struct RefreshAnswer {
     access_token: Option<String>,
     id_token: Option<String>,
-    expires_in: Option<u64>,
+    /// Range-checked: see [`crate::token::expires_in`].
+    #[serde(default, deserialize_with = "crate::token::expires_in")]
+    expires_in: Option<Duration>,
 }
 
 impl AuthorizedUser {
@@ -196,7 +198,7 @@ impl CredentialSource for AuthorizedUser {
             })?;
             Ok(Token::from_access_token(
                 access_token,
-                Duration::from_secs(answer.expires_in.unwrap_or(3600)),
+                answer.expires_in.unwrap_or(Duration::from_secs(3600)),
             ))
         })
     }

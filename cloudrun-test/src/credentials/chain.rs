@@ -156,10 +156,11 @@ fn look(name: &str, impersonate: Option<&str>, forced: bool) -> Found {
             None => Found::Absent("neither CLOUDSDK_CONFIG nor HOME is set".into()),
         },
         "gcloud" => match gcloud::detect(impersonate) {
-            Ok(cli) => {
+            Ok(Ok(cli)) => {
                 let description = cli.describe();
                 Found::Source(Arc::new(cli), description)
             }
+            Ok(Err(error)) => Found::Broken(error),
             Err(reason) => Found::Absent(reason),
         },
         "metadata" => {

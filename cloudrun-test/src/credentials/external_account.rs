@@ -68,7 +68,9 @@ pub(crate) struct ExternalAccount {
 #[derive(Deserialize)]
 struct StsAnswer {
     access_token: Option<String>,
-    expires_in: Option<u64>,
+    /// Range-checked: see [`crate::token::expires_in`].
+    #[serde(default, deserialize_with = "crate::token::expires_in")]
+    expires_in: Option<Duration>,
 }
 
 impl ExternalAccount {
@@ -120,7 +122,7 @@ impl ExternalAccount {
     async fn subject_token(&self, http: &reqwest::Client) -> Result<String, Error> {
         match &self.source {
             SubjectSource::File { path, format } => {
-                let text = std::fs::read_to_string(path).map_err(|error| {
+                let text = crate::bounded::read_file(path, crate::bounded::FILE_LIMIT).map_err(|error| {
                     self.source_error(
                         format!(
                             "the subject token file {} (`credential_source.file`) cannot be read ({error})",
@@ -226,7 +228,7 @@ impl ExternalAccount {
         }
         // A response cached by an earlier run, if still good.
         if let Some(file) = output_file
-            && let Ok(text) = std::fs::read_to_string(file)
+            && let Ok(text) = crate::bounded::read_file(file, crate::bounded::FILE_LIMIT)
             && let Ok((token, _)) = parse_executable_output(&text, true)
         {
             return Ok(token);
@@ -268,6 +270,10 @@ impl ExternalAccount {
                 "make it faster, or raise `credential_source.executable.timeout_millis` (at most 120000)",
             ),
             RunError::Wait(error) => failed(format!("waiting for it failed ({error})"), "retry"),
+            RunError::TooMuchOutput { stream } => failed(
+                super::process::too_much_output("it", stream),
+                "make it print only Google's executable-sourced credential response",
+            ),
         })?;
         if !finished.status.success() {
             return Err(failed(
@@ -357,7 +363,7 @@ impl ExternalAccount {
         })?;
         Ok(Token::from_access_token(
             token,
-            Duration::from_secs(answer.expires_in.unwrap_or(3600)),
+            answer.expires_in.unwrap_or(Duration::from_secs(3600)),
         ))
     }
 

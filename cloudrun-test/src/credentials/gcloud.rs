@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use super::authorized_user::{GCLOUD_CLIENT_ID, is_client_id};
 use super::impersonated::IAM_ENDPOINT_VARIABLE;
-use super::process::{RunError, find_on_path, run, stderr_tail};
+use super::process::{RunError, find_on_path, run, stderr_tail, too_much_output};
 use super::wire::unix_now;
 use super::{BoxFuture, CredentialSource};
 use crate::error::Error;
@@ -35,6 +35,28 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// tokens that have less than about four minutes left before printing them.
 const ACCESS_TOKEN_TRUST: Duration = Duration::from_secs(300);
 
+const TIMEOUT_VARIABLE: &str = "CLOUDRUN_TEST_GCLOUD_TIMEOUT";
+/// The longest `CLOUDRUN_TEST_GCLOUD_TIMEOUT` may ask for: gcloud takes about a second.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// `CLOUDRUN_TEST_GCLOUD_TIMEOUT`: seconds (`45` or `45s`, as before) or any limit
+/// `500ms`, `2m`..., between a millisecond and an hour; anything else is refused,
+/// naming the variable, rather than silently replaced by the default.
+fn timeout_setting(text: &str) -> Result<Duration, Error> {
+    crate::settings::parse_limit(TIMEOUT_VARIABLE, text)
+        .ok()
+        .filter(|limit| *limit <= MAX_TIMEOUT)
+        .ok_or_else(|| Error::Setting {
+            problem: format!(
+                "{TIMEOUT_VARIABLE} is {text:?}, which is no time limit between 1ms and 1h"
+            ),
+            fix: format!(
+                "write e.g. `30s` or `2m` (a bare number means seconds), or unset \
+                 {TIMEOUT_VARIABLE} for the default of 30 s"
+            ),
+        })
+}
+
 pub(crate) struct GcloudCli {
     program: PathBuf,
     config_dir: Option<PathBuf>,
@@ -44,8 +66,9 @@ pub(crate) struct GcloudCli {
     timeout: Duration,
 }
 
-/// The gcloud source if gcloud is installed and has an active account; otherwise why not.
-pub(crate) fn detect(impersonate_env: Option<&str>) -> Result<GcloudCli, String> {
+/// The gcloud source if gcloud is installed and has an active account; otherwise why
+/// not (`Err`). The inner error: it is there but misconfigured.
+pub(crate) fn detect(impersonate_env: Option<&str>) -> Result<Result<GcloudCli, Error>, String> {
     let program = match env("CLOUDRUN_TEST_GCLOUD") {
         Some(program) => PathBuf::from(program),
         None => find_on_path("gcloud").ok_or_else(|| {
@@ -72,16 +95,18 @@ pub(crate) fn detect(impersonate_env: Option<&str>) -> Result<GcloudCli, String>
         None => gcloud_property("auth", "impersonate_service_account")
             .map(|email| (email, "gcloud's auth/impersonate_service_account property")),
     };
-    let timeout = env("CLOUDRUN_TEST_GCLOUD_TIMEOUT")
-        .and_then(|text| text.trim_end_matches('s').parse::<u64>().ok())
-        .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
-    Ok(GcloudCli {
+    let timeout = match env(TIMEOUT_VARIABLE).map(|text| timeout_setting(&text)) {
+        Some(Ok(timeout)) => timeout,
+        Some(Err(error)) => return Ok(Err(error)),
+        None => DEFAULT_TIMEOUT,
+    };
+    Ok(Ok(GcloudCli {
         program,
         config_dir,
         account,
         impersonate,
         timeout,
-    })
+    }))
 }
 
 impl GcloudCli {
@@ -141,6 +166,10 @@ impl GcloudCli {
                     .into(),
             ),
             RunError::Wait(error) => failed(format!("waiting for gcloud failed ({error})"), "retry".into()),
+            RunError::TooMuchOutput { stream } => failed(
+                too_much_output("gcloud", stream),
+                format!("run `{shown}` and check what it prints; CLOUDRUN_TEST_GCLOUD may name another program"),
+            ),
         })?;
         if !finished.status.success() {
             let fix = if self.is_service_account() {
@@ -205,7 +234,7 @@ impl GcloudCli {
             ));
         }
         match claims.exp {
-            Some(exp) if exp > unix_now() + 60 => Ok(()),
+            Some(exp) if exp > unix_now().saturating_add(60) => Ok(()),
             Some(exp) => Err(format!(
                 "gcloud printed a token that expired {} s ago or is about to",
                 unix_now().saturating_sub(exp)

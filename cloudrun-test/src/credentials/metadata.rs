@@ -37,8 +37,10 @@ pub(crate) fn detect() -> Result<(String, String), String> {
     if env("NO_GCE_CHECK").is_some_and(|value| matches!(value.as_str(), "1" | "true" | "True")) {
         return Err("NO_GCE_CHECK is set and GCE_METADATA_HOST is not".into());
     }
-    if let Ok(product) = std::fs::read_to_string(DMI_PRODUCT_NAME)
-        && product.contains("Google")
+    if let Ok(product) = crate::bounded::read_file(
+        std::path::Path::new(DMI_PRODUCT_NAME),
+        crate::bounded::FILE_LIMIT,
+    ) && product.contains("Google")
     {
         return Ok((
             DEFAULT_HOST.into(),
@@ -71,7 +73,9 @@ pub(crate) struct MetadataServer {
 #[derive(Deserialize)]
 struct AccessTokenAnswer {
     access_token: Option<String>,
-    expires_in: Option<u64>,
+    /// Range-checked: see [`crate::token::expires_in`].
+    #[serde(default, deserialize_with = "crate::token::expires_in")]
+    expires_in: Option<Duration>,
 }
 
 impl MetadataServer {
@@ -214,7 +218,7 @@ impl CredentialSource for MetadataServer {
             })?;
             Ok(Token::from_access_token(
                 token,
-                Duration::from_secs(answer.expires_in.unwrap_or(3600)),
+                answer.expires_in.unwrap_or(Duration::from_secs(3600)),
             ))
         })
     }

@@ -20,6 +20,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
+use crate::bounded;
 use crate::cache;
 use crate::error::Error;
 use crate::token::{IdToken, Token};
@@ -139,12 +140,15 @@ impl Credentials {
     /// A credentials file as `GOOGLE_APPLICATION_CREDENTIALS` names it.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Credentials, Error> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|error| Error::CredentialsFile {
-            path: path.to_owned(),
-            problem: format!("cannot be read ({error})"),
-            fix: "point GOOGLE_APPLICATION_CREDENTIALS at an existing key file, e.g. one from \
-                  `gcloud iam service-accounts keys create key.json --iam-account=SA_EMAIL`"
-                .into(),
+        let text = bounded::read_file(path, bounded::FILE_LIMIT).map_err(|error| {
+            Error::CredentialsFile {
+                path: path.to_owned(),
+                problem: format!("cannot be read ({error})"),
+                fix: "point GOOGLE_APPLICATION_CREDENTIALS at an existing key file, e.g. one \
+                      from `gcloud iam service-accounts keys create key.json \
+                      --iam-account=SA_EMAIL`"
+                    .into(),
+            }
         })?;
         Self::from_json(path, &text)
     }

@@ -1,11 +1,16 @@
 //! Running a helper program (gcloud, an `executable` credential source) with a time
-//! limit, off the async runtime's workers, capturing its output.
+//! limit and a limit on what it prints ([`OUTPUT_LIMIT`] a stream), off the async
+//! runtime's workers, capturing its output.
 //!
 //! Nothing secret goes on a command line: tokens come back on stdout.
 
 use std::io::Read;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::bounded::{self, OUTPUT_LIMIT, ReadError};
 
 pub(crate) struct Finished {
     pub(crate) status: ExitStatus,
@@ -18,6 +23,8 @@ pub(crate) enum RunError {
     Spawn(std::io::Error),
     /// It ran past the limit and was killed.
     TimedOut,
+    /// It printed more than [`OUTPUT_LIMIT`] on `stream` and was killed.
+    TooMuchOutput { stream: &'static str },
     /// Waiting for it failed.
     Wait(String),
 }
@@ -30,29 +37,25 @@ pub(crate) async fn run(mut command: Command, timeout: Duration) -> Result<Finis
         .stderr(Stdio::piped());
     let waited = tokio::task::spawn_blocking(move || {
         let mut child = command.spawn().map_err(RunError::Spawn)?;
-        let mut stdout = child.stdout.take();
-        let mut stderr = child.stderr.take();
-        // Read both pipes while the program runs, so a full pipe cannot block it.
-        let out = std::thread::spawn(move || {
-            let mut text = Vec::new();
-            if let Some(pipe) = stdout.as_mut() {
-                let _ = pipe.read_to_end(&mut text);
-            }
-            text
-        });
-        let err = std::thread::spawn(move || {
-            let mut text = Vec::new();
-            if let Some(pipe) = stderr.as_mut() {
-                let _ = pipe.read_to_end(&mut text);
-            }
-            text
-        });
-        let deadline = Instant::now() + timeout;
+        // Read both pipes while the program runs, so a full pipe cannot block it; a
+        // reader that passes the limit raises its flag, and the program is stopped.
+        let (out_overflow, err_overflow) = (Arc::default(), Arc::default());
+        let out = read_limited(child.stdout.take(), &out_overflow);
+        let err = read_limited(child.stderr.take(), &err_overflow);
+        // A limit too large for the clock is no limit.
+        let deadline = Instant::now().checked_add(timeout);
         let mut pause = Duration::from_millis(2);
         let status = loop {
+            for (overflow, stream) in [(&out_overflow, "stdout"), (&err_overflow, "stderr")] {
+                if overflow.load(Ordering::SeqCst) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(RunError::TooMuchOutput { stream });
+                }
+            }
             match child.try_wait() {
                 Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() >= deadline => {
+                Ok(None) if deadline.is_some_and(|deadline| Instant::now() >= deadline) => {
                     let _ = child.kill();
                     let _ = child.wait();
                     // The reader threads end when the pipes close; a grandchild holding
@@ -69,14 +72,53 @@ pub(crate) async fn run(mut command: Command, timeout: Duration) -> Result<Finis
                 }
             }
         };
-        Ok(Finished {
-            status,
-            stdout: out.join().unwrap_or_default(),
-            stderr: err.join().unwrap_or_default(),
-        })
+        let (stdout, stderr) = (out.join(), err.join());
+        match (stdout, stderr) {
+            (Ok(Some(stdout)), Ok(Some(stderr))) => Ok(Finished {
+                status,
+                stdout,
+                stderr,
+            }),
+            // It printed past the limit just before it ended.
+            (Ok(None), _) => Err(RunError::TooMuchOutput { stream: "stdout" }),
+            (_, Ok(None)) => Err(RunError::TooMuchOutput { stream: "stderr" }),
+            _ => Err(RunError::Wait("reading its output failed".into())),
+        }
     })
     .await;
     waited.unwrap_or_else(|error| Err(RunError::Wait(error.to_string())))
+}
+
+/// Reads `pipe` to its end on a thread of its own: its bytes, or `None` (and
+/// `overflow` raised) past [`OUTPUT_LIMIT`], when it stops reading.
+fn read_limited(
+    pipe: Option<impl Read + Send + 'static>,
+    overflow: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Option<Vec<u8>>> {
+    // Dropping the pipe when the limit is passed makes the program's next write fail.
+    let overflow = Arc::clone(overflow);
+    std::thread::spawn(move || {
+        let Some(pipe) = pipe else {
+            return Some(Vec::new());
+        };
+        match bounded::read_to_end(pipe, OUTPUT_LIMIT) {
+            Ok(bytes) => Some(bytes),
+            Err(ReadError::TooLarge { .. }) => {
+                overflow.store(true, Ordering::SeqCst);
+                None
+            }
+            // A read error ends the output: what the program exits with tells the rest.
+            Err(ReadError::Io(_)) => Some(Vec::new()),
+        }
+    })
+}
+
+/// The problem of a program that printed too much, for a message.
+pub(crate) fn too_much_output(program: &str, stream: &str) -> String {
+    format!(
+        "{program} printed more than {} on {stream} and was stopped",
+        bounded::size(OUTPUT_LIMIT)
+    )
 }
 
 /// The last few lines of a program's stderr, for an error message, with anything

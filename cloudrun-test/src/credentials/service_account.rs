@@ -177,7 +177,9 @@ impl ServiceAccountKey {
 struct TokenAnswer {
     id_token: Option<String>,
     access_token: Option<String>,
-    expires_in: Option<u64>,
+    /// Range-checked: see [`crate::token::expires_in`].
+    #[serde(default, deserialize_with = "crate::token::expires_in")]
+    expires_in: Option<Duration>,
 }
 
 impl CredentialSource for ServiceAccountKey {
@@ -236,7 +238,7 @@ impl CredentialSource for ServiceAccountKey {
                 problem: "the answer has no `access_token`".into(),
                 fix: "check that `token_uri` is Google's OAuth token endpoint".into(),
             })?;
-            let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(3600));
+            let lifetime = answer.expires_in.unwrap_or(Duration::from_secs(3600));
             tracing::debug!(identity = %self.client_email, "minted an access token");
             Ok(Token::from_access_token(access_token, lifetime))
         })

@@ -308,7 +308,13 @@ pub(crate) fn parse_rfc3339_utc(text: &str) -> Option<u64> {
     let time = time.split('.').next()?;
     let mut time = time.split(':').map(|part| part.parse::<i64>().ok());
     let (hour, minute, second) = (time.next()??, time.next()??, time.next()??);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+    if !(0..=9999).contains(&year)
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || !(0..=23).contains(&hour)
+        || !(0..=59).contains(&minute)
+        || !(0..=60).contains(&second)
+    {
         return None;
     }
     // Days from the civil date (Howard Hinnant's algorithm).
@@ -325,6 +331,24 @@ pub(crate) fn parse_rfc3339_utc(text: &str) -> Option<u64> {
 /// How long until `exp` (seconds since the epoch), or zero if it has passed.
 pub(crate) fn lifetime_until(exp: u64) -> Duration {
     Duration::from_secs(exp.saturating_sub(unix_now()))
+}
+
+/// Starts a `method` request to `url` that will carry a credential (a token, a signed
+/// key assertion, a refresh token, a CI's request token): refused unless `url` may
+/// receive one ([`crate::transport::check_destination`]; `what` names it there), so
+/// nothing leaves for a plain-http host elsewhere.
+pub(crate) fn credential_request(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    what: &str,
+) -> Result<reqwest::RequestBuilder, Error> {
+    let parsed = reqwest::Url::parse(url).map_err(|error| Error::Setting {
+        problem: format!("{what} is not a URL: {:?} ({error})", truncate(url, 100)),
+        fix: format!("give {what} as an https URL"),
+    })?;
+    crate::transport::check_destination(&parsed, what)?;
+    Ok(http.request(method, parsed))
 }
 
 /// Sends `request` (bounded by `timeout`) and reads the answer's status and body.
@@ -354,7 +378,20 @@ pub(crate) async fn send(
         .await
         .map_err(failed)?;
     let status = response.status();
-    let body = response.text().await.map_err(failed)?;
+    // Bounded: an endless or huge answer ends here, with the endpoint named.
+    let body = crate::bounded::read_body(response, crate::bounded::BODY_LIMIT)
+        .await
+        .map_err(|error| match error {
+            crate::bounded::BodyError::Http(error) => failed(error),
+            crate::bounded::BodyError::TooLarge { limit } => Error::TokenEndpoint {
+                what: what.to_owned(),
+                url: url.to_owned(),
+                problem: crate::bounded::BodyError::too_large(limit),
+                fix: format!(
+                    "check that {url} is the endpoint it should be (Google's or the emulator)"
+                ),
+            },
+        })?;
     Ok((status, body))
 }
 

@@ -1,0 +1,287 @@
+//! One run of curl for one URL.
+//!
+//! The header line with the token travels through a pipe that curl reads as
+//! `-H @/dev/fd/N`: no argument, environment variable or file holds the token, and
+//! nothing is left behind if either process is killed. Standard input stays the
+//! user's (for `-d @-`). The response headers come back through a second pipe
+//! (`-D /dev/fd/M`, unless the user asked for `-D`), to explain a 401 or 403 and to
+//! follow redirects. curl gets `-q` first (no `.curlrc`), `--globoff` (the URL is one
+//! URL, not a pattern), and an environment without proxy settings or a TLS key log:
+//! the proxy, if any, is the one the library's rules pick.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use cloudrun_test::Url;
+
+use super::redact::copy_redacted;
+use super::redirect::{Head, final_head};
+
+/// Variables curl would read to send the request elsewhere or to write secrets out:
+/// a config folder, proxies (the library's rules choose the proxy), and the TLS key
+/// log, with which anyone holding the capture can decrypt the token.
+const REMOVED_FROM_ENVIRONMENT: &[&str] = &[
+    "CURL_HOME",
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "SSLKEYLOGFILE",
+    "QLOGDIR",
+];
+
+/// Decides, from the final response's head, whether curl's standard output is
+/// dropped (a redirect that will be followed, whose body curl's -L would not show).
+pub type OutputGate = Box<dyn FnOnce(&Head) -> bool + Send>;
+
+/// One request.
+pub struct Hop<'a> {
+    pub program: &'a str,
+    pub url: &'a Url,
+    /// The user's checked options.
+    pub options: Vec<String>,
+    /// `Name: Bearer TOKEN\n`, if there is a token.
+    pub header: Option<&'a str>,
+    /// The token, redacted from curl's stderr when `verbose`.
+    pub secret: Option<&'a str>,
+    pub verbose: bool,
+    /// Add our own `-D` pipe (the user gave none).
+    pub dump: bool,
+    pub proxy: Option<&'a Url>,
+    /// `Some`: curl's stdout goes through us, dropped when the gate says so.
+    pub gate: Option<OutputGate>,
+}
+
+pub struct Ran {
+    pub status: ExitStatus,
+    /// What curl wrote to our `-D` pipe (empty without one).
+    pub headers: Vec<u8>,
+}
+
+pub fn run(hop: Hop) -> Result<Ran, String> {
+    let mut command = Command::new(hop.program);
+    for name in REMOVED_FROM_ENVIRONMENT {
+        command.env_remove(name);
+    }
+    // Only effective as curl's first argument.
+    command.args(["-q", "--globoff"]);
+    match hop.proxy {
+        // In the environment, not the arguments: a proxy URL may hold a password.
+        Some(proxy) => {
+            command.env("HTTPS_PROXY", proxy.as_str());
+            command.arg("--suppress-connect-headers");
+        }
+        None => {
+            command.args(["--noproxy", "*"]);
+        }
+    }
+
+    let pipe = || io::pipe().map_err(|error| format!("creating a pipe for curl failed: {error}"));
+    let mut inherited: [RawFd; 2] = [-1, -1];
+    // Keep the pipe ends alive until curl has started: their fds are named in its arguments.
+    let mut header_reader = None;
+    if let Some(header) = hop.header {
+        let (reader, mut writer) = pipe()?;
+        writer
+            .write_all(header.as_bytes())
+            .map_err(|error| format!("writing the header for curl failed: {error}"))?;
+        drop(writer); // curl reads up to end of file
+        inherited[0] = reader.as_raw_fd();
+        command.args(["-H", &format!("@/dev/fd/{}", inherited[0])]);
+        header_reader = Some(reader);
+    }
+    let mut dump = None;
+    if hop.dump {
+        let (reader, writer) = pipe()?;
+        inherited[1] = writer.as_raw_fd();
+        command.args(["-D", &format!("/dev/fd/{}", inherited[1])]);
+        dump = Some((reader, writer));
+    }
+    command.arg(hop.url.as_str());
+    command.args(&hop.options);
+    // The pipes are close-on-exec in this process; curl gets exactly these two.
+    // SAFETY: fcntl is async-signal-safe, and the closure allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            for fd in inherited.into_iter().filter(|fd| *fd >= 0) {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let redact = hop.verbose && hop.secret.is_some();
+    if redact {
+        command.stderr(Stdio::piped());
+    }
+    if hop.gate.is_some() {
+        command.stdout(Stdio::piped());
+    }
+    tracing::debug!(
+        url = %hop.url,
+        via = if hop.header.is_some() { "a pipe (-H @/dev/fd/N)" } else { "nothing: no token" },
+        proxy = hop.proxy.map(|proxy| proxy.origin().ascii_serialization()),
+        "running curl"
+    );
+    let mut child = command.spawn().map_err(|error| {
+        if error.kind() == io::ErrorKind::NotFound {
+            format!(
+                "`{}` was not found on PATH\nfix: install curl (e.g. `apt-get install curl`), \
+                 or set CLOUDRUN_TEST_CURL to its path",
+                hop.program
+            )
+        } else {
+            format!("starting curl (`{}`) failed: {error}", hop.program)
+        }
+    })?;
+    drop(header_reader);
+    // Ctrl-C reaches curl (same process group): let it decide, then report its status.
+    let previous = ignore_interrupts();
+
+    let (decision_tx, decision_rx) = mpsc::channel();
+    let headers: Option<JoinHandle<Vec<u8>>> = dump.map(|(reader, writer)| {
+        drop(writer); // curl holds the only write end now: end of file when it exits
+        let gate = hop.gate.map(|gate| (gate, decision_tx));
+        std::thread::spawn(move || read_headers(reader, gate))
+    });
+    let output = child
+        .stdout
+        .take()
+        .map(|stdout| std::thread::spawn(move || copy_gated(stdout, decision_rx)));
+    let redactor = match (child.stderr.take(), hop.secret) {
+        (Some(stderr), Some(secret)) if redact => {
+            let secret = secret.to_owned();
+            Some(std::thread::spawn(move || {
+                copy_redacted(stderr, &secret, io::stderr())
+            }))
+        }
+        _ => None,
+    };
+    let status = child.wait();
+    restore_interrupts(previous);
+    let status = status.map_err(|error| format!("waiting for curl failed: {error}"))?;
+    if let Some(redactor) = redactor {
+        let _ = redactor.join();
+    }
+    let headers = headers
+        .and_then(|thread| thread.join().ok())
+        .unwrap_or_default();
+    if let Some(output) = output {
+        let _ = output.join();
+    }
+    Ok(Ran { status, headers })
+}
+
+/// Reads curl's header dump to its end; once the final head is complete, tells the
+/// output copier whether to drop curl's stdout.
+fn read_headers(
+    mut reader: impl Read,
+    mut gate: Option<(OutputGate, mpsc::Sender<bool>)>,
+) -> Vec<u8> {
+    let mut text = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let read = match reader.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        text.extend_from_slice(&buffer[..read]);
+        if gate.is_some()
+            && let Some(head) = final_head(&text)
+            && let Some((decide, tell)) = gate.take()
+        {
+            let _ = tell.send(decide(&head));
+        }
+    }
+    // No complete head (curl could not connect, say): keep the output.
+    if let Some((_, tell)) = gate {
+        let _ = tell.send(false);
+    }
+    text
+}
+
+/// Copies curl's stdout to ours, held back until the gate's decision, then either
+/// passed on or dropped.
+fn copy_gated(mut from: impl Read, decision: mpsc::Receiver<bool>) {
+    let mut stdout = io::stdout();
+    let mut held = Vec::new();
+    let mut drop_output = None;
+    let mut buffer = [0u8; 8192];
+    loop {
+        let read = match from.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        if drop_output.is_none() {
+            drop_output = decision.try_recv().ok();
+        }
+        match drop_output {
+            None => held.extend_from_slice(&buffer[..read]),
+            Some(true) => {}
+            Some(false) => {
+                let chunk = [std::mem::take(&mut held).as_slice(), &buffer[..read]].concat();
+                // Our stdout closed (`| head`): stop reading, so curl stops too.
+                if stdout
+                    .write_all(&chunk)
+                    .and_then(|()| stdout.flush())
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+    let drop_output = drop_output.unwrap_or_else(|| decision.recv().unwrap_or(false));
+    if !drop_output && !held.is_empty() {
+        let _ = stdout.write_all(&held).and_then(|()| stdout.flush());
+    }
+}
+
+type Dispositions = [libc::sighandler_t; 2];
+
+fn ignore_interrupts() -> Dispositions {
+    // SAFETY: plain syscalls; SIG_IGN needs no handler.
+    unsafe {
+        [
+            libc::signal(libc::SIGINT, libc::SIG_IGN),
+            libc::signal(libc::SIGQUIT, libc::SIG_IGN),
+        ]
+    }
+}
+
+fn restore_interrupts(previous: Dispositions) {
+    // SAFETY: restores what `ignore_interrupts` found.
+    unsafe {
+        libc::signal(libc::SIGINT, previous[0]);
+        libc::signal(libc::SIGQUIT, previous[1]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_reader_decides_once_the_final_head_is_complete() {
+        let (tx, rx) = mpsc::channel();
+        let gate: OutputGate = Box::new(|head: &Head| head.status == 302);
+        let dump = b"HTTP/1.1 302 Found\r\nLocation: /b\r\n\r\n".to_vec();
+        let text = read_headers(dump.as_slice(), Some((gate, tx)));
+        assert_eq!(text, dump);
+        assert_eq!(rx.recv(), Ok(true));
+
+        let (tx, rx) = mpsc::channel();
+        let gate: OutputGate = Box::new(|_: &Head| true);
+        read_headers(&b""[..], Some((gate, tx)));
+        assert_eq!(rx.recv(), Ok(false), "no head: the output is kept");
+    }
+}
