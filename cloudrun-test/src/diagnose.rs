@@ -64,13 +64,19 @@ pub(crate) enum Refused {
         audience: String,
         accepted: Vec<String>,
     },
+    /// The token is for the client's custom audience, not the service URL, and what
+    /// the service accepts is unknown (its URL was given, no Admin API lookup).
+    CustomAudience {
+        audience: String,
+        url: String,
+    },
     /// Nothing wrong in the claims: the signature does not verify.
     BadSignature,
 }
 
 /// Reads the reason for a 401 off the token's claims. `accepted` is what the service
-/// accepts as audience, when the Admin API said so; else `expected` (the audience the
-/// client mints for) and the URL's origin are taken as accepted.
+/// accepts as audience, when the Admin API said so; else the URL's origin is, and a
+/// token for `expected` (the audience the client mints for) may be.
 pub(crate) fn classify_401(
     token: &Token,
     accepted: &[String],
@@ -103,7 +109,10 @@ pub(crate) fn classify_401(
     if accepted.is_empty() {
         let here = origin(url);
         if bare(&audience) == bare(expected) && bare(expected) != bare(&here) {
-            return Refused::CustomAudience { audience, url: here };
+            return Refused::CustomAudience {
+                audience,
+                url: here,
+            };
         }
         accepted.push(here);
     }
@@ -122,13 +131,25 @@ pub(crate) struct Refusal<'a> {
     pub target: &'a Target,
     pub identity: Option<String>,
     pub token: &'a Token,
-    /// A second, freshly minted token was refused too.
-    pub reminted: bool,
+    /// Whether a new token was forced after the 401, and what came of it.
+    pub reminted: Reminted,
     pub method: &'a Method,
     pub url: &'a Url,
     pub status: StatusCode,
     /// The emulator's `x-cloudrun-test-emulator-reason` header, if any.
     pub reason: Option<&'a str>,
+}
+
+/// What became of forcing a new token after a 401 ([`crate::remint`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reminted {
+    /// No new token was forced (a 403, or the request could not be sent again).
+    No,
+    /// A new token was forced, and sent; after a 401, it was refused too.
+    Forced,
+    /// Not tried: this long ago a freshly minted token for the same credentials and
+    /// audience was refused too.
+    HeldOff(Duration),
 }
 
 /// The explanation of a 401 or 403 from Cloud Run, with the fix.
@@ -167,64 +188,133 @@ pub(crate) fn explain_refusal(refusal: &Refusal<'_>) -> String {
              --member={member} --role=roles/run.invoker"
         ));
     } else {
-        let (reason, fix) = match classify_401(token, &target.accepted_audiences, &target.audience, url) {
-            Refused::NotAnIdentityToken => (
-                "the token sent is not an identity token (not a JWT; an OAuth access token, such as \
-                 `gcloud auth print-access-token` prints, is refused)"
-                    .to_owned(),
-                "give an identity token: unset CLOUDRUN_TEST_ID_TOKEN to mint one from your credentials, \
-                 or set it to `gcloud auth print-identity-token` output"
-                    .to_owned(),
-            ),
-            Refused::NotGoogleIdentityToken(why) => (
-                format!("the token is not a Google identity token: {why}"),
-                "mint it from Google credentials: `gcloud auth print-identity-token`, or a \
-                 service-account key in GOOGLE_APPLICATION_CREDENTIALS"
-                    .to_owned(),
-            ),
-            Refused::Expired { ago } => (
-                format!("the token expired {}s ago", ago.as_secs()),
-                "use a fresh token: unset CLOUDRUN_TEST_ID_TOKEN (or set it to a new one), and check \
-                 this machine's clock"
-                    .to_owned(),
-            ),
-            Refused::WrongAudience { audience, accepted } => (
-                format!(
-                    "wrong audience: the token is for {audience}, but the service accepts {}",
-                    accepted.join(", ")
-                ),
-                format!(
-                    "mint tokens for one of those: `audience = \"{}\"` in the attribute (or \
-                     `audience` under [services.{service}] in cloudrun-test.toml); a token in \
-                     CLOUDRUN_TEST_ID_TOKEN is sent as is, whatever its audience",
-                    accepted.first().map(String::as_str).unwrap_or("https://...")
-                ),
-            ),
-            Refused::BadSignature => (
-                format!(
-                    "the token's claims are right (audience {}, not expired), so its signature \
-                     did not verify: it was not issued by Google, was altered, or was signed by a \
-                     key that has since been rotated out{}",
-                    claims.aud.as_deref().unwrap_or("?"),
-                    if refusal.reminted {
-                        "; a freshly minted token was refused too"
-                    } else {
-                        ""
-                    }
-                ),
-                "mint tokens from Google credentials (not from another environment or an emulator \
-                 the service does not trust); `cloudrun-test doctor --url URL` checks the whole chain"
-                    .to_owned(),
-            ),
-        };
+        let refused = classify_401(token, &target.accepted_audiences, &target.audience, url);
+        let (reason, fix) = explain_401(&refused, refusal, service);
         message.push_str(&format!(
-            ".\n  Cloud Run rejects bad, expired or wrong-audience tokens with 401: {reason}.\n  fix: {fix}"
+            ".\n  Cloud Run rejects bad, expired or wrong-audience tokens with 401: {reason}."
         ));
+        if let Some(note) = remint_note(&refused, refusal.reminted) {
+            message.push_str(&format!("\n  {note}"));
+        }
+        message.push_str(&format!("\n  fix: {fix}"));
     }
     if let Some(reason) = refusal.reason {
         message.push_str(&format!("\n  the emulator says: {reason}"));
     }
     message
+}
+
+/// Why a 401 happened, and its fix.
+fn explain_401(refused: &Refused, refusal: &Refusal<'_>, service: &str) -> (String, String) {
+    let Refusal { target, url, .. } = refusal;
+    let here = origin(url);
+    // `audience = ...` set to something else than the URL, and where it may come from.
+    let configured = (target.audience.trim_end_matches('/') != here).then(|| {
+        format!(
+            "remove `audience = \"{}\"` (from the attribute, `ClientBuilder::audience`, or \
+             [services.{service}] in cloudrun-test.toml) so that tokens are minted for the \
+             service URL {here}",
+            target.audience
+        )
+    });
+    match refused {
+        Refused::NotAnIdentityToken => (
+            "the token sent is not an identity token (not a JWT; an OAuth access token, such as \
+             `gcloud auth print-access-token` prints, is refused)"
+                .to_owned(),
+            "give an identity token: unset CLOUDRUN_TEST_ID_TOKEN to mint one from your credentials, \
+             or set it to `gcloud auth print-identity-token` output"
+                .to_owned(),
+        ),
+        Refused::NotGoogleIdentityToken(why) => (
+            format!("the token is not a Google identity token: {why}"),
+            "mint it from Google credentials: `gcloud auth print-identity-token`, or a \
+             service-account key in GOOGLE_APPLICATION_CREDENTIALS"
+                .to_owned(),
+        ),
+        Refused::Expired { ago } => (
+            format!("the token expired {}s ago", ago.as_secs()),
+            "use a fresh token: unset CLOUDRUN_TEST_ID_TOKEN (or set it to a new one), and check \
+             this machine's clock"
+                .to_owned(),
+        ),
+        Refused::WrongAudience { audience, accepted } => {
+            let first = accepted.first().map(String::as_str).unwrap_or("https://...");
+            let minted_here = audience.trim_end_matches('/') == target.audience.trim_end_matches('/');
+            let fix = match &configured {
+                Some(remove) if minted_here => {
+                    format!("{remove}, or set it to one the service accepts (e.g. `audience = \"{first}\"`)")
+                }
+                _ => format!(
+                    "mint tokens for one of those: `audience = \"{first}\"` in the attribute (or \
+                     `audience` under [services.{service}] in cloudrun-test.toml); a token in \
+                     CLOUDRUN_TEST_ID_TOKEN is sent as is, whatever its audience"
+                ),
+            };
+            (
+                format!(
+                    "wrong audience: the token is for {audience}, but the service accepts {}",
+                    accepted.join(", ")
+                ),
+                fix,
+            )
+        }
+        Refused::CustomAudience { audience, url } => (
+            format!(
+                "the token is for {audience} (the client's `audience`), not for the service URL \
+                 {url}: Cloud Run accepts it only if the service lists it among its custom audiences"
+            ),
+            format!(
+                "{}, or add it to the service: `gcloud run services update {service} \
+                 --add-custom-audiences={audience}`",
+                configured.unwrap_or_else(|| format!("mint tokens for {url}"))
+            ),
+        ),
+        Refused::BadSignature => (
+            format!(
+                "the token's claims are right (audience {}, not expired), so its signature \
+                 did not verify: it was not issued by Google, was altered, or was signed by a \
+                 key that has since been rotated out",
+                refusal.token.claims().aud.as_deref().unwrap_or("?"),
+            ),
+            "mint tokens from Google credentials (not from another environment or an emulator \
+             the service does not trust); `cloudrun-test doctor --url URL` checks the whole chain"
+                .to_owned(),
+        ),
+    }
+}
+
+/// After a 401 that a new token did not fix (or that a recent one did not): that
+/// re-minting does not help, and why, for the reason `refused` gives.
+fn remint_note(refused: &Refused, reminted: Reminted) -> Option<String> {
+    let why = match refused {
+        Refused::WrongAudience { audience, .. } | Refused::CustomAudience { audience, .. } => {
+            format!("every new token is for the same audience, {audience}, which is the problem")
+        }
+        Refused::NotAnIdentityToken
+        | Refused::NotGoogleIdentityToken(_)
+        | Refused::Expired { .. } => {
+            "the credentials give the same kind of token every time".to_owned()
+        }
+        Refused::BadSignature => {
+            "the service does not trust the keys that sign these credentials' tokens".to_owned()
+        }
+    };
+    let hold_off = crate::remint::HOLD_OFF.as_secs();
+    match reminted {
+        Reminted::No => None,
+        Reminted::Forced => Some(format!(
+            "Re-minting did not help: a freshly minted token was refused too ({why}). No new \
+             token is forced for this identity and audience for {hold_off}s: requests meanwhile \
+             get their 401 at once."
+        )),
+        Reminted::HeldOff(ago) => Some(format!(
+            "Re-minting does not help: {}s ago a freshly minted token for this identity and \
+             audience was refused too ({why}), so this 401 was not retried with a new one (at \
+             most one forced re-mint per identity and audience every {hold_off}s).",
+            ago.as_secs()
+        )),
+    }
 }
 
 /// After retries ran out on 429/503 (or the like): the service is starting or overloaded.

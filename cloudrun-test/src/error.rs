@@ -1,26 +1,33 @@
 //! One error type whose messages say what was tried and how to fix it.
 //!
 //! Errors are `Clone` so that one failed token fetch can be reported to every test
-//! that was waiting for it. They never contain a token or key material.
+//! that was waiting for it. They never show a token or key material: the fields that
+//! may quote the outside world (an endpoint's answer, a program's stderr, a URL) are
+//! shown through [`crate::redact`], in `Display` and in `Debug` alike (a derived
+//! `Debug` would print them raw, e.g. in an `unwrap()` panic).
 
+use std::fmt;
 use std::path::PathBuf;
 
+use crate::redact::redact;
+
 /// Everything that can go wrong between a test and the service it calls.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// No credential source could be found.
     #[error(
-        "no Google credentials found; tried, in order:\n{tried}\n\
+        "no Google credentials found; tried, in order:\n{}\n\
          fix: set up any one of these (each line says how); the quickest is \
          GOOGLE_APPLICATION_CREDENTIALS=key.json with a service-account key \
          (`gcloud iam service-accounts keys create key.json --iam-account=SA_EMAIL`). \
-         `cloudrun-test doctor` explains the choice"
+         `cloudrun-test doctor` explains the choice",
+        redact(.tried)
     )]
     NoCredentials { tried: String },
 
     /// A credentials file could not be read or understood.
-    #[error("credentials file {path}: {problem}\nfix: {fix}")]
+    #[error("credentials file {path}: {}\nfix: {fix}", redact(.problem))]
     CredentialsFile {
         path: PathBuf,
         problem: String,
@@ -28,7 +35,7 @@ pub enum Error {
     },
 
     /// A token endpoint (OAuth, metadata server, IAM Credentials...) refused or failed.
-    #[error("{what} at {url} failed: {problem}\nfix: {fix}")]
+    #[error("{what} at {} failed: {}\nfix: {fix}", redact(.url), redact(.problem))]
     TokenEndpoint {
         what: String,
         url: String,
@@ -37,7 +44,7 @@ pub enum Error {
     },
 
     /// A setting needed to find the service is missing or invalid.
-    #[error("{problem}\nfix: {fix}")]
+    #[error("{}\nfix: {fix}", redact(.problem))]
     Setting { problem: String, fix: String },
 
     /// The Cloud Run Admin API has no such service.
@@ -55,7 +62,10 @@ pub enum Error {
     },
 
     /// The Cloud Run Admin API answered something else than the service.
-    #[error("looking up Cloud Run service `{service}` at {url} failed: {problem}\nfix: {fix}")]
+    #[error(
+        "looking up Cloud Run service `{service}` at {url} failed: {}\nfix: {fix}",
+        redact(.problem)
+    )]
     AdminApi {
         service: String,
         url: String,
@@ -64,7 +74,7 @@ pub enum Error {
     },
 
     /// A request to the service could not be sent.
-    #[error("request {method} {url} failed: {problem}")]
+    #[error("request {method} {} failed: {}", redact(.url), redact(.problem))]
     Request {
         method: String,
         url: String,
@@ -74,9 +84,11 @@ pub enum Error {
     /// The service did not become ready within the wait asked for
     /// (`ClientBuilder::wait_until_ready`).
     #[error(
-        "the service at {url} was not ready after {waited} (last answer: {last})\n\
+        "the service at {} was not ready after {waited} (last answer: {})\n\
          fix: wait longer (the second argument of `wait_until_ready`); if it never comes up, \
-         read its logs: `gcloud run services logs read SERVICE --region REGION`"
+         read its logs: `gcloud run services logs read SERVICE --region REGION`",
+        redact(.url),
+        redact(.last)
     )]
     NotReady {
         url: String,
@@ -85,8 +97,33 @@ pub enum Error {
     },
 
     /// Something that should not happen; the message says what.
-    #[error("internal error in cloudrun-test: {0} (please report it)")]
+    #[error("internal error in cloudrun-test: {} (please report it)", redact(.0))]
     Internal(String),
+}
+
+impl Error {
+    fn variant(&self) -> &'static str {
+        match self {
+            Error::NoCredentials { .. } => "NoCredentials",
+            Error::CredentialsFile { .. } => "CredentialsFile",
+            Error::TokenEndpoint { .. } => "TokenEndpoint",
+            Error::Setting { .. } => "Setting",
+            Error::ServiceNotFound { .. } => "ServiceNotFound",
+            Error::AdminApi { .. } => "AdminApi",
+            Error::Request { .. } => "Request",
+            Error::NotReady { .. } => "NotReady",
+            Error::Internal(_) => "Internal",
+        }
+    }
+}
+
+/// The variant and the (redacted) message: what `unwrap()` shows, readable and safe.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple(self.variant())
+            .field(&format_args!("{self}"))
+            .finish()
+    }
 }
 
 /// Describes a `reqwest` failure without its URL query (which could carry secrets) and
@@ -108,5 +145,35 @@ pub(crate) fn describe_http_error(error: &reqwest::Error) -> String {
         message.push_str(&cause.to_string());
         source = cause.source();
     }
-    message
+    // The causes are other crates' words, which may quote what the peer sent.
+    redact(&message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_secrets_show_neither_in_display_nor_in_debug() {
+        let error = Error::TokenEndpoint {
+            what: "minting".into(),
+            url: "https://oauth2.example/token?access_token=SECRET1".into(),
+            problem: r#"HTTP 400, answer: {"id_token": "SECRET2"} Bearer SECRET3"#.into(),
+            fix: "retry".into(),
+        };
+        for shown in [
+            error.to_string(),
+            format!("{error:?}"),
+            format!("{error:#?}"),
+        ] {
+            for secret in ["SECRET1", "SECRET2", "SECRET3"] {
+                assert!(!shown.contains(secret), "{shown}");
+            }
+            assert!(shown.contains("HTTP 400"), "{shown}");
+            assert!(shown.contains("fix: retry"), "{shown}");
+        }
+        assert!(format!("{error:?}").starts_with("TokenEndpoint("));
+        let internal = Error::Internal("password=SECRET4".into());
+        assert!(!format!("{internal:?}").contains("SECRET4"));
+    }
 }

@@ -50,6 +50,12 @@ pub use retry::RetryPolicy;
 pub use send::TokenHeader;
 pub use token::{Claims, IdToken};
 
+/// Removes secrets (tokens, keys, passwords in their `key=value`, `key: value` and JSON
+/// forms, JWT-shaped words, PEM private keys) from text quoted in a message. Every
+/// error and diagnosis of this crate, and the `cloudrun-test` command, go through it.
+#[doc(hidden)]
+pub use redact::redact;
+
 /// The HTTP client underneath, for its types (`Response`, `StatusCode`, `Method`...).
 pub use reqwest;
 pub use reqwest::Url;

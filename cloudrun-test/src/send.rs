@@ -7,6 +7,9 @@
 //!   anywhere. Here every hop gets the token only if it is the service's origin, and
 //!   a hop to another origin loses every credential header, the app's own included.
 //! - A 401 from the service makes one fresh mint and one retry (keys may have rotated).
+//!   When the fresh token is refused too (a wrong audience, most often), no new token
+//!   is forced again for these credentials and this audience for a minute
+//!   ([`crate::remint`]): the requests in between get their 401 at once, explained.
 //! - 429/503 answers and failed or reset connections are retried as the client's
 //!   [`RetryPolicy`] says (idempotent methods, bounded exponential backoff, jitter).
 //! - A final 401/403, 429/503 or failed connection is explained with its fix.
@@ -20,8 +23,9 @@ use reqwest::header::{
 use reqwest::{Method, Request, Response, StatusCode, Url};
 
 use crate::client::Client;
-use crate::diagnose::{self, Diagnosis, Refusal};
+use crate::diagnose::{self, Diagnosis, Refusal, Reminted};
 use crate::error::Error;
+use crate::remint;
 use crate::retry::{self, RetryPolicy};
 use crate::token::Token;
 
@@ -291,7 +295,7 @@ struct Attempts {
     /// redirects are followed).
     retry: bool,
     retries: u32,
-    reminted: bool,
+    reminted: Reminted,
     /// When the first retry was decided: no clock is read for a request that needs none.
     retrying_since: Option<Instant>,
 }
@@ -306,7 +310,7 @@ impl Attempts {
             redirects: 0,
             retry,
             retries: 0,
-            reminted: false,
+            reminted: Reminted::No,
             retrying_since: None,
         }
     }
@@ -330,14 +334,26 @@ impl Attempts {
         let again = || self.first.as_deref().and_then(copy_request);
         let policy = self.client.retry_policy();
         let retries_left = self.retries < policy.max_retries_for(&self.method);
-        match &hop.outcome {
-            Ok(response)
-                if response.status() == StatusCode::UNAUTHORIZED
-                    && !self.reminted
-                    && hop.token.is_some() =>
-            {
-                again().map_or(Next::Done, Next::Renew)
+        let unauthorized =
+            matches!(&hop.outcome, Ok(response) if response.status() == StatusCode::UNAUTHORIZED);
+        if let Some(credentials) = self.client.credentials()
+            && unauthorized
+            && hop.token.is_some()
+        {
+            let (fingerprint, audience) = (credentials.fingerprint(), self.client.audience());
+            match self.reminted {
+                Reminted::No => match remint::held_off(fingerprint, audience) {
+                    None => return again().map_or(Next::Done, Next::Renew),
+                    Some(ago) => {
+                        tracing::debug!(url = %hop.url, ?ago, "401 from the service; a fresh token was refused too lately, so none is forced");
+                        self.reminted = Reminted::HeldOff(ago);
+                    }
+                },
+                Reminted::Forced => remint::did_not_help(fingerprint, audience),
+                Reminted::HeldOff(_) => {}
             }
+        }
+        match &hop.outcome {
             Ok(response) if retries_left && policy.retries_status(response.status()) => {
                 self.retries += 1;
                 self.retrying_since.get_or_insert_with(Instant::now);
@@ -421,7 +437,7 @@ impl Attempts {
                     // The token may have been revoked or the signing keys rotated: mint
                     // once more, and try once more even if the text is the same (clock
                     // skew, a blip).
-                    self.reminted = true;
+                    self.reminted = Reminted::Forced;
                     if let (Some(credentials), Some(sent)) = (self.client.credentials(), &hop.token)
                     {
                         self.client.renew_token(credentials, sent).await?;
@@ -494,6 +510,8 @@ impl Attempts {
             _ => None,
         };
         if let Some(message) = message {
+            // The emulator's reason and the URL come from outside: nothing secret shows.
+            let message = crate::redact::redact(&message);
             // Captured by the test harness and shown when the test fails.
             eprintln!("{message}");
             response.extensions_mut().insert(Diagnosis::new(message));

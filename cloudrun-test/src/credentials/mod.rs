@@ -197,6 +197,12 @@ impl Credentials {
         self.source.identity()
     }
 
+    /// Identifies these credentials without any secret: the cache's key, and the
+    /// re-mint limiter's ([`crate::remint`]).
+    pub(crate) fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
     /// An identity token for `audience`, from the process-wide cache.
     pub async fn id_token(&self, audience: &str) -> Result<IdToken, Error> {
         cache::id_token(&self.source, &self.fingerprint, audience)

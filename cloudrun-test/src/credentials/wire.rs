@@ -230,66 +230,55 @@ pub(crate) fn refusal(status: reqwest::StatusCode, body: &str) -> String {
 }
 
 /// The reason in an error answer of a Google endpoint: OAuth's
-/// `{"error","error_description"}`, the APIs' `{"error":{"message","status"}}`, or
-/// the start of the body with anything token-like removed.
+/// `{"error","error_description"}`, the APIs' `{"error":{"code","message","status"}}`,
+/// or the start of a body that is not JSON. Of a JSON answer only these fields are
+/// quoted (an allowlist: whatever else it holds, tokens included, is left out), and
+/// they are redacted too.
 pub(crate) fn error_reason(body: &str) -> String {
-    if let Ok(value) = serde_json::from_str::<Value>(body) {
-        match value.get("error") {
-            Some(Value::String(error)) => {
-                return match value.get("error_description").and_then(Value::as_str) {
-                    Some(description) => redact(&format!("{error}: {description}")),
-                    None => redact(error),
-                };
+    match serde_json::from_str::<Value>(body) {
+        Ok(Value::Object(answer)) => json_error_reason(&answer),
+        Ok(_) => "a JSON answer that is not an object".to_owned(),
+        Err(_) => {
+            let body = body.trim();
+            if body.is_empty() {
+                "an empty answer".to_owned()
+            } else {
+                // Redacted whole, then cut: a cut could hide what marks a secret.
+                format!("answer: {}", truncate(&redact(body), 200))
             }
-            Some(Value::Object(error)) => {
-                let message = error.get("message").and_then(Value::as_str).unwrap_or("");
-                let status = error.get("status").and_then(Value::as_str).unwrap_or("");
-                return redact(&format!("{status}: {message}"));
-            }
-            _ => {}
         }
     }
-    let body = body.trim();
-    if body.is_empty() {
-        "an empty answer".to_owned()
+}
+
+/// `error: error_description`, `status: message`, or what of `code`, `status` and
+/// `message` the answer has at its top level; each value redacted and cut short.
+fn json_error_reason(answer: &Map<String, Value>) -> String {
+    let safe = |object: &Map<String, Value>, field: &str| match object.get(field) {
+        Some(Value::String(text)) if !text.trim().is_empty() => {
+            Some(truncate(&redact(text.trim()), 300).to_owned())
+        }
+        Some(number @ Value::Number(_)) => Some(number.to_string()),
+        _ => None,
+    };
+    let parts = match answer.get("error") {
+        Some(Value::Object(error)) => vec![safe(error, "status"), safe(error, "message")],
+        Some(Value::String(_)) => vec![safe(answer, "error"), safe(answer, "error_description")],
+        _ => vec![
+            safe(answer, "code"),
+            safe(answer, "status"),
+            safe(answer, "message"),
+        ],
+    };
+    let parts: Vec<String> = parts.into_iter().flatten().collect();
+    if parts.is_empty() {
+        "a JSON answer without an error message".to_owned()
     } else {
-        format!("answer: {}", redact(truncate(body, 200)))
+        parts.join(": ")
     }
 }
 
-/// Replaces anything that looks like a token (a JWT, an OAuth access or refresh
-/// token) with `<redacted>`, so that echoed answers never leak one.
-pub(crate) fn redact(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while !rest.is_empty() {
-        let end = rest
-            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == ',')
-            .unwrap_or(rest.len());
-        let (word, after) = rest.split_at(end);
-        if looks_like_token(word) {
-            out.push_str("<redacted>");
-        } else {
-            out.push_str(word);
-        }
-        let next = after.chars().next().map_or(0, char::len_utf8);
-        out.push_str(&after[..next]);
-        rest = &after[next..];
-    }
-    out
-}
-
-fn looks_like_token(word: &str) -> bool {
-    let word = word.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
-    word.starts_with("eyJ")
-        || word.starts_with("ya29.")
-        || word.starts_with("1//")
-        || (word.len() >= 40
-            && word.matches('.').count() == 2
-            && word
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-}
+/// The crate's one redaction ([`crate::redact`]), for the credential sources.
+pub(crate) use crate::redact::redact;
 
 pub(crate) fn truncate(text: &str, max: usize) -> &str {
     match text.char_indices().nth(max) {
@@ -400,15 +389,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redacts_tokens_but_keeps_words() {
-        let text = "bad token eyJhbGciOi.eyJzdWIi.c2ln and ya29.abc, \"1//refresh\" here";
-        assert_eq!(
-            redact(text),
-            "bad token <redacted> and <redacted>, \"<redacted>\" here"
-        );
-    }
-
-    #[test]
     fn reads_google_error_answers() {
         assert_eq!(
             error_reason(r#"{"error":"invalid_grant","error_description":"Bad Request"}"#),
@@ -420,7 +400,34 @@ mod tests {
             ),
             "PERMISSION_DENIED: Permission denied"
         );
+        assert_eq!(error_reason(r#"{"error":"invalid_request"}"#), "invalid_request");
+        assert_eq!(error_reason(r#"{"code":401,"message":"no"}"#), "401: no");
         assert_eq!(error_reason(""), "an empty answer");
+        assert_eq!(error_reason("[1]"), "a JSON answer that is not an object");
+    }
+
+    #[test]
+    fn quotes_only_the_safe_fields_of_a_json_answer_and_redacts_them() {
+        let answer = r#"{"error": "invalid_grant",
+            "error_description": "refresh_token=SECRET1 is revoked",
+            "access_token": "SECRET2", "debug": {"assertion": "SECRET3"}, "hint": "SECRET4"}"#;
+        let reason = error_reason(answer);
+        assert_eq!(reason, "invalid_grant: refresh_token=<redacted> is revoked");
+        let answer = r#"{"token": "SECRET5", "detail": "SECRET6"}"#;
+        assert_eq!(error_reason(answer), "a JSON answer without an error message");
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_is_redacted_then_cut() {
+        let long_key = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----",
+            "A1b2".repeat(100)
+        );
+        let reason = error_reason(&format!("<html>oops {long_key} Authorization: Bearer SECRET</html>"));
+        assert_eq!(
+            reason,
+            "answer: <html>oops <redacted private key> Authorization: Bearer <redacted></html>"
+        );
     }
 
     #[test]

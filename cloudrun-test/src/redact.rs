@@ -1,0 +1,572 @@
+//! The one redaction every message goes through before it shows text that came from
+//! outside: an endpoint's answer, a program's stderr, a header, a file.
+//!
+//! [`redact`] replaces, in this order:
+//!
+//! 1. private keys: a PEM block whose label says `PRIVATE KEY`, from `-----BEGIN` to
+//!    its `-----END ...-----` (or to the end of the text, if cut short);
+//! 2. the value of every secret-named key, in the forms `key=value` (form bodies and
+//!    query strings: `a=b&refresh_token=...`), `key: value` (headers, YAML, logs) and
+//!    JSON `"key": "value"` (any spacing, quoted or escaped `\"`). Secret names are
+//!    matched whatever their case, `_` or `-`: anything ending in `token` (except
+//!    `token_type`, `token_uri`...), `secret`, `password`, `assertion`, `private_key`,
+//!    `private_key_id`, `authorization`, `api_key`, `cookie`, `saml_response`;
+//! 3. words shaped like a credential wherever they stand: JWTs (`eyJ...`), Google
+//!    access tokens (`ya29.`), refresh tokens (`1//`), OAuth client secrets
+//!    (`GOCSPX-`), API keys (`AIza...`), the word after `Bearer`/`Basic`, and long
+//!    base64 runs (key material).
+//!
+//! One allowance keeps the library's own sentences readable: after a bare `token:`
+//! (no quotes, a colon), a plain lowercase word is prose ("the identity token: unset
+//! it"), not a token. Every other value after a secret name is removed, whatever it
+//! looks like.
+
+use std::borrow::Cow;
+
+const REDACTED: &str = "<redacted>";
+const REDACTED_KEY: &str = "<redacted private key>";
+
+/// `text` with every secret it holds replaced by `<redacted>` (see the module
+/// documentation for what counts as a secret). Words that are not secrets are kept,
+/// so that the message stays useful.
+pub fn redact(text: &str) -> String {
+    let text = private_keys(text);
+    let text = key_values(&text);
+    token_words(&text)
+}
+
+/// Removes PEM private key blocks.
+fn private_keys(text: &str) -> Cow<'_, str> {
+    const BEGIN: &str = "-----BEGIN ";
+    const DASHES: &str = "-----";
+    if !text.contains(BEGIN) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(BEGIN) {
+        let after_begin = &rest[start + BEGIN.len()..];
+        // A label cut short counts as a private key: better to drop a certificate.
+        let (private, after_label) = match after_begin.find(DASHES) {
+            Some(end) => (
+                after_begin[..end]
+                    .to_ascii_uppercase()
+                    .contains("PRIVATE KEY"),
+                &after_begin[end + DASHES.len()..],
+            ),
+            None => (true, ""),
+        };
+        if !private {
+            let kept = rest.len() - after_label.len();
+            out.push_str(&rest[..kept]);
+            rest = after_label;
+            continue;
+        }
+        out.push_str(&rest[..start]);
+        out.push_str(REDACTED_KEY);
+        rest = match after_label.find("-----END ") {
+            Some(end) => {
+                let footer = &after_label[end + "-----END ".len()..];
+                match footer.find(DASHES) {
+                    Some(close) => &footer[close + DASHES.len()..],
+                    None => "",
+                }
+            }
+            None => "",
+        };
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+/// How a key name counts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Secret {
+    /// Its value is always a secret.
+    Always,
+    /// The bare word `token`, or a name ending in it: not in prose (`token: word`).
+    Token,
+}
+
+/// Whether `key` names a secret: compared lower-case, without `_` and `-`.
+fn secret_key(key: &str) -> Option<Secret> {
+    let normalized: String = key
+        .chars()
+        .filter(|c| !matches!(c, '_' | '-'))
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    const ALWAYS: [&str; 17] = [
+        "accesstoken",
+        "idtoken",
+        "refreshtoken",
+        "subjecttoken",
+        "sessiontoken",
+        "authtoken",
+        "bearertoken",
+        "secret",
+        "password",
+        "passwd",
+        "assertion",
+        "privatekey",
+        "privatekeyid",
+        "authorization",
+        "apikey",
+        "cookie",
+        "samlresponse",
+    ];
+    if ALWAYS.iter().any(|name| normalized.ends_with(name)) {
+        Some(Secret::Always)
+    } else if normalized.ends_with("token") {
+        Some(Secret::Token)
+    } else {
+        None
+    }
+}
+
+fn is_key_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-')
+}
+
+/// Where an unquoted value ends.
+fn ends_value(byte: u8) -> bool {
+    byte.is_ascii_whitespace()
+        || matches!(
+            byte,
+            b'&' | b',' | b';' | b'"' | b'\'' | b'\\' | b'<' | b'>' | b')' | b']' | b'}'
+        )
+}
+
+/// Removes the values of secret-named keys. Every key is looked at, even inside the
+/// value of another (`password: Bearer token: ...`), and the spans found are merged.
+fn key_values(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        if !is_key_byte(bytes[at]) {
+            at += 1;
+            continue;
+        }
+        let key_end = bytes[at..]
+            .iter()
+            .position(|&byte| !is_key_byte(byte))
+            .map_or(bytes.len(), |length| at + length);
+        // A key right after `/`, `.` or `:` is part of a URL or path
+        // (`.../token: HTTP 400`, `...:generateIdToken`), not a name.
+        let in_path = at > 0 && matches!(bytes[at - 1], b'/' | b'.' | b':');
+        if !in_path
+            && let Some(span) = secret_key(&text[at..key_end])
+                .and_then(|secret| value_after(bytes, at, key_end, secret))
+        {
+            spans.push(span);
+        }
+        at = key_end;
+    }
+    if spans.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    spans.sort_unstable();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for (start, end) in spans {
+        if end <= copied {
+            continue;
+        }
+        if start >= copied {
+            out.push_str(&text[copied..start]);
+            out.push_str(REDACTED);
+        }
+        copied = end;
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
+}
+
+/// The span of the value that follows the key at `key_start..key_end`, if a separator
+/// (`=` or `:`) follows it and the value is not empty.
+fn value_after(
+    bytes: &[u8],
+    key_start: usize,
+    key_end: usize,
+    secret: Secret,
+) -> Option<(usize, usize)> {
+    let quoted_key = key_start > 0 && matches!(bytes[key_start - 1], b'"' | b'\'');
+    let mut at = key_end;
+    // The key's closing quote: `"`, `'` or an escaped `\"`.
+    if bytes.get(at) == Some(&b'\\') && bytes.get(at + 1) == Some(&b'"') {
+        at += 2;
+    } else if matches!(bytes.get(at), Some(b'"' | b'\'')) {
+        at += 1;
+    }
+    let skip_blanks = |mut at: usize| {
+        while matches!(bytes.get(at), Some(b' ' | b'\t')) {
+            at += 1;
+        }
+        at
+    };
+    at = skip_blanks(at);
+    let separator = *bytes.get(at)?;
+    if separator != b'=' && separator != b':' {
+        return None;
+    }
+    at = skip_blanks(at + 1);
+    // JSON written over several lines.
+    if quoted_key {
+        while matches!(bytes.get(at), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            at += 1;
+        }
+    }
+    let (start, end) = value_span(bytes, at);
+    if start == end {
+        return None;
+    }
+    let prose = secret == Secret::Token
+        && !quoted_key
+        && separator == b':'
+        && bytes[start..end].iter().all(u8::is_ascii_lowercase);
+    (!prose).then_some((start, end))
+}
+
+/// The value starting at `at`: the inside of its quotes, or up to the next delimiter;
+/// after an authorization scheme (`Bearer ...`), the credential after it.
+fn value_span(bytes: &[u8], at: usize) -> (usize, usize) {
+    let find_from = |from: usize, stop: &dyn Fn(&[u8], usize) -> bool| {
+        (from..bytes.len())
+            .find(|&index| stop(bytes, index))
+            .unwrap_or(bytes.len())
+    };
+    match bytes.get(at) {
+        Some(b'\\') if bytes.get(at + 1) == Some(&b'"') => {
+            let start = at + 2;
+            let end = find_from(start, &|bytes, index| {
+                bytes[index] == b'\\' && bytes.get(index + 1) == Some(&b'"')
+            });
+            (start, end)
+        }
+        Some(&quote @ (b'"' | b'\'')) => {
+            let start = at + 1;
+            let mut index = start;
+            while index < bytes.len() && bytes[index] != quote {
+                // A JSON escape (`\"`) stays inside the value.
+                index += if bytes[index] == b'\\' { 2 } else { 1 };
+            }
+            (start, index.min(bytes.len()))
+        }
+        _ => {
+            let word_end = find_from(at, &|bytes, index| ends_value(bytes[index]));
+            let scheme = &bytes[at..word_end];
+            let after_scheme = (word_end..bytes.len())
+                .find(|&index| !matches!(bytes[index], b' ' | b'\t'))
+                .unwrap_or(bytes.len());
+            if is_auth_scheme(scheme) && after_scheme > word_end {
+                let end = find_from(after_scheme, &|bytes, index| ends_value(bytes[index]));
+                (after_scheme, end)
+            } else {
+                (at, word_end)
+            }
+        }
+    }
+}
+
+fn is_auth_scheme(word: &[u8]) -> bool {
+    ["bearer", "basic", "digest", "negotiate", "token", "oauth"]
+        .iter()
+        .any(|scheme| word.eq_ignore_ascii_case(scheme.as_bytes()))
+}
+
+/// A character of a credential-shaped word (base64, base64url, URL-encoded, dotted).
+fn is_word_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~' | '+' | '/' | '%')
+}
+
+/// Replaces credential-shaped words, and the word after `Bearer`/`Basic`.
+fn token_words(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut after_scheme = false;
+    while let Some(start) = rest.find(is_word_char) {
+        let (between, from) = rest.split_at(start);
+        let mut length = from.find(|c| !is_word_char(c)).unwrap_or(from.len());
+        // Base64 padding belongs to the word.
+        length += from[length..].len() - from[length..].trim_start_matches('=').len();
+        let (word, after) = from.split_at(length);
+        let credential =
+            after_scheme && !between.is_empty() && between.trim_matches([' ', '\t']).is_empty();
+        out.push_str(between);
+        if credential || looks_like_credential(word) {
+            out.push_str(REDACTED);
+        } else {
+            out.push_str(word);
+        }
+        after_scheme = ["bearer", "basic"]
+            .iter()
+            .any(|scheme| word.eq_ignore_ascii_case(scheme));
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+fn looks_like_credential(word: &str) -> bool {
+    // A JWT's header (and payload) is base64url JSON, which starts `eyJ` (`{"`).
+    let jwt = word.match_indices("eyJ").any(|(index, _)| {
+        word[..index]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_ascii_alphanumeric())
+    }) && word.len() >= 10;
+    let prefixed = ["ya29.", "1//", "1%2F%2F", "GOCSPX-"]
+        .iter()
+        .any(|prefix| word.starts_with(prefix) && word.len() > prefix.len() + 4)
+        || word.starts_with("AIza") && word.len() >= 35;
+    jwt || prefixed || is_dotted_token(word) || is_key_material(word)
+}
+
+/// Three long dot-separated base64url parts, one with a capital: a JWS without the
+/// usual header, not a host name (which has no capitals).
+fn is_dotted_token(word: &str) -> bool {
+    let parts: Vec<&str> = word.split('.').collect();
+    word.len() >= 40
+        && parts.len() == 3
+        && parts.iter().all(|part| part.len() >= 8)
+        && word.contains(|c: char| c.is_ascii_uppercase())
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// A long run of base64 with capitals, small letters and digits well mixed, as key
+/// material and opaque tokens are; paths and identifiers rarely are.
+fn is_key_material(word: &str) -> bool {
+    let body = word.trim_end_matches('=');
+    if body.len() < 32
+        || !body
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '-' | '_'))
+    {
+        return false;
+    }
+    let count = |test: fn(&char) -> bool| body.chars().filter(test).count();
+    let (upper, lower, digits) = (
+        count(char::is_ascii_uppercase),
+        count(char::is_ascii_lowercase),
+        count(char::is_ascii_digit),
+    );
+    upper * 8 >= body.len() && lower * 8 >= body.len() && digits >= 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn json_forms_lose_their_values_and_keep_their_keys() {
+        assert_eq!(
+            redact(r#"{"access_token": "S1", "token_type": "Bearer", "expires_in": 3599}"#),
+            r#"{"access_token": "<redacted>", "token_type": "Bearer", "expires_in": 3599}"#
+        );
+        assert_eq!(
+            redact(r#"{"id_token":"S2","refresh_token" :  "S3"}"#),
+            r#"{"id_token":"<redacted>","refresh_token" :  "<redacted>"}"#
+        );
+        // Quoted inside another string, as `{:?}` or a log line shows it.
+        assert_eq!(
+            redact(r#"body: "{\"token\": \"S4\", \"error\": \"x\"}""#),
+            r#"body: "{\"token\": \"<redacted>\", \"error\": \"x\"}""#
+        );
+        // camelCase, as IAM Credentials answers.
+        assert_eq!(
+            redact(r#"{"accessToken": "S5", "expireTime": "2024-01-01T00:00:00Z"}"#),
+            r#"{"accessToken": "<redacted>", "expireTime": "2024-01-01T00:00:00Z"}"#
+        );
+        // Over several lines.
+        assert_eq!(
+            redact("{\n  \"client_secret\":\n    \"S6\"\n}"),
+            "{\n  \"client_secret\":\n    \"<redacted>\"\n}"
+        );
+    }
+
+    #[test]
+    fn form_and_query_forms_lose_their_values() {
+        assert_eq!(
+            redact(
+                "grant_type=refresh_token&client_id=abc&client_secret=S1&refresh_token=1%2F%2FS2"
+            ),
+            "grant_type=refresh_token&client_id=abc&client_secret=<redacted>&refresh_token=<redacted>"
+        );
+        assert_eq!(
+            redact("https://x.example/cb?code=ok&access_token=S3&state=kept"),
+            "https://x.example/cb?code=ok&access_token=<redacted>&state=kept"
+        );
+        assert_eq!(
+            redact("assertion=S4 subject_token='S5' password=\"S6\""),
+            "assertion=<redacted> subject_token='<redacted>' password=\"<redacted>\""
+        );
+    }
+
+    #[test]
+    fn header_forms_lose_their_credentials_and_keep_their_scheme() {
+        assert_eq!(
+            redact("Authorization: Bearer S1\nX-Other: kept"),
+            "Authorization: Bearer <redacted>\nX-Other: kept"
+        );
+        assert_eq!(
+            redact("x-serverless-authorization:Basic S2"),
+            "x-serverless-authorization:Basic <redacted>"
+        );
+        assert_eq!(redact("Cookie: session=S3"), "Cookie: <redacted>");
+        assert_eq!(
+            redact("sent Bearer S4 there"),
+            "sent Bearer <redacted> there"
+        );
+        assert_eq!(redact("x-goog-api-key: S5"), "x-goog-api-key: <redacted>");
+        // What the emulator says about a missing token stays readable.
+        let advice = "no identity token: send `Authorization: Bearer <ID token>`";
+        assert_eq!(redact(advice), advice);
+    }
+
+    #[test]
+    fn private_keys_go_whole() {
+        let key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----\n";
+        assert_eq!(
+            redact(&format!("before {key}after")),
+            "before <redacted private key>\nafter"
+        );
+        // As a JSON string, and cut short.
+        let escaped = r#"{"private_key": "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----\n", "client_email": "a@b"}"#;
+        assert_eq!(
+            redact(escaped),
+            r#"{"private_key": "<redacted>", "client_email": "a@b"}"#
+        );
+        assert_eq!(
+            redact("oops -----BEGIN EC PRIVATE KEY-----\nMHcCAQEEI"),
+            "oops <redacted private key>"
+        );
+        // A certificate is public.
+        let certificate = "-----BEGIN CERTIFICATE-----\nabc\n-----END CERTIFICATE-----";
+        assert_eq!(redact(certificate), certificate);
+    }
+
+    #[test]
+    fn credential_shaped_words_go_wherever_they_stand() {
+        let text = "bad token eyJhbGciOi.eyJzdWIi.c2ln and ya29.abcdef, \"1//refresh-token\" here";
+        assert_eq!(
+            redact(text),
+            "bad token <redacted> and <redacted>, \"<redacted>\" here"
+        );
+        assert_eq!(redact("key=eyJhbGciOiJSUzI1NiJ9"), "key=<redacted>");
+        assert_eq!(
+            redact("secret GOCSPX-abcdefghijkl and AIzaSyA1234567890abcdefghijklmnopqrs"),
+            "secret <redacted> and <redacted>"
+        );
+        // Key material: a line of a PEM body whose header was cut off.
+        assert_eq!(
+            redact("| kZ3Qx8Lm2NpQ7rT9vWbYc4dF6gH1jK0lA5sE+/Uo= |"),
+            "| <redacted> |"
+        );
+    }
+
+    #[test]
+    fn ordinary_text_is_kept() {
+        for text in [
+            "HTTP 400 Bad Request, invalid_grant: Invalid JWT Signature.",
+            "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/tester@p.iam.gserviceaccount.com:generateIdToken",
+            "CLOUDRUN_TEST_ID_TOKEN (id-token): skipped: not set",
+            "set CLOUDRUN_TEST_IMPERSONATE_SERVICE_ACCOUNT=tester@p.iam.gserviceaccount.com",
+            "token_type: Bearer, token_uri=https://oauth2.googleapis.com/token, expires_in=3599",
+            "give an identity token: unset CLOUDRUN_TEST_ID_TOKEN",
+            "the access token: refused before it was minted",
+            "hello-123456789.europe-west1.run.app and cloudrun-test-emulated-service.example.com",
+            "/v2/projects/emulated-project/locations/europe-west1/services/hello",
+            "SIGNATURE_REMOVED_BY_GOOGLE",
+            "0123456789abcdef0123456789abcdef01234567",
+            "<redacted>",
+        ] {
+            assert_eq!(redact(text), text);
+        }
+    }
+
+    /// A secret as tokens are spelled: base64url, dots, slashes, `+`, `=`, `~`, `%`.
+    /// Not a single lowercase word, which after a bare `token:` is prose.
+    fn secret() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9][A-Za-z0-9._~+/%-]{4,40}[A-Za-z0-9=]"
+            .prop_filter("a lowercase word is prose", |secret| {
+                !secret.bytes().all(|byte| byte.is_ascii_lowercase())
+            })
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "access_token",
+            "id_token",
+            "token",
+            "refresh_token",
+            "assertion",
+            "subject_token",
+            "client_secret",
+            "private_key",
+            "private_key_id",
+            "password",
+            "Authorization",
+            "X-Serverless-Authorization",
+            "accessToken",
+            "apiKey",
+        ])
+        .prop_map(str::to_owned)
+    }
+
+    /// Each way a secret is written next to its name.
+    fn embedded(key: &str, secret: &str, form: usize) -> String {
+        match form {
+            0 => format!("{key}={secret}"),
+            1 => format!("a=b&{key}={secret}&c=d"),
+            2 => format!("{key}: {secret}"),
+            3 => format!("{key}:{secret}"),
+            4 => format!("\"{key}\": \"{secret}\""),
+            5 => format!("{{\"{key}\":\"{secret}\",\"x\":1}}"),
+            6 => format!("{{\\\"{key}\\\": \\\"{secret}\\\"}}"),
+            7 => format!("'{key}' : '{secret}'"),
+            8 => format!("{key}: Bearer {secret}"),
+            9 => format!("{key} = \"{secret}\""),
+            _ => format!("Bearer {secret}"),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn no_embedded_secret_survives(
+            key in key(),
+            secret in secret(),
+            form in 0usize..11,
+            before in "[ -~]{0,30}",
+            after in "[ -~\n]{0,30}",
+        ) {
+            // What surrounds the secret may hold anything but its first or last letter
+            // glued to it (then the secret is another, longer word).
+            let text = format!("{before} {} {after}", embedded(&key, &secret, form));
+            let redacted = redact(&text);
+            prop_assert!(!redacted.contains(&secret), "{text:?} -> {redacted:?}");
+        }
+
+        #[test]
+        fn jwts_and_private_keys_never_survive(
+            payload in "[A-Za-z0-9_-]{10,60}",
+            body in "[A-Za-z0-9+/]{16,64}",
+            before in "[ -~]{0,30}",
+        ) {
+            let jwt = format!("eyJhbGciOiJSUzI1NiJ9.{payload}.{payload}");
+            let pem = format!("-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----");
+            let redacted = redact(&format!("{before} {jwt} | {pem} done"));
+            prop_assert!(!redacted.contains(&payload), "{redacted}");
+            prop_assert!(!redacted.contains(&body), "{redacted}");
+            prop_assert!(redacted.ends_with(" done"), "{redacted}");
+        }
+
+        #[test]
+        fn redacting_twice_changes_nothing_more(text in "[ -~\n]{0,80}") {
+            let once = redact(&text);
+            prop_assert_eq!(redact(&once), once.clone());
+        }
+    }
+}
