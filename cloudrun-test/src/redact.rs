@@ -141,6 +141,7 @@ fn ends_value(byte: u8) -> bool {
 fn key_values(text: &str) -> Cow<'_, str> {
     let bytes = text.as_bytes();
     let mut spans: Vec<(usize, usize)> = Vec::new();
+    let mut ends = Ends::new(bytes);
     let mut at = 0;
     while at < bytes.len() {
         if !is_key_byte(bytes[at]) {
@@ -156,7 +157,7 @@ fn key_values(text: &str) -> Cow<'_, str> {
         let in_path = at > 0 && matches!(bytes[at - 1], b'/' | b'.' | b':');
         if !in_path
             && let Some(span) = secret_key(&text[at..key_end])
-                .and_then(|secret| value_after(bytes, at, key_end, secret))
+                .and_then(|secret| value_after(&mut ends, at, key_end, secret))
         {
             spans.push(span);
         }
@@ -185,11 +186,12 @@ fn key_values(text: &str) -> Cow<'_, str> {
 /// The span of the value that follows the key at `key_start..key_end`, if a separator
 /// (`=` or `:`) follows it and the value is not empty.
 fn value_after(
-    bytes: &[u8],
+    ends: &mut Ends<'_>,
     key_start: usize,
     key_end: usize,
     secret: Secret,
 ) -> Option<(usize, usize)> {
+    let bytes = ends.bytes;
     let quoted_key = key_start > 0 && matches!(bytes[key_start - 1], b'"' | b'\'');
     let mut at = key_end;
     // The key's closing quote: `"`, `'` or an escaped `\"`.
@@ -216,7 +218,7 @@ fn value_after(
             at += 1;
         }
     }
-    let (start, end) = value_span(bytes, at);
+    let (start, end) = ends.value_span(at);
     if start == end {
         return None;
     }
@@ -227,42 +229,86 @@ fn value_after(
     (!prose).then_some((start, end))
 }
 
-/// The value starting at `at`: the inside of its quotes, or up to the next delimiter;
-/// after an authorization scheme (`Bearer ...`), the credential after it.
-fn value_span(bytes: &[u8], at: usize) -> (usize, usize) {
-    let find_from = |from: usize, stop: &dyn Fn(&[u8], usize) -> bool| {
-        (from..bytes.len())
-            .find(|&index| stop(bytes, index))
-            .unwrap_or(bytes.len())
-    };
-    match bytes.get(at) {
-        Some(b'\\') if bytes.get(at + 1) == Some(&b'"') => {
-            let start = at + 2;
-            let end = find_from(start, &|bytes, index| {
-                bytes[index] == b'\\' && bytes.get(index + 1) == Some(&b'"')
-            });
-            (start, end)
+/// What ends a value, by how it starts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// A delimiter ([`ends_value`]).
+    Delimiter,
+    /// This quote, unescaped.
+    Quote(u8),
+    /// An escaped quote, `\"`.
+    EscapedQuote,
+}
+
+/// Finds where values end, remembering the last search of each kind: keys nested in
+/// one long value (`password=password=...`) then cost one scan, not one each, so a
+/// hostile text of any length is redacted in linear time.
+struct Ends<'a> {
+    bytes: &'a [u8],
+    /// Per kind: the last search's start and what it found.
+    last: Vec<(Ending, usize, usize)>,
+}
+
+impl<'a> Ends<'a> {
+    fn new(bytes: &'a [u8]) -> Ends<'a> {
+        Ends {
+            bytes,
+            last: Vec::with_capacity(4),
         }
-        Some(&quote @ (b'"' | b'\'')) => {
-            let start = at + 1;
-            let mut index = start;
-            while index < bytes.len() && bytes[index] != quote {
-                // A JSON escape (`\"`) stays inside the value.
-                index += if bytes[index] == b'\\' { 2 } else { 1 };
+    }
+
+    /// The first end of kind `ending` at or after `from` (or the text's end).
+    fn find(&mut self, ending: Ending, from: usize) -> usize {
+        // Nothing ended between the last search's start and its end, so nothing does
+        // from `from` either.
+        if let Some(&(.., end)) = self
+            .last
+            .iter()
+            .find(|(kind, start, end)| *kind == ending && (*start..=*end).contains(&from))
+        {
+            return end;
+        }
+        let bytes = self.bytes;
+        let end = match ending {
+            Ending::Delimiter => (from..bytes.len())
+                .find(|&index| ends_value(bytes[index]))
+                .unwrap_or(bytes.len()),
+            Ending::EscapedQuote => (from..bytes.len())
+                .find(|&index| bytes[index] == b'\\' && bytes.get(index + 1) == Some(&b'"'))
+                .unwrap_or(bytes.len()),
+            Ending::Quote(quote) => {
+                let mut index = from;
+                while index < bytes.len() && bytes[index] != quote {
+                    // A JSON escape (`\"`) stays inside the value.
+                    index += if bytes[index] == b'\\' { 2 } else { 1 };
+                }
+                index.min(bytes.len())
             }
-            (start, index.min(bytes.len()))
-        }
-        _ => {
-            let word_end = find_from(at, &|bytes, index| ends_value(bytes[index]));
-            let scheme = &bytes[at..word_end];
-            let after_scheme = (word_end..bytes.len())
-                .find(|&index| !matches!(bytes[index], b' ' | b'\t'))
-                .unwrap_or(bytes.len());
-            if is_auth_scheme(scheme) && after_scheme > word_end {
-                let end = find_from(after_scheme, &|bytes, index| ends_value(bytes[index]));
-                (after_scheme, end)
-            } else {
-                (at, word_end)
+        };
+        self.last.retain(|(kind, ..)| *kind != ending);
+        self.last.push((ending, from, end));
+        end
+    }
+
+    /// The value starting at `at`: the inside of its quotes, or up to the next
+    /// delimiter; after an authorization scheme (`Bearer ...`), the credential after it.
+    fn value_span(&mut self, at: usize) -> (usize, usize) {
+        let bytes = self.bytes;
+        match bytes.get(at) {
+            Some(b'\\') if bytes.get(at + 1) == Some(&b'"') => {
+                (at + 2, self.find(Ending::EscapedQuote, at + 2))
+            }
+            Some(&quote @ (b'"' | b'\'')) => (at + 1, self.find(Ending::Quote(quote), at + 1)),
+            _ => {
+                let word_end = self.find(Ending::Delimiter, at);
+                let after_scheme = (word_end..bytes.len())
+                    .find(|&index| !matches!(bytes[index], b' ' | b'\t'))
+                    .unwrap_or(bytes.len());
+                if is_auth_scheme(&bytes[at..word_end]) && after_scheme > word_end {
+                    (after_scheme, self.find(Ending::Delimiter, after_scheme))
+                } else {
+                    (at, word_end)
+                }
             }
         }
     }
@@ -485,6 +531,27 @@ mod tests {
         ] {
             assert_eq!(redact(text), text);
         }
+    }
+
+    #[test]
+    fn long_hostile_text_is_redacted_in_linear_time() {
+        let started = std::time::Instant::now();
+        for unit in [
+            "password=",
+            "token: \"",
+            "Authorization: Bearer ",
+            "'secret': 'x",
+            "eyJ.a",
+        ] {
+            let text = unit.repeat(200_000 / unit.len());
+            let redacted = redact(&text);
+            assert_ne!(redacted, text, "{unit}");
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     /// A secret as tokens are spelled: base64url, dots, slashes, `+`, `=`, `~`, `%`.

@@ -124,7 +124,9 @@ pub(crate) fn too_much_output(program: &str, stream: &str) -> String {
 /// The last few lines of a program's stderr, for an error message, with anything
 /// token-like removed.
 pub(crate) fn stderr_tail(stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr);
+    // Redacted whole before the tail is taken: a private key's `-----BEGIN` line may be
+    // above the tail, and a cut may hide the name that marks a secret.
+    let text = super::wire::redact(&String::from_utf8_lossy(stderr));
     let lines: Vec<&str> = text
         .lines()
         .map(str::trim)
@@ -134,7 +136,7 @@ pub(crate) fn stderr_tail(stderr: &[u8]) -> String {
     if tail.is_empty() {
         "nothing on stderr".to_owned()
     } else {
-        super::wire::redact(super::wire::truncate(&tail.join(" | "), 600))
+        super::wire::truncate(&tail.join(" | "), 600).to_owned()
     }
 }
 
