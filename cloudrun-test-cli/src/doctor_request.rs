@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use cloudrun_test::reqwest::{self, StatusCode, header};
-use cloudrun_test::{IdToken, Url};
+use cloudrun_test::{IdToken, Url, transport};
 
 use crate::diagnose::{self, Sent};
 
@@ -102,7 +102,28 @@ pub async fn check(
     if token.is_none() {
         report.push_str(" (without a token)");
     }
-    let http = match reqwest::Client::builder()
+    // The library's transport rules: a token goes over https or to loopback only, and
+    // through HTTPS_PROXY (CONNECT) only, never HTTP_PROXY or ALL_PROXY.
+    if token.is_some()
+        && let Err(error) = transport::check_destination(url, "the service")
+    {
+        report.push_str(&format!(
+            "\nVerdict: NOT SENT\n  {}",
+            indent(&error.to_string())
+        ));
+        return Outcome { ok: false, report };
+    }
+    let builder = match transport::http_client_builder() {
+        Ok(builder) => builder,
+        Err(error) => {
+            report.push_str(&format!(
+                "\nVerdict: NOT SENT\n  {}",
+                indent(&error.to_string())
+            ));
+            return Outcome { ok: false, report };
+        }
+    };
+    let http = match builder
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
         .timeout(TIMEOUT)
@@ -160,6 +181,7 @@ pub async fn check(
             .get(EMULATOR_REASON)
             .and_then(|value| value.to_str().ok())
     {
+        let reason = cloudrun_test::redact(reason);
         report.push_str(&format!("\n  (the emulator says: {reason})"));
     }
     if let Some(fix) = verdict.fix {
@@ -169,6 +191,11 @@ pub async fn check(
         ok: verdict.ok,
         report,
     }
+}
+
+/// A multi-line message under a verdict line: its later lines indented alike.
+fn indent(text: &str) -> String {
+    text.replace('\n', "\n  ")
 }
 
 /// No answer at all: DNS, connection, TLS or time-out, and what to check.

@@ -38,9 +38,17 @@ static FETCHER: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 /// takes milliseconds, which a process served by the disk cache never needs to spend.
 fn fetcher_http() -> &'static reqwest::Client {
     static HTTP: LazyLock<reqwest::Client> = LazyLock::new(|| {
-        reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .timeout(Duration::from_secs(60))
+        };
+        // Proxies by `transport`'s rules only. With an invalid HTTPS_PROXY it uses none:
+        // every request carrying a credential is refused before it gets here
+        // (`transport::check_destination` names the variable), and the metadata server,
+        // which gets no credential, is never proxied anyway.
+        crate::transport::configure(builder())
+            .unwrap_or_else(|_| builder().no_proxy())
             .build()
             .expect("building the token fetcher's HTTP client failed")
     });

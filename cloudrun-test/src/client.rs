@@ -227,11 +227,12 @@ impl Client {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Whether `url` is the service's origin, the only one that may see its token.
+    /// Whether `url` is the service's origin, the only one that may see its token (and
+    /// which `build` checked is https or on this machine; checked again for every hop).
     pub(crate) fn sends_token_to(&self, url: &Url) -> bool {
         self.inner.credentials.is_some()
-            && matches!(url.scheme(), "http" | "https")
             && crate::send::same_origin(url, &self.inner.target.url)
+            && crate::transport::allows_credentials(url)
     }
 }
 
@@ -449,6 +450,11 @@ impl ClientBuilder {
             Err(Error::NoCredentials { .. }) if is_local(&target.url) => None,
             Err(error) => return Err(error),
         };
+        if credentials.is_some() {
+            // Before any token is minted: the service gets one over https or on this
+            // machine only.
+            crate::transport::check_destination(&target.url, "the service")?;
+        }
         let credentials = match (&self.impersonate, credentials) {
             (Some(email), Some(credentials)) => Some(credentials.impersonate(email)),
             (Some(email), None) => {
@@ -470,7 +476,10 @@ impl ClientBuilder {
             Some(header) => header,
             None => TokenHeader::from_env()?.unwrap_or_default(),
         };
-        let mut http = reqwest::Client::builder()
+        // Proxies by `transport`'s rules only (HTTPS_PROXY through CONNECT, never for
+        // loopback), not reqwest's own, which would also send plain http through
+        // HTTP_PROXY or ALL_PROXY, token and all.
+        let mut http = crate::transport::http_client_builder()?
             .connect_timeout(Duration::from_secs(10))
             // Redirects are followed by `send`, which keeps the token on the service's origin.
             .redirect(reqwest::redirect::Policy::none());
@@ -497,11 +506,7 @@ impl ClientBuilder {
     }
 }
 
+/// Whether the service runs on this machine (and so may need no token).
 pub(crate) fn is_local(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(domain)) => domain == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
+    crate::transport::is_loopback(url)
 }

@@ -17,6 +17,7 @@ use crate::retry::{is_worth_repeating, send_repeatable};
 use crate::settings::{CONFIG_FILE_NAME, ConfigFile, ServiceSection, env, gcloud_property};
 
 const DEFAULT_RUN_ENDPOINT: &str = "https://run.googleapis.com";
+const RUN_ENDPOINT_VARIABLE: &str = "CLOUDRUN_TEST_RUN_ENDPOINT";
 
 /// What the user asked for; every field optional, settings fill the gaps.
 #[derive(Debug, Clone, Default)]
@@ -140,14 +141,23 @@ pub(crate) async fn resolve(
     })?;
     let region =
         region.ok_or_else(|| missing("region", "CLOUDRUN_TEST_REGION", "run/region REGION"))?;
-    let endpoint = query
+    // Where the endpoint comes from, for the error if it may not get an access token.
+    let (endpoint, endpoint_from) = query
         .run_endpoint
         .clone()
-        .or_else(|| env("CLOUDRUN_TEST_RUN_ENDPOINT"))
-        .or_else(|| file.value(|section| section.run_endpoint.as_ref()))
-        .unwrap_or_else(|| DEFAULT_RUN_ENDPOINT.into());
+        .map(|url| (url, "`ClientBuilder::run_endpoint`".to_owned()))
+        .or_else(|| env(RUN_ENDPOINT_VARIABLE).map(|url| (url, RUN_ENDPOINT_VARIABLE.to_owned())))
+        .or_else(|| {
+            file.value(|section| section.run_endpoint.as_ref())
+                .map(|url| (url, format!("`run_endpoint` in {file_name}")))
+        })
+        .unwrap_or_else(|| (DEFAULT_RUN_ENDPOINT.into(), "the default".into()));
     let credentials = credentials.clone()?;
-    let info = lookup(&credentials, &endpoint, &project, &region, service).await?;
+    let endpoint = Endpoint {
+        url: &endpoint,
+        from: &endpoint_from,
+    };
+    let info = lookup(&credentials, endpoint, &project, &region, service).await?;
 
     let tag = query
         .tag
@@ -157,7 +167,7 @@ pub(crate) async fn resolve(
     let uri = match &tag {
         None => info.uri.clone().ok_or_else(|| Error::AdminApi {
             service: service.into(),
-            url: endpoint.clone(),
+            url: endpoint.url.to_owned(),
             problem: "the service has no URL yet (is its first revision deployed?)".into(),
             fix: format!("deploy it: `gcloud run deploy {service} --region {region}`"),
         })?,
@@ -251,20 +261,37 @@ type LookupKey = (String, String, String, String);
 
 static LOOKUPS: LazyLock<SingleFlight<LookupKey, ServiceInfo>> = LazyLock::new(SingleFlight::new);
 
+/// The Admin API's base URL, and the setting it comes from.
+#[derive(Clone, Copy)]
+struct Endpoint<'a> {
+    url: &'a str,
+    from: &'a str,
+}
+
 async fn lookup(
     credentials: &Credentials,
-    endpoint: &str,
+    endpoint: Endpoint<'_>,
     project: &str,
     region: &str,
     service: &str,
 ) -> Result<ServiceInfo, Error> {
     let url = format!(
         "{}/v2/projects/{project}/locations/{region}/services/{service}",
-        endpoint.trim_end_matches('/')
+        endpoint.url.trim_end_matches('/')
     );
+    // The lookup carries an access token: refused before one is even minted unless the
+    // endpoint is https or on this machine.
+    let what = format!("the Cloud Run Admin API ({})", endpoint.from);
+    let parsed = Url::parse(&url).map_err(|error| Error::Setting {
+        problem: format!("{what} is not a URL: {:?} ({error})", endpoint.url),
+        fix: format!(
+            "set {RUN_ENDPOINT_VARIABLE} to the Admin API's base URL, e.g. {DEFAULT_RUN_ENDPOINT}"
+        ),
+    })?;
+    crate::transport::check_destination(&parsed, &what)?;
     let access_token = credentials.access_token().await?;
     let key = (
-        endpoint.into(),
+        endpoint.url.into(),
         project.into(),
         region.into(),
         service.into(),
@@ -280,7 +307,7 @@ async fn lookup(
                 fix,
             };
             // A read: tried again after a 5xx, a 429 or a failed connection.
-            let request = http.get(&url).bearer_auth(access_token.secret());
+            let request = http.get(parsed).bearer_auth(access_token.secret());
             let response = send_repeatable(request, Duration::from_secs(30))
                 .await
                 .map_err(|error| {

@@ -32,25 +32,38 @@ const NEVER_PROXIED: &str = "localhost,127.0.0.0/8,::1/128,::ffff:127.0.0.0/104,
 /// Refuses to send a credential to `url` unless it is `https`, or plain `http` to a
 /// loopback address. `what` names the request for the error ("the service", "the
 /// token endpoint"...).
+///
+/// A credential also goes nowhere while the way to it is unknown: an invalid
+/// `HTTPS_PROXY` is an error here too, wherever `url` is.
 pub fn check_destination(url: &Url, what: &str) -> Result<(), Error> {
+    if allows_credentials(url) {
+        return proxy_for(url).map(|_| ());
+    }
+    let scheme = url.scheme();
+    let why = if scheme == "http" {
+        "to another machine travels in clear"
+    } else {
+        "is not a transport cloudrun-test sends credentials over"
+    };
+    Err(Error::Setting {
+        problem: format!(
+            "refusing to send a credential to {what} at {}: `{scheme}` {why}",
+            origin_of(url)
+        ),
+        fix: format!(
+            "use the https URL of {what} (plain http is allowed only to a loopback \
+             address such as 127.0.0.1, e.g. under `cloudrun-test emulate`)"
+        ),
+    })
+}
+
+/// Whether `url` may receive a credential at all: `https`, or plain `http` to a
+/// loopback address. [`check_destination`] is this rule with its error.
+pub fn allows_credentials(url: &Url) -> bool {
     match url.scheme() {
-        "https" => Ok(()),
-        "http" if is_loopback(url) => Ok(()),
-        scheme => Err(Error::Setting {
-            problem: format!(
-                "refusing to send a credential to {what} at {}: `{scheme}` {}",
-                origin_of(url),
-                if scheme == "http" {
-                    "to another machine travels in clear"
-                } else {
-                    "is not a transport cloudrun-test sends credentials over"
-                }
-            ),
-            fix: format!(
-                "use the https URL of {what} (plain http is allowed only to a loopback \
-                 address such as 127.0.0.1, e.g. under `cloudrun-test emulate`)"
-            ),
-        }),
+        "https" => true,
+        "http" => is_loopback(url),
+        _ => false,
     }
 }
 
@@ -69,6 +82,18 @@ pub fn is_loopback(url: &Url) -> bool {
     }
 }
 
+/// Whether `url`'s host is a link-local address (`169.254.0.0/16`, `fe80::/10`):
+/// where clouds serve instance metadata (Google's metadata server, Azure's and AWS's
+/// token services). Such a peer is on this machine's own link and answers token
+/// requests; it is asked for tokens, never sent one.
+pub(crate) fn is_link_local(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_link_local(),
+        Some(url::Host::Ipv6(ip)) => ip.is_unicast_link_local(),
+        _ => false,
+    }
+}
+
 /// The proxy a request to `url` goes through, if any, by the rules above. An invalid
 /// `HTTPS_PROXY` is an error naming it.
 pub fn proxy_for(url: &Url) -> Result<Option<Url>, Error> {
@@ -78,9 +103,7 @@ pub fn proxy_for(url: &Url) -> Result<Option<Url>, Error> {
 
 /// `builder` with exactly these proxy rules, and none of reqwest's own (which would
 /// also honour `HTTP_PROXY` and `ALL_PROXY`, and proxy loopback addresses).
-pub(crate) fn configure(
-    builder: reqwest::ClientBuilder,
-) -> Result<reqwest::ClientBuilder, Error> {
+pub(crate) fn configure(builder: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, Error> {
     let rules = RULES.as_ref().map_err(Clone::clone)?;
     let builder = builder.no_proxy();
     Ok(match &rules.https {
@@ -92,6 +115,13 @@ pub(crate) fn configure(
                 .and_then(|rules| rules.proxy_for(url).cloned())
         })),
     })
+}
+
+/// A `reqwest::ClientBuilder` that follows these rules, for HTTP clients built outside
+/// this crate (`cloudrun-test doctor`'s live request). An invalid `HTTPS_PROXY` is an
+/// error naming it.
+pub fn http_client_builder() -> Result<reqwest::ClientBuilder, Error> {
+    configure(reqwest::Client::builder())
 }
 
 static RULES: LazyLock<Result<ProxyRules, Error>> = LazyLock::new(ProxyRules::from_env);
@@ -217,7 +247,10 @@ mod tests {
         for proxied in ["https://notexample.com/", "https://192.168.1.6/"] {
             assert!(via(&rules, proxied).is_some(), "{proxied}");
         }
-        assert_eq!(via(&ProxyRules::new("p:1", "*").unwrap(), "https://a.b/"), None);
+        assert_eq!(
+            via(&ProxyRules::new("p:1", "*").unwrap(), "https://a.b/"),
+            None
+        );
     }
 
     #[test]
@@ -229,6 +262,16 @@ mod tests {
     }
 
     #[test]
+    fn link_local_addresses_are_the_clouds_metadata_services() {
+        for link_local in ["http://169.254.169.254/", "http://[fe80::1]/"] {
+            assert!(is_link_local(&link_local.parse().unwrap()), "{link_local}");
+        }
+        for other in ["http://127.0.0.1/", "http://10.0.0.1/", "http://metadata/"] {
+            assert!(!is_link_local(&other.parse().unwrap()), "{other}");
+        }
+    }
+
+    #[test]
     fn credentials_go_over_https_or_to_loopback_only() {
         for allowed in [
             "https://hello.run.app/",
@@ -236,18 +279,28 @@ mod tests {
             "http://[::1]:1/",
             "http://localhost/",
         ] {
-            assert!(check_destination(&allowed.parse().unwrap(), "x").is_ok(), "{allowed}");
+            assert!(
+                check_destination(&allowed.parse().unwrap(), "x").is_ok(),
+                "{allowed}"
+            );
         }
         for refused in [
             "http://hello.run.app/",
             "http://10.0.0.1/",
             "ftp://127.0.0.1/",
             "http://localhost.evil.example/",
+            // Linux connects 0.0.0.0 to this machine, but it is no loopback address.
+            "http://0.0.0.0:8080/",
+            "http://169.254.169.254/",
         ] {
+            assert!(!allows_credentials(&refused.parse().unwrap()), "{refused}");
             let error = check_destination(&refused.parse().unwrap(), "the service")
                 .unwrap_err()
                 .to_string();
-            assert!(error.contains("refusing") && error.contains("fix:"), "{error}");
+            assert!(
+                error.contains("refusing") && error.contains("fix:"),
+                "{error}"
+            );
         }
     }
 }

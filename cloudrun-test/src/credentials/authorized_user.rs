@@ -16,7 +16,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
-use super::wire::{Fields, refusal, send};
+use super::wire::{Fields, credential_request, refusal, send};
 use super::{BoxFuture, CredentialSource};
 use crate::error::Error;
 use crate::token::Token;
@@ -77,7 +77,13 @@ impl AuthorizedUser {
             "refreshing the user credentials of {} ({what})",
             self.path.display()
         );
-        let request = http.post(&self.token_uri).form(&[
+        let request = credential_request(
+            http,
+            reqwest::Method::POST,
+            &self.token_uri,
+            &format!("the token endpoint `token_uri` of {}", self.path.display()),
+        )?
+        .form(&[
             ("grant_type", "refresh_token"),
             ("client_id", self.client_id.as_str()),
             ("client_secret", self.client_secret.as_str()),

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::impersonated::{IamTarget, iam_endpoint, parse_impersonation_url};
 use super::process::{RunError, run, stderr_tail};
-use super::wire::{Fields, redact, refusal, send, unix_now};
+use super::wire::{Fields, credential_request, redact, refusal, send, unix_now};
 use super::{BoxFuture, CLOUD_PLATFORM_SCOPE, CredentialSource};
 use crate::error::Error;
 use crate::settings::env;
@@ -143,7 +143,19 @@ impl ExternalAccount {
                     "fetching the subject token for {} (`credential_source.url`)",
                     self.path.display()
                 );
-                let mut request = http.get(url);
+                // The file's headers may hold a secret (a CI's request token): https or
+                // loopback only, except for a cloud's own metadata service on this
+                // machine's link (e.g. Azure's, at http://169.254.169.254), which, like
+                // Google's metadata server, is asked for a token and given none.
+                let mut request = match reqwest::Url::parse(url) {
+                    Ok(parsed) if crate::transport::is_link_local(&parsed) => http.get(parsed),
+                    _ => credential_request(
+                        http,
+                        reqwest::Method::GET,
+                        url,
+                        &format!("`credential_source.url` of {}", self.path.display()),
+                    )?,
+                };
                 for (name, value) in headers {
                     request = request.header(name, value);
                 }
@@ -301,6 +313,13 @@ impl ExternalAccount {
 
     /// The STS exchange: subject token in, federated access token out.
     async fn federated_token(&self, http: &reqwest::Client) -> Result<Token, Error> {
+        // Checked before the subject token is fetched: it goes over https or to loopback only.
+        let request = credential_request(
+            http,
+            reqwest::Method::POST,
+            &self.token_url,
+            &format!("the token exchange `token_url` of {}", self.path.display()),
+        )?;
         let subject_token = self.subject_token(http).await?;
         let options = match (&self.workforce_user_project, &self.impersonation) {
             (Some(project), None) => {
@@ -324,7 +343,7 @@ impl ExternalAccount {
             self.path.display()
         );
         let network_fix = format!("check that {} is reachable from here", self.token_url);
-        let request = http.post(&self.token_url).form(&form);
+        let request = request.form(&form);
         let (status, body) = send(
             request,
             REQUEST_TIMEOUT,

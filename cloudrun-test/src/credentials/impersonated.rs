@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::wire::{Fields, lifetime_until, parse_rfc3339_utc, refusal, send};
+use super::wire::{Fields, credential_request, lifetime_until, parse_rfc3339_utc, refusal, send};
 use super::{BoxFuture, CLOUD_PLATFORM_SCOPE, CredentialSource};
 use crate::error::Error;
 use crate::settings::env;
@@ -177,7 +177,16 @@ impl IamTarget {
         role: &str,
     ) -> Result<String, Error> {
         let what = self.what(kind, caller_name);
-        let request = http.post(url).bearer_auth(caller.secret()).json(body);
+        let request = credential_request(
+            http,
+            reqwest::Method::POST,
+            url,
+            &format!(
+                "IAM Credentials ({IAM_ENDPOINT_VARIABLE} or `service_account_impersonation_url`)"
+            ),
+        )?
+        .bearer_auth(caller.secret())
+        .json(body);
         let network_fix = format!(
             "check that {} is reachable from here, or set {IAM_ENDPOINT_VARIABLE}",
             self.endpoint

@@ -12,6 +12,11 @@
 //!
 //! `NO_GCE_CHECK=true` (as in Google's Python library) turns 2 and 3 off. Every
 //! request is bounded (5 s).
+//!
+//! Requests go to the server directly, never through a proxy (as Google's Go metadata
+//! client does): they are plain http, which `crate::transport` never proxies, and the
+//! metadata host is on its never-proxied list too. They carry no credential, only
+//! `Metadata-Flavor: Google`, so plain http off loopback is allowed here alone.
 
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -121,6 +121,13 @@ impl ServiceAccountKey {
         extra_claim: (&str, &str),
         what: &str,
     ) -> Result<TokenAnswer, Error> {
+        // Checked before anything is signed: an assertion goes over https or to loopback only.
+        let request = super::wire::credential_request(
+            http,
+            reqwest::Method::POST,
+            &self.token_uri,
+            &format!("the token endpoint `token_uri` of {}", self.path.display()),
+        )?;
         let assertion = self.assertion(extra_claim)?;
         let endpoint_error = |problem: String, fix: String| Error::TokenEndpoint {
             what: format!("minting {what} for {}", self.client_email),
@@ -136,7 +143,7 @@ impl ServiceAccountKey {
             )
         };
         // 5xx answers and failed connections are tried again, twice at most.
-        let request = http.post(&self.token_uri).form(&[
+        let request = request.form(&[
             ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
             ("assertion", assertion.as_str()),
         ]);
