@@ -440,6 +440,8 @@ fn impersonation_never_sends_the_callers_token_over_plain_http_elsewhere() {
         &["refusing to send a credential to IAM Credentials (CLOUDRUN_TEST_IAM_ENDPOINT"],
     );
     assert_untouched(&recorder, "the caller's access token");
+    let minted = fixture.emulator.stats().access_tokens_minted;
+    assert_eq!(minted, 0, "a caller's token minted for nothing");
 }
 
 #[test]

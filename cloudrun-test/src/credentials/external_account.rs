@@ -618,6 +618,8 @@ impl CredentialSource for ExternalAccount {
                     ),
                 ));
             };
+            // Before the federated token is minted: IAM must be allowed to get it.
+            target.check_endpoint()?;
             let federated = self.federated_token(http).await?;
             target
                 .generate_id_token(http, &federated, Some(&self.audience), audience)
@@ -651,6 +653,9 @@ impl CredentialSource for ExternalAccount {
         http: &'a reqwest::Client,
     ) -> BoxFuture<'a, Result<Token, Error>> {
         Box::pin(async move {
+            if let Some(target) = &self.impersonation {
+                target.check_endpoint()?;
+            }
             let federated = self.federated_token(http).await?;
             match &self.impersonation {
                 Some(target) => {

@@ -13,7 +13,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::wire::{Fields, credential_request, lifetime_until, parse_rfc3339_utc, refusal, send};
+use super::wire::{
+    Fields, credential_destination, credential_request, lifetime_until, parse_rfc3339_utc, refusal,
+    send,
+};
 use super::{BoxFuture, CLOUD_PLATFORM_SCOPE, CredentialSource};
 use crate::error::Error;
 use crate::settings::env;
@@ -56,7 +59,17 @@ struct AccessTokenAnswer {
     expire_time: Option<String>,
 }
 
+/// IAM Credentials, as errors name it.
+const IAM_WHAT: &str =
+    "IAM Credentials (CLOUDRUN_TEST_IAM_ENDPOINT or `service_account_impersonation_url`)";
+
 impl IamTarget {
+    /// Refuses an endpoint that may not get the caller's token (plain http off
+    /// loopback) before that token is minted.
+    pub(crate) fn check_endpoint(&self) -> Result<(), Error> {
+        credential_destination(&self.url("generateIdToken"), IAM_WHAT).map(|_| ())
+    }
+
     fn url(&self, method: &str) -> String {
         format!(
             "{}/v1/projects/-/serviceAccounts/{}:{method}",
@@ -177,16 +190,9 @@ impl IamTarget {
         role: &str,
     ) -> Result<String, Error> {
         let what = self.what(kind, caller_name);
-        let request = credential_request(
-            http,
-            reqwest::Method::POST,
-            url,
-            &format!(
-                "IAM Credentials ({IAM_ENDPOINT_VARIABLE} or `service_account_impersonation_url`)"
-            ),
-        )?
-        .bearer_auth(caller.secret())
-        .json(body);
+        let request = credential_request(http, reqwest::Method::POST, url, IAM_WHAT)?
+            .bearer_auth(caller.secret())
+            .json(body);
         let network_fix = format!(
             "check that {} is reachable from here, or set {IAM_ENDPOINT_VARIABLE}",
             self.endpoint
@@ -372,6 +378,7 @@ impl CredentialSource for Impersonated {
         audience: &'a str,
     ) -> BoxFuture<'a, Result<Token, Error>> {
         Box::pin(async move {
+            self.target.check_endpoint()?;
             let caller = self.source.mint_access_token(http).await?;
             let caller_name = self.source.identity();
             self.target
@@ -385,6 +392,7 @@ impl CredentialSource for Impersonated {
         http: &'a reqwest::Client,
     ) -> BoxFuture<'a, Result<Token, Error>> {
         Box::pin(async move {
+            self.target.check_endpoint()?;
             let caller = self.source.mint_access_token(http).await?;
             let caller_name = self.source.identity();
             self.target

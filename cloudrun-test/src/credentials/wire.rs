@@ -332,12 +332,18 @@ pub(crate) fn credential_request(
     url: &str,
     what: &str,
 ) -> Result<reqwest::RequestBuilder, Error> {
+    Ok(http.request(method, credential_destination(url, what)?))
+}
+
+/// `url` parsed, if it may receive a credential (see [`credential_request`]): for
+/// checking before a credential is even minted.
+pub(crate) fn credential_destination(url: &str, what: &str) -> Result<reqwest::Url, Error> {
     let parsed = reqwest::Url::parse(url).map_err(|error| Error::Setting {
         problem: format!("{what} is not a URL: {:?} ({error})", truncate(url, 100)),
         fix: format!("give {what} as an https URL"),
     })?;
     crate::transport::check_destination(&parsed, what)?;
-    Ok(http.request(method, parsed))
+    Ok(parsed)
 }
 
 /// Sends `request` (bounded by `timeout`) and reads the answer's status and body.
