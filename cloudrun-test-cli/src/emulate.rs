@@ -6,7 +6,7 @@ use std::process::{Child, Command, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cloudrun_test_emulator::{Emulator, Fault, ServiceConfig, Upstream};
+use cloudrun_test_emulator::{Emulator, Fault, ServiceConfig, Upstream, is_outside_setting};
 
 /// Start the emulator, run COMMAND with the environment pointing at it, stop it.
 ///
@@ -14,6 +14,12 @@ use cloudrun_test_emulator::{Emulator, Fault, ServiceConfig, Upstream};
 /// built-in echo app, an upstream URL, or a command started with PORT set (as Cloud
 /// Run starts containers). A service-account key for --as is written to a temporary
 /// folder and exported as GOOGLE_APPLICATION_CREDENTIALS.
+///
+/// COMMAND sees only the emulator's world: the shell's Google and cloudrun-test
+/// settings (CLOUDRUN_TEST_URL_*, CLOUDRUN_TEST_PROFILE, CLOUDRUN_TEST_ID_TOKEN,
+/// GOOGLE_*, CLOUDSDK_*, GCE_METADATA_HOST...) are removed, every emulated service
+/// resolves to the emulator whatever cloudrun-test.toml says, a service that is not
+/// emulated is an error, and the token cache lives in the temporary folder.
 ///
 /// Examples:
 ///
@@ -165,15 +171,16 @@ pub fn run(args: EmulateArgs) -> Result<ExitCode, String> {
         eprintln!("cloudrun-test emulate: fault injected: {fault}");
     }
 
-    let key_folder = tempfile::Builder::new()
+    // The key file, COMMAND's token cache and gcloud folder: gone when we return.
+    let scratch = tempfile::Builder::new()
         .prefix("cloudrun-test-emulate-")
         .tempdir()
         .map_err(|error| format!("creating a temporary folder for the key file failed: {error}"))?;
     let key_file = emulator
-        .write_service_account_key(&identity, key_folder.path())
+        .write_service_account_key(&identity, scratch.path())
         .map_err(|error| format!("writing the service-account key file failed: {error}"))?;
 
-    let environment = emulator.environment(&key_file);
+    let environment = emulator.hermetic_environment(&key_file, scratch.path());
     eprintln!(
         "cloudrun-test emulate: Google endpoints at {}",
         emulator.base_url()
@@ -189,6 +196,15 @@ pub fn run(args: EmulateArgs) -> Result<ExitCode, String> {
         }
     }
     eprintln!("cloudrun-test emulate: environment:");
+    let mut removed: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| is_outside_setting(name))
+        .filter(|name| !environment.iter().any(|(set, _)| set == name))
+        .collect();
+    removed.sort();
+    for name in removed {
+        eprintln!("  unset {name}");
+    }
     for (name, value) in &environment {
         eprintln!("  export {name}={value}");
     }
@@ -203,15 +219,15 @@ pub fn run(args: EmulateArgs) -> Result<ExitCode, String> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let status = Command::new(&args.command[0])
-        .args(&args.command[1..])
-        .env_remove("CLOUDRUN_TEST_ID_TOKEN")
-        .env_remove("CLOUDRUN_TEST_TAG")
-        .envs(environment)
+    let mut command = Command::new(&args.command[0]);
+    command.args(&args.command[1..]);
+    emulator.make_hermetic(&mut command, &key_file, scratch.path());
+    let status = command
         .status()
         .map_err(|error| format!("starting {:?} failed: {error}", args.command[0]))?;
     drop(upstreams);
     drop(emulator);
+    drop(scratch);
     Ok(match status.code() {
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         None => ExitCode::FAILURE, // killed by a signal

@@ -110,6 +110,15 @@ fn emulate_exports_the_environment_and_returns_the_command_status() {
         stderr.contains("service hello at http://127.0.0.1:"),
         "{stderr}"
     );
+    // Hermetic: the service's URL and the emulated set for scripts and the library.
+    assert!(
+        stderr.contains("export CLOUDRUN_TEST_URL_HELLO=http://127.0.0.1:"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("export CLOUDRUN_TEST_EMULATED_SERVICES=hello\n"),
+        "{stderr}"
+    );
 }
 
 /// Impersonation under `emulate`: the token creator mints through the emulated IAM

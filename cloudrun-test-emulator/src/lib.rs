@@ -290,8 +290,11 @@ impl Emulator {
 
     /// The environment that points `cloudrun-test` at this emulator, authenticating
     /// with the key file at `key_file` (see [`Emulator::write_service_account_key`]):
-    /// credentials, project, region and the Admin API. Service URLs are left to the
-    /// Admin API lookup, as in production. `cloudrun-test emulate` exports exactly this.
+    /// credentials, project, region, the Admin API and IAM Credentials. Service URLs are
+    /// left to the Admin API lookup, as in production. It only adds: the caller's own
+    /// settings (a `cloudrun-test.toml`, `CLOUDRUN_TEST_URL_*`...) still apply, which
+    /// tests of those settings want. `cloudrun-test emulate` gives its command
+    /// [`Emulator::hermetic_environment`] instead, through [`Emulator::make_hermetic`].
     pub fn environment(&self, key_file: &Path) -> Vec<(String, String)> {
         let base = self.base_url().as_str().trim_end_matches('/').to_owned();
         vec![
@@ -303,9 +306,72 @@ impl Emulator {
             ("CLOUDRUN_TEST_REGION".into(), self.region().into()),
             ("CLOUDRUN_TEST_RUN_ENDPOINT".into(), base.clone()),
             // Impersonation (`impersonate = "..."`) mints through the emulated IAM.
-            ("CLOUDRUN_TEST_IAM_ENDPOINT".into(), base.clone()),
-            ("CLOUDRUN_TEST_EMULATOR".into(), base),
+            ("CLOUDRUN_TEST_IAM_ENDPOINT".into(), base),
         ]
+    }
+
+    /// [`Emulator::environment`] plus what keeps a command in the emulator's world,
+    /// once the caller's own settings are gone ([`is_outside_setting`]):
+    ///
+    /// - `CLOUDRUN_TEST_EMULATOR` (this emulator's base URL) and
+    ///   `CLOUDRUN_TEST_EMULATED_SERVICES` (its services, comma-separated): `cloudrun-test`
+    ///   then resolves only these services, to this emulator, and ignores
+    ///   `cloudrun-test.toml`; any other service, or a URL off this machine, is an error;
+    /// - `CLOUDRUN_TEST_URL_<SERVICE>` for each service (scripts want it too);
+    /// - `CLOUDRUN_TEST_CACHE_DIR`: the token cache, in `scratch/token-cache`;
+    /// - `CLOUDSDK_CONFIG`: `scratch/gcloud`, so gcloud's own accounts and application
+    ///   default credentials are not read (and a `gcloud` run by the command starts empty);
+    /// - `GOOGLE_CLOUD_PROJECT`, and `NO_GCE_CHECK=true` (no metadata server is looked for).
+    ///
+    /// `scratch` is a folder that goes when the command ends (`emulate` uses its
+    /// temporary folder).
+    pub fn hermetic_environment(&self, key_file: &Path, scratch: &Path) -> Vec<(String, String)> {
+        let base = self.base_url().as_str().trim_end_matches('/').to_owned();
+        let mut environment = self.environment(key_file);
+        // The names are read by `cloudrun_test`'s settings (`Emulated`).
+        environment.push(("CLOUDRUN_TEST_EMULATOR".into(), base));
+        let names: Vec<&str> = self
+            .state
+            .services
+            .iter()
+            .map(|service| service.name.as_str())
+            .collect();
+        environment.push(("CLOUDRUN_TEST_EMULATED_SERVICES".into(), names.join(",")));
+        for service in &self.state.services {
+            let suffix = service.name.to_ascii_uppercase().replace('-', "_");
+            environment.push((
+                format!("CLOUDRUN_TEST_URL_{suffix}"),
+                service.url().as_str().trim_end_matches('/').to_owned(),
+            ));
+        }
+        for (name, path) in [
+            ("CLOUDRUN_TEST_CACHE_DIR", scratch.join("token-cache")),
+            ("CLOUDSDK_CONFIG", scratch.join("gcloud")),
+        ] {
+            environment.push((name.into(), path.display().to_string()));
+        }
+        environment.push(("GOOGLE_CLOUD_PROJECT".into(), self.project().into()));
+        environment.push(("NO_GCE_CHECK".into(), "true".into()));
+        environment
+    }
+
+    /// Makes `command` hermetic: removes every inherited variable that
+    /// [`is_outside_setting`] names, then sets [`Emulator::hermetic_environment`].
+    /// Everything else (PATH, HOME, CARGO_HOME, proxies...) is inherited as usual.
+    pub fn make_hermetic(
+        &self,
+        command: &mut std::process::Command,
+        key_file: &Path,
+        scratch: &Path,
+    ) {
+        for (name, _) in std::env::vars_os() {
+            if let Some(name) = name.to_str()
+                && is_outside_setting(name)
+            {
+                command.env_remove(name);
+            }
+        }
+        command.envs(self.hermetic_environment(key_file, scratch));
     }
 
     /// The counters so far.
@@ -436,6 +502,34 @@ impl EmulatorBuilder {
         }
         Ok(())
     }
+}
+
+/// `CLOUDRUN_TEST_*` variables that choose neither credentials nor where requests go,
+/// so a hermetic command keeps them: time limits, the token header, the disk cache
+/// switch, and the curl program.
+const KEPT_SETTINGS: [&str; 6] = [
+    "CLOUDRUN_TEST_TIMEOUT",
+    "CLOUDRUN_TEST_TOKEN_TIMEOUT",
+    "CLOUDRUN_TEST_GCLOUD_TIMEOUT",
+    "CLOUDRUN_TEST_TOKEN_HEADER",
+    "CLOUDRUN_TEST_DISK_CACHE",
+    "CLOUDRUN_TEST_CURL",
+];
+
+/// Whether environment variable `name`, inherited from outside the emulator, could
+/// choose credentials, a Google endpoint, a project or a service URL for
+/// `cloudrun-test` or Google's tools: every `CLOUDRUN_TEST_*` but a few
+/// behaviour switches, and every `GOOGLE_*`, `CLOUDSDK_*`, `GCLOUD_*`, `GCE_METADATA*`
+/// and `NO_GCE_CHECK`. Whole families rather than the names known today, so a new
+/// setting cannot slip through. [`Emulator::make_hermetic`] removes them.
+pub fn is_outside_setting(name: &str) -> bool {
+    if name.starts_with("CLOUDRUN_TEST_") {
+        return !KEPT_SETTINGS.contains(&name);
+    }
+    ["GOOGLE_", "CLOUDSDK_", "GCLOUD_", "GCE_METADATA"]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+        || name == "NO_GCE_CHECK"
 }
 
 fn is_resource_name(name: &str) -> bool {

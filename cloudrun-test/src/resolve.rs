@@ -2,6 +2,9 @@
 //!
 //! Order: an explicit URL (`url = ...`), then `CLOUDRUN_TEST_URL_<SERVICE>`, then the
 //! Cloud Run Admin API v2 (`services.get`), whose answers are cached per process.
+//! Under `cloudrun-test emulate`, [`emulated`] resolves instead: emulated services only.
+
+mod emulated;
 
 use std::path::PathBuf;
 use std::sync::LazyLock;
@@ -60,6 +63,9 @@ pub(crate) async fn resolve(
     query: &ServiceQuery,
     credentials: &Result<Credentials, Error>,
 ) -> Result<Target, Error> {
+    if let Some(emulated) = crate::settings::Emulated::get()? {
+        return emulated::resolve(query, credentials, emulated).await;
+    }
     let config_dir = query
         .config_dir
         .clone()
