@@ -36,6 +36,19 @@ const NEVER_PROXIED: &str = "localhost,127.0.0.0/8,::1/128,::ffff:127.0.0.0/104,
 /// A credential also goes nowhere while the way to it is unknown: an invalid
 /// `HTTPS_PROXY` is an error here too, wherever `url` is.
 pub fn check_destination(url: &Url, what: &str) -> Result<(), Error> {
+    // Under `cloudrun-test emulate` a credential stays on this machine.
+    if crate::settings::Emulated::get()?.is_some() && !is_loopback(url) {
+        return Err(Error::Setting {
+            problem: format!(
+                "refusing to send a credential to {what} at {}: under `cloudrun-test emulate` \
+                 credentials go only to the emulator and loopback addresses",
+                origin_of(url)
+            ),
+            fix: "call an emulated service (`cloudrun-test emulate --service NAME` exports \
+                  CLOUDRUN_TEST_URL_NAME), or run this outside `cloudrun-test emulate`"
+                .into(),
+        });
+    }
     if allows_credentials(url) {
         return proxy_for(url).map(|_| ());
     }

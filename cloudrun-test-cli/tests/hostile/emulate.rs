@@ -9,7 +9,7 @@ use std::process::Output;
 use cloudrun_test_e2e::recorder::{Recorder, response};
 use cloudrun_test_e2e::{CANARY_SIGNATURE, canary_token};
 
-use crate::support::{BIN, command, output_text};
+use crate::support::{BIN, FakeCurl, command, output_text};
 
 /// A listener that answers 200 to anything and records it: any request it gets is a
 /// request that left the emulator's world.
@@ -247,6 +247,43 @@ fn a_url_off_this_machine_gets_no_token_under_emulate() {
     let stats: serde_json::Value = serde_json::from_str(stats).unwrap();
     assert_eq!(stats["id_tokens_minted"], 0, "{text}");
     assert!(!text.contains("panicked"), "{text}");
+}
+
+#[test]
+fn curl_to_a_url_off_this_machine_is_refused_under_emulate() {
+    let home = tempfile::tempdir().unwrap();
+    let fake = FakeCurl::new(0);
+    let env = [(
+        "FAKE_CURL".to_string(),
+        fake.dir.path().join("curl").display().to_string(),
+    )];
+    let script = "CLOUDRUN_TEST_CURL=$FAKE_CURL $BIN curl https://hello-123.europe-west1.run.app/ -sS; \
+         echo curl=$?; curl -sf \"$CLOUDRUN_TEST_EMULATOR/_emulator/stats\"; echo";
+    let output = emulate(&[], script, &env, home.path(), home.path());
+    let text = output_text(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("curl=1"), "{text}");
+    assert!(
+        text.contains(
+            "refusing to send a credential to the service at https://hello-123.europe-west1.run.app: \
+             under `cloudrun-test emulate` credentials go only to the emulator and loopback addresses"
+        ),
+        "{text}"
+    );
+    assert!(!fake.ran(), "curl ran:\n{text}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stats = stdout
+        .lines()
+        .find(|line| line.starts_with('{'))
+        .unwrap_or_else(|| panic!("no stats:\n{text}"));
+    let stats: serde_json::Value = serde_json::from_str(stats).unwrap();
+    assert_eq!(stats["id_tokens_minted"], 0, "{text}");
+
+    // The control: the emulated service itself is reached through the same fake curl.
+    let script = "CLOUDRUN_TEST_CURL=$FAKE_CURL $BIN curl \"$CLOUDRUN_TEST_URL_HELLO/\" -sS";
+    let output = emulate(&[], script, &env, home.path(), home.path());
+    assert!(output.status.success(), "{}", output_text(&output));
+    assert!(fake.ran(), "{}", output_text(&output));
 }
 
 #[test]
