@@ -34,7 +34,18 @@ pub struct Verdict {
     pub fix: Option<String>,
 }
 
+/// The verdict on `status`. Its words quote the token's claims (a ready token's are
+/// anything its maker wrote) and the URL: they go through the library's redaction.
 pub fn explain(status: u16, sent: &Sent<'_>) -> Verdict {
+    let Verdict { ok, summary, fix } = verdict(status, sent);
+    Verdict {
+        ok,
+        summary: cloudrun_test::redact(&summary),
+        fix: fix.map(|fix| cloudrun_test::redact(&fix)),
+    }
+}
+
+fn verdict(status: u16, sent: &Sent<'_>) -> Verdict {
     match status {
         200..=399 => Verdict {
             ok: true,
@@ -277,6 +288,22 @@ mod tests {
                 .summary
                 .contains("wrong audience")
         );
+    }
+
+    #[test]
+    fn claims_that_carry_secrets_are_redacted() {
+        let url = Url::parse("https://hello-1.europe-west1.run.app/").unwrap();
+        let claims = Claims {
+            aud: Some("access_token=SECRET1".into()),
+            email: Some("password: SECRET2".into()),
+            exp: Some(now() + 100),
+            ..Claims::default()
+        };
+        for status in [401, 403] {
+            let verdict = explain(status, &sent(&url, Some(&claims)));
+            let text = format!("{} {}", verdict.summary, verdict.fix.unwrap_or_default());
+            assert!(!text.contains("SECRET"), "{text}");
+        }
     }
 
     #[test]

@@ -62,7 +62,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("error: {message}");
+            // Errors quote endpoints and programs: one last pass of the library's redaction.
+            eprintln!("error: {}", cloudrun_test::redact(&message));
             ExitCode::FAILURE
         }
     }

@@ -273,12 +273,20 @@ impl<'a> Ends<'a> {
             Ending::Delimiter => (from..bytes.len())
                 .find(|&index| ends_value(bytes[index]))
                 .unwrap_or(bytes.len()),
+            // A quoted value also ends at a line's end: JSON strings hold none, and a
+            // quote left open (a cut text) must not swallow the lines after it.
             Ending::EscapedQuote => (from..bytes.len())
-                .find(|&index| bytes[index] == b'\\' && bytes.get(index + 1) == Some(&b'"'))
+                .find(|&index| {
+                    matches!(bytes[index], b'\n' | b'\r')
+                        || bytes[index] == b'\\' && bytes.get(index + 1) == Some(&b'"')
+                })
                 .unwrap_or(bytes.len()),
             Ending::Quote(quote) => {
                 let mut index = from;
-                while index < bytes.len() && bytes[index] != quote {
+                while index < bytes.len() && !matches!(bytes[index], b'\n' | b'\r') {
+                    if bytes[index] == quote {
+                        break;
+                    }
                     // A JSON escape (`\"`) stays inside the value.
                     index += if bytes[index] == b'\\' { 2 } else { 1 };
                 }
@@ -430,6 +438,14 @@ mod tests {
         assert_eq!(
             redact("{\n  \"client_secret\":\n    \"S6\"\n}"),
             "{\n  \"client_secret\":\n    \"<redacted>\"\n}"
+        );
+    }
+
+    #[test]
+    fn a_quote_left_open_ends_with_its_line() {
+        assert_eq!(
+            redact("answer: {\"client_secret\":\"S1\nfix: retry"),
+            "answer: {\"client_secret\":\"<redacted>\nfix: retry"
         );
     }
 
