@@ -634,6 +634,95 @@ mod tests {
         assert_eq!(setup.get("shared", HOUR).await.secret(), "token-3");
     }
 
+    /// Property over the entry format: whatever its numbers and fields, an entry is
+    /// served exactly when it is sound (this format, this key, times a clock holds, in
+    /// order, at most `MAX_LIFETIME` apart, and fresh), and nothing panics.
+    #[test]
+    fn an_entry_is_served_exactly_when_it_is_sound() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        use serde_json::{Value, json};
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let setup = Setup::new();
+        runtime.block_on(setup.get("key", HOUR));
+        let path = setup.entry_path("key");
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let time = prop_oneof![
+            // Around now: fresh, stale, or just expired.
+            4 => prop::sample::select(vec![
+                -86_400i64, -7200, -3600, -600, 600, 3000, 7200, 86_400
+            ])
+            .prop_map(move |offset| json!(now.saturating_add_signed(offset))),
+            1 => any::<u64>().prop_map(Value::from),
+            1 => any::<i64>().prop_map(Value::from),
+            1 => prop::sample::select(vec![
+                json!(u64::MAX),
+                json!(i64::MAX),
+                json!(-1),
+                json!(1e300),
+                json!(0.5),
+                json!("NaN"),
+                json!(null),
+            ]),
+        ];
+        let strategy = (
+            prop_oneof![
+                4 => Just(json!(1)),
+                1 => prop::sample::select(vec![json!(2), json!(0), json!("1"), json!(-1)]),
+            ],
+            prop::bool::weighted(0.8),
+            time.clone(),
+            time,
+        );
+        let (served, replaced) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        TestRunner::new(Config::default())
+            .run(&strategy, |(version, same_key, issued_at, expires_at)| {
+                let entry = json!({
+                    "version": version,
+                    "key": if same_key { "key" } else { "other" },
+                    "token": "planted",
+                    "issued_at": issued_at,
+                    "expires_at": expires_at,
+                });
+                fs::write(&path, entry.to_string()).unwrap();
+                let sound = version == json!(1)
+                    && same_key
+                    && match (issued_at.as_u64(), expires_at.as_u64()) {
+                        (Some(issued), Some(expires)) => {
+                            let lifetime = expires.checked_sub(issued);
+                            let margin = lifetime.map_or(0, |lifetime| (lifetime / 4).min(300));
+                            let fresh_until = expires.saturating_sub(margin);
+                            // Too close to call: the clock moves while the case runs.
+                            prop_assume!(fresh_until.abs_diff(now) > 5);
+                            unix_time(expires).is_some()
+                                && lifetime
+                                    .is_some_and(|lifetime| lifetime <= MAX_LIFETIME.as_secs())
+                                && fresh_until > now
+                        }
+                        _ => false,
+                    };
+                let token = runtime.block_on(setup.get("key", HOUR));
+                prop_assert_eq!(token.secret() == "planted", sound, "{}", entry);
+                let outcome = if sound { &served } else { &replaced };
+                outcome.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            })
+            .unwrap();
+        // Both sides of the property were tried.
+        let (served, replaced) = (served.into_inner(), replaced.into_inner());
+        assert!(
+            served > 0 && replaced > 0,
+            "served {served}, replaced {replaced}"
+        );
+    }
+
     #[test]
     fn only_names_of_this_cache_are_recognised() {
         assert!(is_entry_stem(&file_name("anything")));

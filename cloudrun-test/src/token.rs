@@ -69,7 +69,7 @@ fn numeric_date<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<u64>, 
 }
 
 /// `expires_in` of an OAuth answer: seconds as a number (a fraction rounded down, a
-/// negative number zero) or as a string of digits, as Google's Go library reads it; at
+/// negative number zero) or as a string of digits (Google's Go library reads both); at
 /// most [`MAX_LIFETIME`]. Anything else is an error, which fails the whole answer.
 pub(crate) fn expires_in<'de, D: serde::Deserializer<'de>>(
     de: D,
@@ -79,7 +79,12 @@ pub(crate) fn expires_in<'de, D: serde::Deserializer<'de>>(
         Some(Value::Number(number)) => number
             .as_u64()
             .or_else(|| number.as_f64().map(|seconds| seconds.max(0.0) as u64)),
-        Some(Value::String(text)) => text.trim().parse::<u64>().ok(),
+        // Digits past u64 are capped below like any other huge number.
+        Some(Value::String(text))
+            if !text.trim().is_empty() && text.trim().bytes().all(|byte| byte.is_ascii_digit()) =>
+        {
+            Some(text.trim().parse::<u64>().unwrap_or(u64::MAX))
+        }
         Some(_) => None,
     };
     match seconds {
@@ -350,6 +355,10 @@ mod tests {
         let secs = |seconds| Some(Some(Duration::from_secs(seconds)));
         assert_eq!(read(r#"{"expires_in":3599}"#).ok(), secs(3599));
         assert_eq!(read(r#"{"expires_in":"3599"}"#).ok(), secs(3599));
+        assert_eq!(
+            read(r#"{"expires_in":" 99999999999999999999999 "}"#).ok(),
+            Some(Some(MAX_LIFETIME))
+        );
         assert_eq!(read(r#"{"expires_in":12.7}"#).ok(), secs(12));
         assert_eq!(read(r#"{"expires_in":-5}"#).ok(), secs(0));
         assert_eq!(

@@ -646,3 +646,25 @@ fn gcloud_printing_without_end_is_stopped_at_the_limit() {
         started.elapsed()
     );
 }
+
+#[test]
+fn token_timeouts_too_large_for_the_clock_do_not_panic() {
+    let case = Case::new();
+    for timeout in [
+        "18446744073709551615",
+        "18446744073709551615ms",
+        "307445734561825860m",
+    ] {
+        let env = case.env(&[
+            ("CLOUDRUN_TEST_TOKEN_TIMEOUT", timeout.into()),
+            ("CLOUDRUN_TEST_DISK_CACHE", "off".into()),
+        ]);
+        let output = case.token_run(&env);
+        let text = output_text(&output);
+        assert!(output.status.success(), "{timeout}: {text}");
+        assert_no_panic(&text);
+        let token = String::from_utf8(output.stdout).unwrap();
+        accepted_as(&case.fixture, token.trim_end(), TESTER);
+    }
+    assert_eq!(case.mints(), 3);
+}
