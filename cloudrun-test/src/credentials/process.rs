@@ -161,3 +161,36 @@ fn is_executable(path: &std::path::Path) -> bool {
         path.is_file()
     }
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    fn shell(script: &str) -> Command {
+        let mut command = Command::new("/bin/sh");
+        command.args(["-c", script]);
+        command
+    }
+
+    #[tokio::test]
+    async fn a_program_printing_without_end_is_stopped_at_the_limit() {
+        for (script, expected) in [("exec yes", "stdout"), ("exec yes >&2", "stderr")] {
+            let started = Instant::now();
+            match run(shell(script), Duration::from_secs(30)).await {
+                Err(RunError::TooMuchOutput { stream }) => assert_eq!(stream, expected),
+                Err(_) => panic!("{script}: another error"),
+                Ok(_) => panic!("{script}: finished"),
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "{script}");
+        }
+        // Just under the limit is fine.
+        let finished = run(shell("head -c 1048576 /dev/zero"), Duration::from_secs(30)).await;
+        assert!(finished.is_ok_and(|finished| finished.stdout.len() == 1 << 20));
+    }
+
+    #[tokio::test]
+    async fn a_time_limit_too_large_for_the_clock_is_no_limit() {
+        let finished = run(shell("echo done"), Duration::MAX).await;
+        assert!(finished.is_ok_and(|finished| finished.stdout == b"done\n"));
+    }
+}
