@@ -357,10 +357,31 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     match unit {
         "ms" => Ok(Duration::from_millis(value)),
         "" | "s" => Ok(Duration::from_secs(value)),
-        "m" => Ok(Duration::from_secs(value * 60)),
-        "h" => Ok(Duration::from_secs(value * 3600)),
+        "m" | "h" => {
+            let per_unit = if unit == "m" { 60 } else { 3600 };
+            value
+                .checked_mul(per_unit)
+                .map(Duration::from_secs)
+                .ok_or_else(|| format!("{text:?} is too long a duration"))
+        }
         _ => Err(format!(
             "{text:?} is not a duration like 30s, 500ms, 5m or 1h"
         )),
+    }
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::*;
+
+    #[test]
+    fn durations_at_their_extremes_are_errors_not_panics() {
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for huge in ["18446744073709551615m", "18446744073709551615h"] {
+            let error = parse_duration(huge).unwrap_err();
+            assert!(error.contains("too long"), "{huge}: {error}");
+        }
+        assert!(parse_duration("99999999999999999999s").is_err());
     }
 }
