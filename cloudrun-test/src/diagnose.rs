@@ -464,5 +464,15 @@ mod tests {
         let gcloud_user =
             jwt(serde_json::json!({"iss": google, "aud": GCLOUD_CLIENT_ID, "exp": now() + 60}));
         assert_eq!(classify(&gcloud_user, &custom), Refused::BadSignature);
+
+        // The client's own custom audience, with nothing known of what the service
+        // accepts: the audience, not the signature, is the suspect.
+        assert_eq!(
+            classify_401(&for_custom, &[], "https://hello.example.com", &url),
+            Refused::CustomAudience {
+                audience: "https://hello.example.com".into(),
+                url: expected.into(),
+            }
+        );
     }
 }

@@ -8,18 +8,20 @@
 //! 2. the value of every secret-named key, in the forms `key=value` (form bodies and
 //!    query strings: `a=b&refresh_token=...`), `key: value` (headers, YAML, logs) and
 //!    JSON `"key": "value"` (any spacing, quoted or escaped `\"`). Secret names are
-//!    matched whatever their case, `_` or `-`: anything ending in `token` (except
-//!    `token_type`, `token_uri`...), `secret`, `password`, `assertion`, `private_key`,
-//!    `private_key_id`, `authorization`, `api_key`, `cookie`, `saml_response`;
+//!    matched whatever their case, `_` or `-`, by how they end: `token` (not
+//!    `token_type`, `token_uri`...), `secret`, `password`, `passphrase`, `assertion`,
+//!    `private_key`, `private_key_id`, `authorization`, `api_key`, `cookie`,
+//!    `saml_response`;
 //! 3. words shaped like a credential wherever they stand: JWTs (`eyJ...`), Google
 //!    access tokens (`ya29.`), refresh tokens (`1//`), OAuth client secrets
 //!    (`GOCSPX-`), API keys (`AIza...`), the word after `Bearer`/`Basic`, and long
 //!    base64 runs (key material).
 //!
-//! One allowance keeps the library's own sentences readable: after a bare `token:`
-//! (no quotes, a colon), a plain lowercase word is prose ("the identity token: unset
-//! it"), not a token. Every other value after a secret name is removed, whatever it
-//! looks like.
+//! One allowance keeps sentences readable: after an unquoted `name: ` a plain
+//! lowercase word or a `code` span is prose ("CLOUDRUN_TEST_ID_TOKEN: not set", "an
+//! identity token: `cloudrun-test token`"), not a secret, unless the name is a
+//! password's. Every other value after
+//! a secret name is removed, whatever it looks like.
 
 use std::borrow::Cow;
 
@@ -82,10 +84,11 @@ fn private_keys(text: &str) -> Cow<'_, str> {
 /// How a key name counts.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Secret {
-    /// Its value is always a secret.
-    Always,
-    /// The bare word `token`, or a name ending in it: not in prose (`token: word`).
-    Token,
+    /// A password: its value is always a secret, even a plain word.
+    Password,
+    /// Any other secret name: after `name: ` (unquoted), a plain lowercase word is
+    /// prose (`CLOUDRUN_TEST_ID_TOKEN: not set`), not a secret.
+    Named,
 }
 
 /// Whether `key` names a secret: compared lower-case, without `_` and `-`.
@@ -95,17 +98,10 @@ fn secret_key(key: &str) -> Option<Secret> {
         .filter(|c| !matches!(c, '_' | '-'))
         .map(|c| c.to_ascii_lowercase())
         .collect();
-    const ALWAYS: [&str; 17] = [
-        "accesstoken",
-        "idtoken",
-        "refreshtoken",
-        "subjecttoken",
-        "sessiontoken",
-        "authtoken",
-        "bearertoken",
+    const NAMES: [&str; 9] = [
+        // Anything ending in `token`: `access_token`, `idToken`, `X-Auth-Token`...
+        "token",
         "secret",
-        "password",
-        "passwd",
         "assertion",
         "privatekey",
         "privatekeyid",
@@ -114,10 +110,13 @@ fn secret_key(key: &str) -> Option<Secret> {
         "cookie",
         "samlresponse",
     ];
-    if ALWAYS.iter().any(|name| normalized.ends_with(name)) {
-        Some(Secret::Always)
-    } else if normalized.ends_with("token") {
-        Some(Secret::Token)
+    if ["password", "passwd", "passphrase"]
+        .iter()
+        .any(|name| normalized.ends_with(name))
+    {
+        Some(Secret::Password)
+    } else if NAMES.iter().any(|name| normalized.ends_with(name)) {
+        Some(Secret::Named)
     } else {
         None
     }
@@ -222,10 +221,12 @@ fn value_after(
     if start == end {
         return None;
     }
-    let prose = secret == Secret::Token
+    // After `name: `, a lowercase word or a `code` span reads as a sentence.
+    let value = &bytes[start..end];
+    let prose = secret == Secret::Named
         && !quoted_key
         && separator == b':'
-        && bytes[start..end].iter().all(u8::is_ascii_lowercase);
+        && (value.iter().all(u8::is_ascii_lowercase) || value.starts_with(b"`"));
     (!prose).then_some((start, end))
 }
 
@@ -483,6 +484,8 @@ mod tests {
             "sent Bearer <redacted> there"
         );
         assert_eq!(redact("x-goog-api-key: S5"), "x-goog-api-key: <redacted>");
+        // A password is one even when it reads as a word.
+        assert_eq!(redact("password: hunter"), "password: <redacted>");
         // What the emulator says about a missing token stays readable.
         let advice = "no identity token: send `Authorization: Bearer <ID token>`";
         assert_eq!(redact(advice), advice);
@@ -538,6 +541,8 @@ mod tests {
             "set CLOUDRUN_TEST_IMPERSONATE_SERVICE_ACCOUNT=tester@p.iam.gserviceaccount.com",
             "token_type: Bearer, token_uri=https://oauth2.googleapis.com/token, expires_in=3599",
             "give an identity token: unset CLOUDRUN_TEST_ID_TOKEN",
+            "send an identity token: `cloudrun-test token --audience https://a.run.app`",
+            "CLOUDRUN_TEST_ID_TOKEN: not set; GOOGLE_APPLICATION_CREDENTIALS=key.json",
             "the access token: refused before it was minted",
             "hello-123456789.europe-west1.run.app and cloudrun-test-emulated-service.example.com",
             "/v2/projects/emulated-project/locations/europe-west1/services/hello",
@@ -571,7 +576,7 @@ mod tests {
     }
 
     /// A secret as tokens are spelled: base64url, dots, slashes, `+`, `=`, `~`, `%`.
-    /// Not a single lowercase word, which after a bare `token:` is prose.
+    /// Not a single lowercase word, which after an unquoted `name: ` is prose.
     fn secret() -> impl Strategy<Value = String> {
         "[A-Za-z0-9][A-Za-z0-9._~+/%-]{4,40}[A-Za-z0-9=]"
             .prop_filter("a lowercase word is prose", |secret| {
