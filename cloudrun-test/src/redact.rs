@@ -48,16 +48,21 @@ fn private_keys(text: &str) -> Cow<'_, str> {
     let mut rest = text;
     while let Some(start) = rest.find(BEGIN) {
         let after_begin = &rest[start + BEGIN.len()..];
-        // A label cut short counts as a private key: better to drop a certificate.
-        let (private, after_label) = match after_begin.find(DASHES) {
-            Some(end) => (
-                after_begin[..end]
-                    .to_ascii_uppercase()
-                    .contains("PRIVATE KEY"),
-                &after_begin[end + DASHES.len()..],
-            ),
-            None => (true, ""),
+        // A header cut short holds no key material yet.
+        let Some(end) = after_begin.find(DASHES) else {
+            break;
         };
+        let (label, after_label) = (&after_begin[..end], &after_begin[end + DASHES.len()..]);
+        // A key's body follows its header: a line break (real or escaped) or base64. A
+        // header named in a sentence ("no `-----BEGIN PRIVATE KEY-----` line") is kept.
+        let body_follows = after_label
+            .trim_start_matches([' ', '\t'])
+            .starts_with(|c: char| {
+                matches!(c, '\n' | '\r' | '\\' | '+' | '/') || c.is_ascii_alphanumeric()
+            });
+        let private = body_follows
+            && !label.contains('\n')
+            && label.to_ascii_uppercase().contains("PRIVATE KEY");
         if !private {
             let kept = rest.len() - after_label.len();
             out.push_str(&rest[..kept]);
@@ -508,6 +513,17 @@ mod tests {
             redact("oops -----BEGIN EC PRIVATE KEY-----\nMHcCAQEEI"),
             "oops <redacted private key>"
         );
+        assert_eq!(
+            redact("flat -----BEGIN PRIVATE KEY----- MIIEvQ -----END PRIVATE KEY----- end"),
+            "flat <redacted private key> end"
+        );
+        // Named in a sentence, or cut in its header: no key material to remove.
+        for kept in [
+            "field `private_key` has no `-----BEGIN PRIVATE KEY-----` line",
+            "cut -----BEGIN PRIVATE KE",
+        ] {
+            assert_eq!(redact(kept), kept);
+        }
         // A certificate is public.
         let certificate = "-----BEGIN CERTIFICATE-----\nabc\n-----END CERTIFICATE-----";
         assert_eq!(redact(certificate), certificate);
