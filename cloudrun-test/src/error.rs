@@ -2,9 +2,10 @@
 //!
 //! Errors are `Clone` so that one failed token fetch can be reported to every test
 //! that was waiting for it. They never show a token or key material: the fields that
-//! may quote the outside world (an endpoint's answer, a program's stderr, a URL) are
-//! shown through [`crate::redact`], in `Display` and in `Debug` alike (a derived
-//! `Debug` would print them raw, e.g. in an `unwrap()` panic).
+//! may quote the outside world (an endpoint's answer, a program's stderr, a URL from a
+//! file, in a problem or in its fix) are shown through [`crate::redact`], in `Display`
+//! and in `Debug` alike (a derived `Debug` would print them raw, e.g. in an `unwrap()`
+//! panic).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -27,7 +28,7 @@ pub enum Error {
     NoCredentials { tried: String },
 
     /// A credentials file could not be read or understood.
-    #[error("credentials file {path}: {}\nfix: {fix}", redact(.problem))]
+    #[error("credentials file {path}: {}\nfix: {}", redact(.problem), redact(.fix))]
     CredentialsFile {
         path: PathBuf,
         problem: String,
@@ -35,7 +36,12 @@ pub enum Error {
     },
 
     /// A token endpoint (OAuth, metadata server, IAM Credentials...) refused or failed.
-    #[error("{what} at {} failed: {}\nfix: {fix}", redact(.url), redact(.problem))]
+    #[error(
+        "{what} at {} failed: {}\nfix: {}",
+        redact(.url),
+        redact(.problem),
+        redact(.fix)
+    )]
     TokenEndpoint {
         what: String,
         url: String,
@@ -44,7 +50,7 @@ pub enum Error {
     },
 
     /// A setting needed to find the service is missing or invalid.
-    #[error("{}\nfix: {fix}", redact(.problem))]
+    #[error("{}\nfix: {}", redact(.problem), redact(.fix))]
     Setting { problem: String, fix: String },
 
     /// The Cloud Run Admin API has no such service.
@@ -63,8 +69,10 @@ pub enum Error {
 
     /// The Cloud Run Admin API answered something else than the service.
     #[error(
-        "looking up Cloud Run service `{service}` at {url} failed: {}\nfix: {fix}",
-        redact(.problem)
+        "looking up Cloud Run service `{service}` at {} failed: {}\nfix: {}",
+        redact(.url),
+        redact(.problem),
+        redact(.fix)
     )]
     AdminApi {
         service: String,

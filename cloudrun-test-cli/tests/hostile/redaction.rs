@@ -148,6 +148,52 @@ async fn a_token_endpoint_json_error_shows_only_its_safe_fields_redacted() {
     assert_eq!(endpoint.requests().len(), 1, "a 400 is not retried");
 }
 
+/// A `token_uri` that carries a secret in its query (`?access_token=...`): the error
+/// names the endpoint, without the secret.
+#[tokio::test]
+async fn an_endpoint_url_with_a_secret_in_its_query_is_named_without_it() {
+    let fixture = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = answering(
+        400,
+        "application/json",
+        json!({"error": "invalid_request"}).to_string(),
+    );
+    let token_uri = format!(
+        "{}token?client=ci&access_token={}&api_key={}",
+        endpoint.url, SECRETS[0], SECRETS[4]
+    );
+    let credentials =
+        Credentials::from_file(key_with_token_uri(&fixture, dir.path(), &token_uri)).unwrap();
+    let error = credentials
+        .id_token("https://hello.example.com")
+        .await
+        .unwrap_err();
+    let named = format!("{}token?client=ci&access_token=<redacted>", endpoint.url);
+    assert_clean(
+        &error.to_string(),
+        "the error",
+        &[&named, "invalid_request"],
+    );
+    assert_clean(&format!("{error:?}"), "the error's Debug", &[&named]);
+    assert_eq!(endpoint.requests().len(), 1, "the endpoint was asked");
+
+    // Unreachable: the error and its fix both name the endpoint, neither the secret.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let token_uri = format!("http://127.0.0.1:{port}/token?access_token={}", SECRETS[0]);
+    let credentials =
+        Credentials::from_file(key_with_token_uri(&fixture, dir.path(), &token_uri)).unwrap();
+    let error = credentials
+        .id_token("https://hello.example.com")
+        .await
+        .unwrap_err()
+        .to_string();
+    let named = format!("http://127.0.0.1:{port}/token?access_token=<redacted>");
+    assert_clean(&error, "the error", &[&named, "could not connect", "fix:"]);
+}
+
 /// A body that is not JSON (a proxy's page, a log dump) is quoted redacted, every form.
 #[tokio::test]
 async fn a_token_endpoint_text_error_is_quoted_without_its_secrets() {
