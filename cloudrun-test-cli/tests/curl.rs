@@ -53,7 +53,11 @@ fn the_token_reaches_curl_through_a_pipe_never_its_arguments_or_environment() {
     let args: Vec<&str> = argv.lines().collect();
     assert_eq!(args[..4], ["-q", "--globoff", "--noproxy", "*"], "{argv}");
     let at = args.iter().position(|arg| *arg == target.as_str()).unwrap();
-    assert_eq!(args[at + 1..], ["-s", "-S", "-X", "POST", "-d", "x=1"], "{argv}");
+    assert_eq!(
+        args[at + 1..],
+        ["-s", "-S", "-X", "POST", "-d", "x=1"],
+        "{argv}"
+    );
     // The header comes from a pipe named as a /dev/fd path, not a file on disk.
     let header_arg = args
         .iter()
@@ -324,6 +328,36 @@ fn x_serverless_with_location_is_allowed_now_that_redirects_stay_in_the_origin()
         &fixture.environment(TESTER),
         home.path(),
     );
+    assert!(output.status.success(), "{}", output_text(&output));
+    let echo: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(echo["caller"], TESTER, "{}", output_text(&output));
+}
+
+#[test]
+fn the_raw_curl_recipe_in_the_help_calls_the_service_with_the_token_off_every_command_line() {
+    let fixture = fixture();
+    let home = tempfile::tempdir().unwrap();
+    let url = fixture.emulator.service_url("hello").unwrap();
+    let help = run(&["curl", "--help"], &[], home.path());
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("| sed 's/^/Authorization: Bearer /'") && help.contains("| curl -q -H @- "),
+        "{help}"
+    );
+    // The recipe as documented, with this binary and the emulated service.
+    let recipe = "\"$BIN\" token --audience \"$ORIGIN\" | sed 's/^/Authorization: Bearer /' \
+                  | curl -q -H @- -sS \"$URL\"";
+    let mut command = std::process::Command::new("sh");
+    command.args(["-c", recipe]);
+    isolate(&mut command);
+    let output = command
+        .env("HOME", home.path())
+        .env("BIN", BIN)
+        .env("ORIGIN", url.origin().ascii_serialization())
+        .env("URL", url.as_str())
+        .envs(fixture.environment(TESTER))
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{}", output_text(&output));
     let echo: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(echo["caller"], TESTER, "{}", output_text(&output));

@@ -425,6 +425,7 @@ impl Checked {
         };
         for option in &given {
             check_value(option)?;
+            check_file(option)?;
             match option.spec.role {
                 Role::Verbose => checked.verbose = true,
                 Role::DumpHeader => checked.dump_header = true,
@@ -489,7 +490,7 @@ impl Checked {
                 .iter()
                 .filter(move |option| option.spec.role == role)
         };
-        if let Some(method) = role(Role::Method).last() {
+        if let Some(method) = role(Role::Method).next_back() {
             return method
                 .value
                 .clone()
@@ -524,7 +525,9 @@ impl Checked {
         self.given.iter().any(|option| {
             let value = option.value.as_deref().unwrap_or("");
             match option.spec.long {
-                "data" | "data-ascii" | "data-binary" | "json" => value == "@-",
+                "data" | "data-ascii" | "data-binary" | "json" => {
+                    value == "@-" || value == "@/dev/stdin"
+                }
                 "data-urlencode" => value
                     .split_once('@')
                     .is_some_and(|(name, file)| !name.contains('=') && file == "-"),
@@ -621,6 +624,46 @@ fn unknown(arg: &str, url: &Url) -> Refusal {
             raw_curl_recipe(url)
         ),
     )
+}
+
+/// The file an option makes curl read or write, if its value names one.
+fn file_named(option: &Given) -> Option<&str> {
+    let value = option.value.as_deref()?;
+    match option.spec.long {
+        "output" | "dump-header" | "cacert" | "capath" => Some(value),
+        "data" | "data-ascii" | "data-binary" | "json" | "header" | "write-out" => {
+            value.strip_prefix('@')
+        }
+        "data-urlencode" => value
+            .split_once('@')
+            .filter(|(name, _)| !name.contains('='))
+            .map(|(_, file)| file),
+        // `name=@FILE`, `name=<FILE`, `;headers=@FILE`...: the whole value, to be safe.
+        "form" => Some(value),
+        _ => None,
+    }
+}
+
+/// curl holds two pipes of ours: the token's header (already read to its end) and
+/// the response headers (which curl itself writes, so reading it never ends). Naming
+/// an open file descriptor could only hang curl or feed it our own data.
+fn check_file(option: &Given) -> Result<(), Refusal> {
+    let Some(file) = file_named(option) else {
+        return Ok(());
+    };
+    if !(file.contains("/dev/fd/") || file.contains("/proc/")) {
+        return Ok(());
+    }
+    Err(refusal(
+        &format!(
+            "--{} {}",
+            option.spec.long,
+            option.value.as_deref().unwrap_or("")
+        ),
+        "it names an open file descriptor, and those curl holds include cloudrun-test's own \
+         pipes (the token's header, the response headers)",
+        "name a regular file, or use `-` (standard input or output) where curl accepts it",
+    ))
 }
 
 fn check_value(option: &Given) -> Result<(), Refusal> {
@@ -990,6 +1033,36 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn values_naming_open_file_descriptors_are_refused() {
+        for args in [
+            &["-w", "@/dev/fd/5"][..],
+            &["-d", "@/dev/fd/3"],
+            &["--data-binary", "@/proc/self/fd/3"],
+            &["--data-urlencode", "a@/dev/fd/3"],
+            &["--json", "@/dev/fd/3"],
+            &["-H", "@/dev/fd/3"],
+            &["-F", "f=@/dev/fd/3"],
+            &["-F", "f=<-;headers=@/proc/self/fd/3"],
+            &["-o", "/dev/fd/5"],
+            &["-D", "/proc/self/fd/5"],
+            &["--cacert", "/dev/fd/3"],
+        ] {
+            let error = refused(args).to_string();
+            assert!(error.contains("open file descriptor"), "{args:?}: {error}");
+        }
+        for args in [
+            &["-d", "path=/dev/fd/3"][..],
+            &["--data-raw", "@/dev/fd/3"],
+            &["-o", "/dev/stdout"],
+            &["-w", "/dev/fd/3"],
+            &["-d", "@/dev/stdin"],
+        ] {
+            assert!(check(args).is_ok(), "{args:?}");
+        }
+        assert!(check(&["-d", "@/dev/stdin"]).unwrap().body_from_stdin());
     }
 
     #[test]

@@ -1,1 +1,492 @@
-//! Hostile cases: curl.
+//! Hostile cases: `cloudrun-test curl`. curl sends the token header to every URL it is
+//! given and obeys its own config files, abbreviations, proxies and redirects; each
+//! case tries one of those ways out with the real binary and the real curl against
+//! the emulator, and a [`Recorder`] standing for the other host: it must receive
+//! nothing. Refusals must come before curl starts (a [`Spy`] wrapper around curl
+//! records whether it ran), name the argument and say what to do instead.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use cloudrun_test_e2e::recorder::{Recorded, Recorder, response};
+use cloudrun_test_emulator::{Emulator, ServiceConfig, Upstream};
+use serde_json::Value;
+
+use crate::support::{self, Fixture, TESTER, assert_no_token, output_text};
+
+/// A wrapper around the real curl, named by `CLOUDRUN_TEST_CURL`: records that it ran,
+/// its arguments and its environment, then runs curl.
+struct Spy {
+    dir: tempfile::TempDir,
+}
+
+impl Spy {
+    fn new() -> Spy {
+        let dir = tempfile::tempdir().unwrap();
+        let script = format!(
+            "#!/bin/sh\n\
+             for arg in \"$@\"; do printf '%s\\n' \"$arg\"; done > '{dir}/argv'\n\
+             env > '{dir}/environ'\n\
+             exec curl \"$@\"\n",
+            dir = dir.path().display()
+        );
+        let path = dir.path().join("curl");
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Spy { dir }
+    }
+
+    fn env(&self) -> (String, String) {
+        let path = self.dir.path().join("curl");
+        ("CLOUDRUN_TEST_CURL".into(), path.display().to_string())
+    }
+
+    fn ran(&self) -> bool {
+        self.dir.path().join("argv").exists()
+    }
+
+    fn record(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+}
+
+/// The emulator, its `hello` echo service (which admits [`TESTER`]), and a home folder.
+struct World {
+    fixture: Fixture,
+    home: tempfile::TempDir,
+    spy: Spy,
+}
+
+impl World {
+    fn new() -> World {
+        World::with(Emulator::builder())
+    }
+
+    fn with(builder: cloudrun_test_emulator::EmulatorBuilder) -> World {
+        let builder = builder
+            .service(ServiceConfig::new("hello").invoker(&format!("serviceAccount:{TESTER}")));
+        World {
+            fixture: Fixture::start(builder),
+            home: tempfile::tempdir().unwrap(),
+            spy: Spy::new(),
+        }
+    }
+
+    fn url(&self, service: &str) -> String {
+        self.fixture
+            .emulator
+            .service_url(service)
+            .unwrap()
+            .to_string()
+    }
+
+    /// `cloudrun-test curl ARGS` through the spy, with `extra` in the environment.
+    fn curl(&self, args: &[&str], extra: &[(&str, &str)]) -> Output {
+        let mut env = self.fixture.environment(TESTER);
+        env.push(self.spy.env());
+        env.extend(
+            extra
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string())),
+        );
+        let mut all = vec!["curl"];
+        all.extend_from_slice(args);
+        support::run(&all, &env, self.home.path())
+    }
+
+    /// The token `cloudrun-test curl` sends to `hello` (from the same disk cache).
+    fn token(&self) -> String {
+        let url = self.fixture.emulator.service_url("hello").unwrap();
+        support::token(
+            &url.origin().ascii_serialization(),
+            &self.fixture.environment(TESTER),
+            self.home.path(),
+        )
+    }
+}
+
+/// A service `name` admitting [`TESTER`] whose app is `upstream`.
+fn service_behind(name: &str, upstream: &Recorder) -> ServiceConfig {
+    ServiceConfig::new(name)
+        .invoker(&format!("serviceAccount:{TESTER}"))
+        .upstream(Upstream::Url(upstream.url.clone()))
+}
+
+fn ok() -> String {
+    response(200, &[], "ok")
+}
+
+/// The refusal contract: exit 1 before curl starts, an error naming `named` with a
+/// fix, and nothing reached the other host.
+fn assert_refused(world: &World, output: &Output, named: &str, other: &Recorder) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{}", output_text(output));
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains(named) && stderr.contains("\nfix: "),
+        "the error names {named} and the fix: {stderr}"
+    );
+    assert!(!world.spy.ran(), "curl was started: {stderr}");
+    assert!(
+        other.requests().is_empty(),
+        "the other host was reached: {:?}",
+        other.requests()
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// The echo service answered `output` as TESTER, with a 200.
+fn assert_served(output: &Output) {
+    assert!(output.status.success(), "{}", output_text(output));
+    let echo: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("not the echo's JSON: {}", output_text(output)));
+    assert_eq!(echo["caller"], TESTER, "{}", output_text(output));
+}
+
+#[test]
+fn a_second_url_with_a_scheme_is_refused_before_curl_starts() {
+    let world = World::new();
+    let other = Recorder::start(|_| ok());
+    let output = world.curl(
+        &[&world.url("hello"), "-sS", other.at("/steal").as_str()],
+        &[],
+    );
+    assert_refused(&world, &output, other.at("/steal").as_str(), &other);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("another URL"));
+}
+
+#[test]
+fn a_second_url_without_a_scheme_is_refused_too() {
+    let world = World::new();
+    let other = Recorder::start(|_| ok());
+    let bare = format!("127.0.0.1:{}/steal", other.url.port().unwrap());
+    let output = world.curl(&[&world.url("hello"), &bare], &[]);
+    assert_refused(&world, &output, &bare, &other);
+}
+
+#[test]
+fn url_options_and_the_end_of_options_marker_are_refused() {
+    let world = World::new();
+    let other = Recorder::start(|_| ok());
+    let steal = other.at("/steal").to_string();
+    for (args, named) in [
+        (vec!["--url", steal.as_str()], "--url"),
+        (vec!["--", steal.as_str()], "`--`"),
+        (vec!["-:", steal.as_str()], "-:"),
+        (vec!["--next", steal.as_str()], "--next"),
+    ] {
+        let mut all = vec![world.url("hello")];
+        all.extend(args.iter().map(|arg| arg.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        assert_refused(&world, &world.curl(&all, &[]), named, &other);
+    }
+}
+
+#[test]
+fn abbreviated_options_are_refused_and_write_no_trace() {
+    let world = World::new();
+    let other = Recorder::start(|_| ok());
+    let trace = world.home.path().join("trace.txt");
+    let output = world.curl(
+        &[&world.url("hello"), "--trace-a", trace.to_str().unwrap()],
+        &[],
+    );
+    assert_refused(&world, &output, "--trace-a", &other);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--trace-ascii"),
+        "the error says which option curl would have taken"
+    );
+    assert!(!trace.exists(), "a trace file was written");
+    let output = world.curl(&[&world.url("hello"), "--locat"], &[]);
+    assert_refused(&world, &output, "--locat", &other);
+}
+
+#[test]
+fn a_config_file_naming_another_url_is_refused() {
+    let world = World::new();
+    let other = Recorder::start(|_| ok());
+    let config = world.home.path().join("evil.curl");
+    std::fs::write(&config, format!("url = \"{}\"\n", other.at("/steal"))).unwrap();
+    for flag in ["-K", "--config"] {
+        let output = world.curl(&[&world.url("hello"), flag, config.to_str().unwrap()], &[]);
+        assert_refused(&world, &output, flag, &other);
+    }
+}
+
+/// Writes a `.curlrc` (as `name` in `dir`) that would send the token to `other`,
+/// through it as a proxy, and into `trace`.
+fn hostile_curlrc(dir: &Path, name: &str, other: &Recorder, trace: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let text = format!(
+        "url = \"{steal}\"\nproxy = \"{proxy}\"\ntrace-ascii = \"{trace}\"\n",
+        steal = other.at("/steal"),
+        proxy = other.url,
+        trace = trace.display()
+    );
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+#[test]
+fn curlrc_files_in_home_curl_home_and_xdg_config_home_are_never_read() {
+    let world = World::new();
+    let other = Recorder::start(|_| ok());
+    let trace = world.home.path().join("trace.txt");
+    let curl_home = world.home.path().join("curl-home");
+    let xdg = world.home.path().join("xdg");
+    hostile_curlrc(world.home.path(), ".curlrc", &other, &trace);
+    hostile_curlrc(&curl_home, ".curlrc", &other, &trace);
+    hostile_curlrc(&xdg, ".curlrc", &other, &trace);
+    let output = world.curl(
+        &[&world.url("hello"), "-sS"],
+        &[
+            ("CURL_HOME", curl_home.to_str().unwrap()),
+            ("XDG_CONFIG_HOME", xdg.to_str().unwrap()),
+        ],
+    );
+    assert_served(&output);
+    assert!(other.requests().is_empty(), "{:?}", other.requests());
+    assert!(!trace.exists(), "curl read a .curlrc and wrote a trace");
+    let argv = world.spy.record("argv");
+    assert_eq!(argv.lines().next(), Some("-q"), "-q comes first: {argv}");
+    assert!(!world.spy.record("environ").contains("CURL_HOME="));
+}
+
+#[test]
+fn proxy_variables_never_carry_a_loopback_services_token_to_the_proxy() {
+    let world = World::new();
+    let proxy = Recorder::start(|_| ok());
+    let proxy_url = proxy.url.to_string();
+    let keylog = world.home.path().join("keys.log");
+    let mut env: Vec<(&str, &str)> = [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .iter()
+    .map(|name| (*name, proxy_url.as_str()))
+    .collect();
+    env.push(("SSLKEYLOGFILE", keylog.to_str().unwrap()));
+    let output = world.curl(&[&world.url("hello"), "-sS"], &env);
+    assert_served(&output);
+    assert!(proxy.requests().is_empty(), "{:?}", proxy.requests());
+    let environ = world.spy.record("environ");
+    for name in [
+        "http_proxy=",
+        "HTTPS_PROXY=",
+        "ALL_PROXY=",
+        "SSLKEYLOGFILE=",
+    ] {
+        assert!(
+            !environ.lines().any(|line| line.starts_with(name)),
+            "curl's environment has {name}"
+        );
+    }
+    assert!(
+        world.spy.record("argv").contains("--noproxy\n*\n"),
+        "no proxy: curl is told so"
+    );
+}
+
+#[test]
+fn a_redirect_to_another_origin_is_not_followed_even_with_x_serverless() {
+    let other = Recorder::start(|_| ok());
+    let target = other.at("/steal").to_string();
+    let app = Recorder::start(move |_| response(302, &[("location", &target)], "moved"));
+    let world = World::with(Emulator::builder().service(service_behind("moving", &app)));
+    for extra in [&[][..], &["--x-serverless"]] {
+        let mut args = vec![world.url("moving")];
+        args.extend(["-sSL".to_string()]);
+        args.extend(extra.iter().map(|arg| arg.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = world.curl(&args, &[]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
+        assert!(
+            stderr.contains(&format!(
+                "not following the 302 redirect to {}",
+                other.url.origin().ascii_serialization()
+            )),
+            "{stderr}"
+        );
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "moved");
+        assert!(other.requests().is_empty(), "{:?}", other.requests());
+    }
+    assert_eq!(app.requests().len(), 2, "the service itself was asked");
+}
+
+#[test]
+fn a_redirect_within_the_origin_is_followed_as_curl_would() {
+    let app = Recorder::start(|request: &Recorded| match request.target.as_str() {
+        "/start" => response(302, &[("location", "/final?x=1")], "redirect body"),
+        _ => response(200, &[], "final body"),
+    });
+    let world = World::with(Emulator::builder().service(service_behind("moving", &app)));
+    let start = format!("{}start", world.url("moving"));
+    let output = world.curl(&[&start, "-sSL", "-d", "a=1"], &[]);
+    assert!(output.status.success(), "{}", output_text(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "final body");
+    let requests = app.requests();
+    let seen: Vec<(&str, &str)> = requests
+        .iter()
+        .map(|request| (request.method.as_str(), request.target.as_str()))
+        .collect();
+    // A POST answered by 302 becomes a GET without the body, as curl does.
+    assert_eq!(seen, [("POST", "/start"), ("GET", "/final?x=1")]);
+    assert!(requests[1].body.is_empty());
+    assert!(
+        requests[1].header("authorization").is_some(),
+        "the token went along, within the origin"
+    );
+}
+
+#[test]
+fn a_redirect_loop_stops_at_max_redirs_with_curls_status() {
+    let app = Recorder::start(|_| response(307, &[("location", "/again")], ""));
+    let world = World::with(Emulator::builder().service(service_behind("looping", &app)));
+    let output = world.curl(&[&world.url("looping"), "-sL", "--max-redirs", "3"], &[]);
+    assert_eq!(output.status.code(), Some(47), "{}", output_text(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("stopped after 3 redirects"));
+    assert_eq!(app.requests().len(), 4);
+}
+
+#[test]
+fn verbose_output_shows_no_token_across_redirects() {
+    let app = Recorder::start(|request: &Recorded| match request.target.as_str() {
+        "/start" => response(303, &[("location", "/final")], ""),
+        _ => response(200, &[], "final body"),
+    });
+    let world = World::with(Emulator::builder().service(service_behind("moving", &app)));
+    let token = world.token();
+    let start = format!("{}start", world.url("moving"));
+    let output = world.curl(&[&start, "-sSvL"], &[]);
+    assert!(output.status.success(), "{}", output_text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.matches("> Authorization: Bearer <redacted>").count(),
+        2,
+        "both requests are logged, redacted: {stderr}"
+    );
+    assert_no_token(&output_text(&output), &token, "curl -v's log");
+}
+
+#[test]
+fn the_url_is_never_a_glob_pattern() {
+    // The recorder plays the service (loopback: the token may go there).
+    let service = Recorder::start(|_| ok());
+    let world = World::new();
+    let pattern = format!("{}x[1-2]", service.url);
+    let output = world.curl(&[&pattern, "-sS"], &[]);
+    assert!(output.status.success(), "{}", output_text(&output));
+    let targets: Vec<String> = service
+        .requests()
+        .iter()
+        .map(|request| request.target.clone())
+        .collect();
+    assert_eq!(targets, ["/x[1-2]"], "one request, the URL taken literally");
+}
+
+#[test]
+fn options_naming_curls_inherited_pipes_are_refused_and_never_hang() {
+    // curl writes the response headers into one of them itself: reading it would
+    // never end. The other holds the token's header.
+    let world = World::new();
+    let other = Recorder::start(|_| ok());
+    for (option, value) in [
+        ("-w", "@/dev/fd/3"),
+        ("-w", "@/dev/fd/5"),
+        ("-d", "@/proc/self/fd/5"),
+        ("-H", "@/dev/fd/3"),
+        ("-o", "/dev/fd/5"),
+    ] {
+        let output = world.curl(&[&world.url("hello"), "-s", option, value], &[]);
+        assert_refused(&world, &output, value, &other);
+    }
+}
+
+#[test]
+fn reading_the_token_pipe_back_through_a_link_shows_nothing() {
+    // `-w @FILE` prints FILE. curl reads the token's pipe to its end while parsing
+    // our -H, before the user's options, so a link to that pipe gives nothing back.
+    let world = World::new();
+    let token = world.token();
+    let header_fd = |argv: &str| {
+        argv.lines()
+            .find_map(|arg| arg.strip_prefix("@/dev/fd/").map(str::to_owned))
+            .expect("the token's pipe is named")
+    };
+    let url = world.url("hello");
+    let output = world.curl(&[&url, "-s", "-o", "/dev/null"], &[]);
+    assert!(output.status.success(), "{}", output_text(&output));
+    let fd = header_fd(&world.spy.record("argv"));
+    let link = world.home.path().join("format");
+    std::os::unix::fs::symlink(format!("/dev/fd/{fd}"), &link).unwrap();
+    let format = format!("@{}", link.display());
+    let output = world.curl(&[&url, "-s", "-o", "/dev/null", "-w", &format], &[]);
+    assert_eq!(
+        header_fd(&world.spy.record("argv")),
+        fd,
+        "the same fd again"
+    );
+    assert_no_token(&output_text(&output), &token, "curl's output");
+}
+
+#[test]
+fn options_that_write_traffic_or_reroute_the_connection_are_refused() {
+    let world = World::new();
+    let other = Recorder::start(|_| ok());
+    let file = world.home.path().join("out.txt");
+    let file = file.to_str().unwrap();
+    let proxy = other.url.to_string();
+    let at_other = format!(
+        "{}:{}",
+        other.url.host_str().unwrap(),
+        other.url.port().unwrap()
+    );
+    let connect_to = format!("::{at_other}");
+    let cases: &[(&[&str], &str)] = &[
+        (&["--trace", file], "--trace"),
+        (&["--trace-ascii", file], "--trace-ascii"),
+        (&["--libcurl", file], "--libcurl"),
+        (&["-v", "--stderr", file], "--stderr"),
+        (&["-x", &proxy], "-x"),
+        (&["--proxy", &proxy], "--proxy"),
+        (&["--preproxy", &proxy], "--preproxy"),
+        (&["--socks5-hostname", &at_other], "--socks5-hostname"),
+        (&["--connect-to", &connect_to], "--connect-to"),
+        (&["--location-trusted"], "--location-trusted"),
+        (&["-k"], "-k"),
+        (&["-T", file], "-T"),
+        (&["-u", "user:password"], "-u"),
+        (&["--variable", "a=b"], "--variable"),
+        (&["-H", "Authorization: Basic c2VjcmV0"], "Authorization"),
+        (&["-L", "-D", file], "-D"),
+    ];
+    for (args, named) in cases {
+        let mut all = vec![world.url("hello")];
+        all.extend(args.iter().map(|arg| arg.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let output = world.curl(&all, &[]);
+        assert_refused(&world, &output, named, &other);
+        assert!(
+            !String::from_utf8_lossy(&output.stderr).contains("c2VjcmV0"),
+            "a refused header's value is not shown"
+        );
+        assert!(!PathBuf::from(file).exists(), "{args:?} wrote {file}");
+    }
+}
+
+#[test]
+fn unknown_options_are_refused_with_the_raw_curl_recipe() {
+    let world = World::new();
+    let other = Recorder::start(|_| ok());
+    let output = world.curl(&[&world.url("hello"), "--http3"], &[]);
+    assert_refused(&world, &output, "--http3", &other);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cloudrun-test token --audience") && stderr.contains("curl -q -H @-"),
+        "{stderr}"
+    );
+}
