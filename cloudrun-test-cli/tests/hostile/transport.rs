@@ -103,7 +103,9 @@ const CHILD_URL: &str = "HOSTILE_TRANSPORT_CHILD_URL";
 /// [`library_client_child`] run by this very test binary.
 fn library_client(url: &str, env: &[(String, String)]) -> Output {
     let home = tempfile::tempdir().unwrap();
-    let mut command = Command::new(std::env::current_exe().expect("the test binary"));
+    // This very process's binary even if a concurrent build has replaced the file (Linux,
+    // as is the 0.0.0.0 stand-in).
+    let mut command = Command::new("/proc/self/exe");
     command
         .args([
             "transport::library_client_child",
