@@ -362,3 +362,103 @@ fn the_raw_curl_recipe_in_the_help_calls_the_service_with_the_token_off_every_co
     let echo: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(echo["caller"], TESTER, "{}", output_text(&output));
 }
+
+#[test]
+fn an_https_service_is_proxied_by_https_proxy_in_curls_environment_never_its_arguments() {
+    let fixture = fixture();
+    let home = tempfile::tempdir().unwrap();
+    let proxy = "http://user:secret@proxy.example:3128/";
+    for no_proxy in [None, Some("hello.example")] {
+        let fake = FakeCurl::new(0);
+        let mut env = fixture.environment(TESTER);
+        env.push(fake.path_env());
+        env.push(("HTTPS_PROXY".into(), proxy.into()));
+        env.push(("ALL_PROXY".into(), "http://all.example:1/".into()));
+        if let Some(no_proxy) = no_proxy {
+            env.push(("NO_PROXY".into(), no_proxy.into()));
+        }
+        let output = run(
+            &["curl", "https://hello.example/x", "-s"],
+            &env,
+            home.path(),
+        );
+        assert!(output.status.success(), "{}", output_text(&output));
+        let (argv, environ) = (fake.record("argv"), fake.record("environ"));
+        assert!(!argv.contains("proxy.example"), "{argv}");
+        assert!(
+            !environ.contains("ALL_PROXY=") && !environ.contains("NO_PROXY="),
+            "{environ}"
+        );
+        if no_proxy.is_none() {
+            assert!(
+                environ
+                    .lines()
+                    .any(|line| line == format!("HTTPS_PROXY={proxy}")),
+                "{environ}"
+            );
+            assert!(argv.contains("--suppress-connect-headers") && !argv.contains("--noproxy"));
+        } else {
+            assert!(!environ.contains("HTTPS_PROXY="), "{environ}");
+            assert!(argv.contains("--noproxy\n*\n"), "{argv}");
+        }
+    }
+}
+
+/// Reads a request's head (up to its blank line) from `stream`.
+fn read_head(stream: &std::net::TcpStream) {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+        line.clear();
+    }
+}
+
+#[test]
+fn with_location_the_redirect_body_is_dropped_and_a_stream_arrives_as_it_is_sent() {
+    let fixture = fixture();
+    let home = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/start", listener.local_addr().unwrap());
+    let (seen, seen_rx) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        read_head(&stream);
+        stream
+            .write_all(
+                b"HTTP/1.1 302 Found\r\nLocation: /stream\r\nContent-Length: 9\r\n\
+                  Connection: close\r\n\r\nredirect!",
+            )
+            .unwrap();
+        drop(stream);
+        let (mut stream, _) = listener.accept().unwrap();
+        read_head(&stream);
+        stream
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+                  6\r\nfirst\n\r\n",
+            )
+            .unwrap();
+        // The rest only once the client has shown the first chunk.
+        seen_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        stream.write_all(b"5\r\nlast\n\r\n0\r\n\r\n").unwrap();
+    });
+    let mut child = command(
+        &["curl", &url, "-sSNL"],
+        &fixture.environment(TESTER),
+        home.path(),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert_eq!(first, "first\n", "the redirect's body is not shown");
+    seen.send(()).unwrap();
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "last\n");
+    assert!(child.wait().unwrap().success());
+    server.join().unwrap();
+}

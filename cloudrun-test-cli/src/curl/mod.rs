@@ -63,13 +63,14 @@ use redirect::{Sent, Step, final_head};
 ///
 /// Refused before curl starts, each with the reason and what to use instead: other
 /// URLs (with or without a scheme, --url, or anything after --), abbreviated options
-/// (curl would take --locat for --location), -K/--config, -:/--next, options that
+/// (curl would take --trace-a for --trace-ascii), -K/--config, -:/--next, options that
 /// write traffic to files (--trace, --trace-ascii, --libcurl, --stderr) or change
 /// where the connection goes (-x/--proxy, --socks5..., --connect-to, --resolve,
 /// --unix-socket, --interface, --doh-url...), -k/--insecure, --location-trusted,
 /// -u/--user and --netrc (they set Authorization), -T/--upload-file, a header naming
 /// Authorization (without --x-serverless), X-Serverless-Authorization or
-/// Proxy-Authorization, and every option not listed above.
+/// Proxy-Authorization, a file named as /dev/fd/N or under /proc (curl holds
+/// cloudrun-test's pipes), and every option not listed above.
 ///
 /// For anything else, call curl yourself with the token kept off every command line:
 ///

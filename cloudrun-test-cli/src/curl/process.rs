@@ -15,6 +15,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use cloudrun_test::Url;
 
@@ -222,7 +223,10 @@ fn copy_gated(mut from: impl Read, decision: mpsc::Receiver<bool>) {
             Ok(read) => read,
         };
         if drop_output.is_none() {
-            drop_output = decision.try_recv().ok();
+            // curl writes the head to the dump before the body, so the decision is
+            // normally on its way; waiting briefly keeps a stream's first chunk from
+            // being held until the next, and never stalls curl (its stdout is read on).
+            drop_output = decision.recv_timeout(Duration::from_millis(200)).ok();
         }
         match drop_output {
             None => held.extend_from_slice(&buffer[..read]),
