@@ -259,7 +259,7 @@ fn closed_port() -> u16 {
 
 #[tokio::test]
 async fn a_host_name_that_does_not_resolve_points_at_the_service_url() {
-    let client = client_for("http://hello-123456789.europe-west1.invalid").await;
+    let client = client_for("https://hello-123456789.europe-west1.invalid").await;
     let message = client.get("/").send().await.unwrap_err().to_string();
     assert_says(
         &message,
@@ -285,8 +285,9 @@ async fn a_refused_connection_asks_whether_it_runs_or_whether_ingress_blocks_it(
     );
     assert!(message.contains("after 3 retries"), "{message}");
 
-    // Not a loopback name (0.0.0.0 reaches this machine on Linux): a remote service.
-    let remote = client_for(&format!("http://0.0.0.0:{port}")).await;
+    // Not a loopback name (0.0.0.0 reaches this machine on Linux): a remote service,
+    // which gets a token over https only.
+    let remote = client_for(&format!("https://0.0.0.0:{port}")).await;
     let message = remote.get("/").send().await.unwrap_err().to_string();
     assert_says(&message, &["--ingress all", "ingress setting"]);
 }
