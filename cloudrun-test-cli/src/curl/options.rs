@@ -244,9 +244,8 @@ impl Why {
             ),
             Why::Credentials => (
                 "it sets the Authorization header, which carries the identity token",
-                "to send the application's own credentials, move the token to \
-                 X-Serverless-Authorization: `cloudrun-test curl --x-serverless URL \
-                 -H 'Authorization: ...'`",
+                "to send the application's own credentials, add --x-serverless (the token \
+                 then goes in X-Serverless-Authorization) and give them with -H",
             ),
             Why::Protocols => (
                 "cloudrun-test curl speaks https, or http to this machine, to the URL it is given",
@@ -311,11 +310,14 @@ fn refusal(argument: &str, problem: impl Into<String>, fix: impl Into<String>) -
     }
 }
 
-/// How to use raw curl with the token kept off every command line, for `url`.
+/// Where to find raw curl with the token kept off every command line, for `url`.
+/// (The recipe itself holds `Bearer ` followed by text, which error redaction
+/// would blank out; `--help` shows it whole.)
 pub fn raw_curl_recipe(url: &Url) -> String {
     format!(
-        "cloudrun-test token --audience {} | sed 's/^/Authorization: Bearer /' | \
-         curl -q -H @- '{url}' [OPTIONS]",
+        "call curl yourself with the token kept off every command line, as the end of \
+         `cloudrun-test curl --help` shows: `cloudrun-test token --audience {}` piped through \
+         sed into `curl -q -H @- '{url}'`",
         url.origin().ascii_serialization()
     )
 }
@@ -619,10 +621,7 @@ fn unknown(arg: &str, url: &Url) -> Refusal {
         arg,
         "it is not an option cloudrun-test curl knows to be safe (see `cloudrun-test curl \
          --help` for those it passes on)",
-        format!(
-            "drop it, or call curl yourself with the token kept off every command line: {}",
-            raw_curl_recipe(url)
-        ),
+        format!("drop it, or {}", raw_curl_recipe(url)),
     )
 }
 
@@ -711,7 +710,7 @@ fn check_header(header: &str, x_serverless: bool) -> Result<(), Refusal> {
         .trim()
         .to_owned();
     // Only the name is shown: the value may be a secret.
-    let shown = format!("-H '{name}: ...'");
+    let shown = format!("-H {name}");
     if header.contains(['\r', '\n']) {
         return Err(refusal(
             &shown,
@@ -1028,7 +1027,7 @@ mod tests {
             );
             assert!(
                 error.contains(
-                    "cloudrun-test token --audience https://hello-1.europe-west1.run.app | sed"
+                    "`cloudrun-test token --audience https://hello-1.europe-west1.run.app`"
                 ),
                 "{error}"
             );
