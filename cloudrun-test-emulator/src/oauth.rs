@@ -185,9 +185,11 @@ fn check_assertion(state: &State, assertion: &Jwt) -> Result<Arc<Account>, OAuth
     };
     let now = now();
     if exp <= now
-        || iat > now + CLOCK_SKEW
+        || iat > now.saturating_add(CLOCK_SKEW)
         || exp < iat
-        || exp - iat > MAX_ASSERTION_LIFETIME + CLOCK_SKEW
+        || exp
+            .checked_sub(iat)
+            .is_none_or(|lifetime| lifetime > MAX_ASSERTION_LIFETIME + CLOCK_SKEW)
     {
         return Err(timing);
     }

@@ -248,6 +248,9 @@ async fn refuses_bad_assertions_with_invalid_grant() {
         json!({"iat": now + 3600, "exp": now + 7200}),
         json!({"iat": now, "exp": now + 86400}),
         json!({"iat": null, "exp": null}),
+        // Extremes: `exp - iat` overflows, which must neither panic nor wrap to "short".
+        json!({"iat": i64::MIN, "exp": i64::MAX}),
+        json!({"iat": now, "exp": i64::MAX}),
     ] {
         let mut extra = times.clone();
         extra["target_audience"] = json!("aud");

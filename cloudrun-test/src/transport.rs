@@ -80,13 +80,13 @@ pub fn allows_credentials(url: &Url) -> bool {
     }
 }
 
-/// Whether `url`'s host is this machine: `localhost` or a loopback address.
+/// Whether `url`'s host is this machine: a loopback address, or exactly `localhost`,
+/// which every client built here resolves to 127.0.0.1 and ::1 itself ([`configure`]).
+/// Other names, `*.localhost` included, are not: the system resolver may send them to
+/// DNS, which can answer any address.
 pub fn is_loopback(url: &Url) -> bool {
     match url.host() {
-        Some(url::Host::Domain(domain)) => {
-            domain.eq_ignore_ascii_case("localhost")
-                || domain.to_ascii_lowercase().ends_with(".localhost")
-        }
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => {
             ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|ip| ip.is_loopback())
@@ -115,10 +115,17 @@ pub fn proxy_for(url: &Url) -> Result<Option<Url>, Error> {
 }
 
 /// `builder` with exactly these proxy rules, and none of reqwest's own (which would
-/// also honour `HTTP_PROXY` and `ALL_PROXY`, and proxy loopback addresses).
+/// also honour `HTTP_PROXY` and `ALL_PROXY`, and proxy loopback addresses); and with
+/// `localhost` pinned to the loopback addresses, so that no resolver (an edited hosts
+/// file, DNS) can send a plain-http credential meant for this machine elsewhere.
 pub(crate) fn configure(builder: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, Error> {
     let rules = RULES.as_ref().map_err(Clone::clone)?;
-    let builder = builder.no_proxy();
+    // Port 0: the URL's own port is used (reqwest's rule for overrides).
+    let loopback = [
+        std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+        std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0)),
+    ];
+    let builder = builder.no_proxy().resolve_to_addrs("localhost", &loopback);
     Ok(match &rules.https {
         None => builder,
         Some(_) => builder.proxy(reqwest::Proxy::custom(|url| {
@@ -237,7 +244,6 @@ mod tests {
             "https://[::1]:8443/",
             "https://[::ffff:127.0.0.1]/",
             "https://localhost:9/",
-            "https://api.localhost/",
             "http://169.254.169.254/computeMetadata/v1/",
             "https://metadata.google.internal/",
         ] {
@@ -302,6 +308,9 @@ mod tests {
             "http://10.0.0.1/",
             "ftp://127.0.0.1/",
             "http://localhost.evil.example/",
+            // The system resolver may ask DNS for these.
+            "http://evil.localhost/",
+            "http://localhost./",
             // Linux connects 0.0.0.0 to this machine, but it is no loopback address.
             "http://0.0.0.0:8080/",
             "http://169.254.169.254/",

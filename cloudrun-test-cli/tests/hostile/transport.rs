@@ -648,3 +648,58 @@ fn a_bad_https_proxy_is_a_clear_error_naming_it() {
     );
     assert_eq!(fixture.emulator.stats().id_tokens_minted, 0);
 }
+
+/// `*.localhost` and `localhost.` are names the system resolver may send to DNS (or a
+/// hosts file may map anywhere): only exact `localhost`, which our clients pin to the
+/// loopback addresses, and loopback IPs count as this machine.
+#[test]
+fn a_name_that_only_looks_local_gets_no_token_over_plain_http() {
+    let fixture = fixture();
+    let recorder = proxy();
+    let port = recorder.url.port().unwrap();
+    for url in [
+        format!("http://evil.localhost:{port}/"),
+        format!("http://localhost.:{port}/"),
+    ] {
+        let env = with(
+            fixture.environment(TESTER),
+            &[("CLOUDRUN_TEST_ID_TOKEN", &canary_token(&url))],
+        );
+        let output = cli(&["doctor", "--url", &url], &env);
+        let origin = url.trim_end_matches('/');
+        assert_refused(
+            &output,
+            &[&format!(
+                "refusing to send a credential to the service at {origin}"
+            )],
+        );
+        let output = library_client(&url, &env);
+        assert!(
+            output_text(&output).contains("setup failed: refusing to send a credential"),
+            "{}",
+            output_text(&output)
+        );
+    }
+    assert_untouched(&recorder, "the identity token");
+
+    // Exact `localhost` is this machine, and reaches the recorder on 127.0.0.1.
+    let url = format!("http://localhost:{port}/");
+    let env = with(
+        fixture.environment(TESTER),
+        &[("CLOUDRUN_TEST_ID_TOKEN", &canary_token(&url))],
+    );
+    let output = library_client(&url, &env);
+    assert!(
+        output_text(&output).contains("status=502"),
+        "{}",
+        output_text(&output)
+    );
+    let requests = recorder.requests();
+    assert!(!requests.is_empty(), "nothing reached localhost");
+    assert!(
+        requests.iter().all(|request| request
+            .header("authorization")
+            .is_some_and(|value| value.contains(CANARY_SIGNATURE))),
+        "the token for localhost went to localhost"
+    );
+}

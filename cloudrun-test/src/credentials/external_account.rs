@@ -148,7 +148,12 @@ impl ExternalAccount {
                 // machine's link (e.g. Azure's, at http://169.254.169.254), which, like
                 // Google's metadata server, is asked for a token and given none.
                 let mut request = match reqwest::Url::parse(url) {
-                    Ok(parsed) if crate::transport::is_link_local(&parsed) => http.get(parsed),
+                    Ok(parsed)
+                        if crate::transport::is_link_local(&parsed)
+                            && crate::settings::Emulated::get()?.is_none() =>
+                    {
+                        http.get(parsed)
+                    }
                     _ => credential_request(
                         http,
                         reqwest::Method::GET,

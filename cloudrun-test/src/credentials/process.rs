@@ -29,9 +29,11 @@ pub(crate) enum RunError {
     Wait(String),
 }
 
-/// Runs `command` with stdin closed, killing it after `timeout`.
+/// Runs `command` with stdin closed, killing it after `timeout`. A ready identity token
+/// (`CLOUDRUN_TEST_ID_TOKEN`) is no business of a helper program: it is not passed on.
 pub(crate) async fn run(mut command: Command, timeout: Duration) -> Result<Finished, RunError> {
     command
+        .env_remove("CLOUDRUN_TEST_ID_TOKEN")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -186,6 +188,16 @@ mod tests {
         // Just under the limit is fine.
         let finished = run(shell("head -c 1048576 /dev/zero"), Duration::from_secs(30)).await;
         assert!(finished.is_ok_and(|finished| finished.stdout.len() == 1 << 20));
+    }
+
+    #[tokio::test]
+    async fn a_ready_token_is_not_passed_to_the_program() {
+        let mut command = shell("printf '%s' \"${CLOUDRUN_TEST_ID_TOKEN-unset}:$KEPT\"");
+        command
+            .env("CLOUDRUN_TEST_ID_TOKEN", "eyJ.canary.token")
+            .env("KEPT", "kept");
+        let finished = run(command, Duration::from_secs(30)).await;
+        assert!(finished.is_ok_and(|finished| finished.stdout == b"unset:kept"));
     }
 
     #[tokio::test]
