@@ -143,6 +143,41 @@ impl DiskCache {
         }
     }
 
+    /// Remembers, for every process of this user, that a fresh token for `key` was
+    /// refused too (see `remint`): an entry with no token, issued now and expiring after
+    /// `hold_off`, which pruning removes like any other.
+    pub(crate) fn remember_refused_remint(&self, key: &str, hold_off: Duration) {
+        let now = SystemTime::now();
+        let entry = Entry {
+            version: FORMAT_VERSION,
+            key: refused_remint_key(key),
+            token: String::new(),
+            issued_at: unix_seconds(now),
+            expires_at: unix_seconds(now).saturating_add(hold_off.as_secs()),
+        };
+        let path = self.refused_remint_path(key);
+        if let Err(error) = write_entry(&self.dir, &path, &entry) {
+            tracing::warn!(path = %path.display(), "could not note the refused re-mint on disk: {error}");
+        }
+    }
+
+    /// How long ago any process noted a refused re-mint for `key`, if it still holds
+    /// (it is in the past, and younger than the entry's own hold-off).
+    pub(crate) fn refused_remint_ago(&self, key: &str) -> Option<Duration> {
+        let entry = read_entry(&self.refused_remint_path(key))?;
+        if entry.key != refused_remint_key(key) {
+            return None;
+        }
+        let (noted, until) = entry.times()?;
+        let now = SystemTime::now();
+        (now < until).then(|| now.duration_since(noted).ok())?
+    }
+
+    fn refused_remint_path(&self, key: &str) -> PathBuf {
+        let name = file_name(&refused_remint_key(key));
+        self.dir.join(format!("{name}.json"))
+    }
+
     /// An exclusive lock on `path`, or `None` (go on without it) if the holder takes
     /// longer than [`LOCK_WAIT`] or locking is not possible here.
     async fn lock(&self, path: &Path) -> Option<File> {
@@ -244,6 +279,11 @@ impl DiskCache {
     }
 }
 
+/// The key of the entry that notes a refused re-mint for token key `key`.
+fn refused_remint_key(key: &str) -> String {
+    format!("refused-remint|{key}")
+}
+
 /// Whether anything (a link included, not followed) is at `path`.
 fn exists(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok()
@@ -307,19 +347,24 @@ fn read(path: &Path, key: &str) -> Option<Token> {
     token.is_fresh().then_some(token)
 }
 
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
 fn write(dir: &Path, path: &Path, key: &str, token: &Token) -> std::io::Result<()> {
-    let seconds = |time: SystemTime| {
-        time.duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs()
-    };
     let entry = Entry {
         version: FORMAT_VERSION,
         key: key.to_owned(),
         token: token.secret().to_owned(),
-        issued_at: seconds(token.issued_at()),
-        expires_at: seconds(token.expires_at()),
+        issued_at: unix_seconds(token.issued_at()),
+        expires_at: unix_seconds(token.expires_at()),
     };
+    write_entry(dir, path, &entry)
+}
+
+fn write_entry(dir: &Path, path: &Path, entry: &Entry) -> std::io::Result<()> {
     // A unique name in the same folder, then rename: readers see the old file or the
     // new one, never half of one.
     let nanos = SystemTime::now()
@@ -329,7 +374,7 @@ fn write(dir: &Path, path: &Path, key: &str, token: &Token) -> std::io::Result<(
     let temporary = dir.join(format!(".token-{}-{nanos}", std::process::id()));
     let result = (|| {
         let mut file = owner_only::create_new(&temporary)?;
-        file.write_all(&serde_json::to_vec(&entry)?)?;
+        file.write_all(&serde_json::to_vec(entry)?)?;
         file.sync_all()?;
         fs::rename(&temporary, path)
     })();

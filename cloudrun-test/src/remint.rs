@@ -4,7 +4,8 @@
 //! A 401 can mean the keys rotated or the token was revoked (a new token fixes it) or
 //! that the token is for the wrong audience (no new token ever will). The first 401
 //! forces one re-mint and one retry, as before. When the fresh token is refused too,
-//! that is remembered here, process-wide: for the next minute, requests with these
+//! that is remembered here, process-wide and in the disk cache (so every test process
+//! of a nextest run shares it): for the next minute, requests with these
 //! credentials and this audience get their 401 straight away with the cached token,
 //! instead of minting on every request (with gcloud, a second each, and a storm of
 //! mints at Google). A re-mint that helped costs nothing.
@@ -12,6 +13,8 @@
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use crate::disk_cache::DiskCache;
 
 /// How long a re-mint that did not help holds off the next one.
 pub(crate) const HOLD_OFF: Duration = Duration::from_secs(60);
@@ -32,21 +35,26 @@ fn lock() -> MutexGuard<'static, HashMap<String, Instant>> {
 }
 
 /// How long ago a re-mint for these credentials and audience did not help, if that
-/// was within [`HOLD_OFF`]: then no new token is forced.
+/// was within [`HOLD_OFF`], in this process or (through the disk cache) in another one
+/// of this user's, such as the other tests of a nextest run: then no new token is forced.
 pub(crate) fn held_off(fingerprint: &str, audience: &str) -> Option<Duration> {
-    lock()
-        .get(&key(fingerprint, audience))
-        .map(Instant::elapsed)
+    let key = key(fingerprint, audience);
+    let here = lock().get(&key).map(Instant::elapsed);
+    here.or_else(|| DiskCache::get()?.refused_remint_ago(&key))
         .filter(|ago| *ago < HOLD_OFF)
 }
 
-/// Remembers that a freshly minted token was refused too.
+/// Remembers that a freshly minted token was refused too, here and on disk.
 pub(crate) fn did_not_help(fingerprint: &str, audience: &str) {
     let now = Instant::now();
+    let key = key(fingerprint, audience);
+    if let Some(disk) = DiskCache::get() {
+        disk.remember_refused_remint(&key, HOLD_OFF);
+    }
     let mut map = lock();
     // Keeps the map as small as the number of (credentials, audience) failing now.
     map.retain(|_, when| now.duration_since(*when) < HOLD_OFF);
-    map.insert(key(fingerprint, audience), now);
+    map.insert(key, now);
 }
 
 #[cfg(test)]

@@ -324,3 +324,75 @@ async fn a_refused_ready_token_is_not_resent_on_every_request() {
     }
     assert_eq!(service.requests().len(), 11);
 }
+
+/// The variables that make [`wrong_audience_child`] call the service.
+const CHILD_URL: &str = "HOSTILE_REMINT_CHILD_URL";
+const CHILD_AUDIENCE: &str = "HOSTILE_REMINT_CHILD_AUDIENCE";
+
+/// Not a case: one test process of a nextest-like run, for
+/// [`a_nextest_run_of_wrong_audience_tests_forces_one_re_mint_in_all`]. Sends one
+/// request with the audience in [`CHILD_AUDIENCE`] and prints `status=CODE`.
+#[test]
+#[ignore = "the child process of the cross-process re-mint case"]
+fn wrong_audience_child() {
+    let (Ok(url), Ok(audience)) = (std::env::var(CHILD_URL), std::env::var(CHILD_AUDIENCE))
+    else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = Client::builder()
+            .url(url)
+            .audience(audience)
+            .build()
+            .await
+            .unwrap();
+        let response = client.get("/").send().await.unwrap();
+        println!("status={}", response.status().as_u16());
+    });
+}
+
+/// nextest runs each test in its own process: the hold-off is shared through the disk
+/// cache, so five processes with a wrong audience cost one mint (shared) and one forced
+/// re-mint in all, not one forced re-mint each.
+#[test]
+fn a_nextest_run_of_wrong_audience_tests_forces_one_re_mint_in_all() {
+    let fixture = fixture();
+    let audience = "https://remint-across-processes.example.com";
+    let url = fixture.emulator.service_url("hello").unwrap().to_string();
+    let environment = fixture.environment(TESTER);
+    assert!(
+        environment
+            .iter()
+            .any(|(name, _)| name == "CLOUDRUN_TEST_CACHE_DIR"),
+        "the fixture gives the run a disk cache of its own"
+    );
+    for process in 0..5 {
+        let mut command = std::process::Command::new("/proc/self/exe");
+        command.args([
+            "remint::wrong_audience_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ]);
+        cloudrun_test_e2e::isolate(&mut command);
+        let output = command
+            .envs(environment.iter().cloned())
+            .env(CHILD_URL, &url)
+            .env(CHILD_AUDIENCE, audience)
+            .output()
+            .expect("the test binary runs");
+        let text = crate::support::output_text(&output);
+        assert!(text.contains("status=401"), "process {process}: {text}");
+    }
+    let stats = fixture.emulator.stats();
+    assert_eq!(
+        stats.id_tokens_by_audience.get(audience),
+        Some(&2),
+        "one mint shared through the disk cache, one forced re-mint for the whole run: {stats:?}"
+    );
+}
