@@ -274,6 +274,9 @@ impl ServedUpstream {
         let child = Command::new("sh")
             .args(["-c", command])
             .env("PORT", port.to_string())
+            // The service runs with the developer's environment (its own settings), but a
+            // ready identity token of theirs is not its business.
+            .env_remove("CLOUDRUN_TEST_ID_TOKEN")
             .process_group(0)
             .spawn()
             .map_err(|error| format!("--serve {name}: starting `{command}` failed: {error}"))?;
