@@ -5,6 +5,7 @@
 //! once with the token in a pipe and a clean environment, [`redirect`] follows `-L`
 //! within the service's origin, [`redact`] keeps the token out of `-v` logs.
 
+mod files;
 mod options;
 mod process;
 mod redact;
@@ -46,7 +47,8 @@ use redirect::{Sent, Step, final_head};
 ///              -#/--progress-bar -o/--output FILE --create-dirs -D/--dump-header FILE
 ///              -w/--write-out FORMAT
 ///   request    -X/--request METHOD -I/--head -G/--get -H/--header LINE|@FILE
-///              -A/--user-agent -e/--referer --compressed --path-as-is
+///              (cloudrun-test reads FILE, checks each line as a -H, and hands curl
+///              the checked lines) -A/--user-agent -e/--referer --compressed --path-as-is
 ///              -d/--data --data-ascii --data-binary --data-raw --data-urlencode --json
 ///              -F/--form --form-string (a file named with @FILE goes to the service)
 ///   connection --http1.1 --http2 --http2-prior-knowledge -4/--ipv4 -6/--ipv6
@@ -68,9 +70,12 @@ use redirect::{Sent, Step, final_head};
 /// where the connection goes (-x/--proxy, --socks5..., --connect-to, --resolve,
 /// --unix-socket, --interface, --doh-url...), -k/--insecure, --location-trusted,
 /// -u/--user and --netrc (they set Authorization), -T/--upload-file, a header naming
-/// Authorization (without --x-serverless), X-Serverless-Authorization or
-/// Proxy-Authorization, a file named as /dev/fd/N or under /proc (curl holds
-/// cloudrun-test's pipes), and every option not listed above.
+/// Authorization (without --x-serverless), X-Serverless-Authorization,
+/// Proxy-Authorization or Host, a line break or other control character in a
+/// header, method, user agent or referer, a file (to read or write) that leads under
+/// /dev or /proc however it is spelled (curl holds cloudrun-test's pipes there; only
+/// /dev/null, /dev/stdin, /dev/stdout and /dev/stderr pass) or is a FIFO, socket or
+/// device, and every option not listed above.
 ///
 /// For anything else, call curl yourself with the token kept off every command line:
 ///
@@ -102,8 +107,7 @@ pub struct CurlArgs {
     rest: Vec<String>,
 }
 
-/// Header text larger than this is not an identity token (they are ~1 KB); it also
-/// keeps the header within one pipe buffer, written before curl starts.
+/// Header text larger than this is not an identity token (they are ~1 KB).
 const MAX_HEADER: usize = 16 * 1024;
 
 pub fn run(args: CurlArgs) -> Result<ExitCode, String> {
@@ -123,10 +127,13 @@ pub fn run(args: CurlArgs) -> Result<ExitCode, String> {
         .or(args.audience)
         .unwrap_or_else(|| url.origin().ascii_serialization());
     let token = token_for(&url, &audience)?;
-    let header = match &token {
-        Some((token, _)) => Some(header_line(token.as_str(), x_serverless)?),
-        None => None,
+    // The token's header, then the checked lines of any -H @FILE: one pipe for both.
+    let mut header = match &token {
+        Some((token, _)) => header_line(token.as_str(), x_serverless)?,
+        None => String::new(),
     };
+    header.push_str(&checked.file_headers);
+    let header = (!header.is_empty()).then_some(header);
     let program = curl_program();
 
     // One curl per request: more than one only with -L, for redirects within the origin.

@@ -13,6 +13,8 @@ use std::fmt;
 
 use cloudrun_test::Url;
 
+use super::files::{self, Access};
+
 /// What an option's value must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Value {
@@ -20,6 +22,8 @@ enum Value {
     None,
     /// Any text (data, a file name, a format...).
     Text,
+    /// Text curl writes into the request head (a user agent, a referer).
+    HeadText,
     /// An HTTP method token.
     Method,
     /// A header line, or `@FILE`.
@@ -97,8 +101,8 @@ const ALLOWED: &[Spec] = &[
     spec("head", Some('I'), Value::None, Role::Head),
     spec("get", Some('G'), Value::None, Role::Get),
     spec("header", Some('H'), Value::Header, Role::Pass),
-    spec("user-agent", Some('A'), Value::Text, Role::Pass),
-    spec("referer", Some('e'), Value::Text, Role::Pass),
+    spec("user-agent", Some('A'), Value::HeadText, Role::Pass),
+    spec("referer", Some('e'), Value::HeadText, Role::Pass),
     spec("compressed", None, Value::None, Role::Pass),
     spec("path-as-is", None, Value::None, Role::Pass),
     spec("data", Some('d'), Value::Text, Role::Body),
@@ -350,6 +354,9 @@ pub struct Checked {
     pub max_redirs: u32,
     pub x_serverless: bool,
     pub audience: Option<String>,
+    /// The lines of every `-H @FILE`, checked, one per line: curl reads them from our
+    /// pipe, with the token's, so a file changed after the check changes nothing.
+    pub file_headers: String,
 }
 
 /// Redirects followed with -L unless --max-redirs says otherwise.
@@ -424,10 +431,11 @@ impl Checked {
             max_redirs: DEFAULT_MAX_REDIRS,
             x_serverless,
             audience: None,
+            file_headers: String::new(),
         };
         for option in &given {
             check_value(option)?;
-            check_file(option)?;
+            check_files(option)?;
             match option.spec.role {
                 Role::Verbose => checked.verbose = true,
                 Role::DumpHeader => checked.dump_header = true,
@@ -441,8 +449,19 @@ impl Checked {
             }
         }
         for option in &given {
-            if option.spec.value == Value::Header {
-                check_header(option.value.as_deref().unwrap_or(""), checked.x_serverless)?;
+            if option.spec.value != Value::Header {
+                continue;
+            }
+            let header = option.value.as_deref().unwrap_or("");
+            match header.strip_prefix('@') {
+                Some(file) => checked
+                    .file_headers
+                    .push_str(&header_file(file, checked.x_serverless)?),
+                None => check_header(
+                    header,
+                    &format!("-H {}", header_name(header)),
+                    checked.x_serverless,
+                )?,
             }
         }
         if checked.location && checked.dump_header {
@@ -456,16 +475,23 @@ impl Checked {
         checked.given = given
             .into_iter()
             .filter(|option| {
-                matches!(
-                    option.spec.role,
-                    Role::Pass
-                        | Role::Body
-                        | Role::Method
-                        | Role::Get
-                        | Role::Head
-                        | Role::Verbose
-                        | Role::DumpHeader
-                )
+                // Its checked lines go through our pipe instead.
+                let header_file = option.spec.value == Value::Header
+                    && option
+                        .value
+                        .as_deref()
+                        .is_some_and(|value| value.starts_with('@'));
+                !header_file
+                    && matches!(
+                        option.spec.role,
+                        Role::Pass
+                            | Role::Body
+                            | Role::Method
+                            | Role::Get
+                            | Role::Head
+                            | Role::Verbose
+                            | Role::DumpHeader
+                    )
             })
             .collect();
         Ok(checked)
@@ -625,51 +651,115 @@ fn unknown(arg: &str, url: &Url) -> Refusal {
     )
 }
 
-/// The file an option makes curl read or write, if its value names one.
-fn file_named(option: &Given) -> Option<&str> {
-    let value = option.value.as_deref()?;
+/// The files an option makes curl read or write, `-` aside (standard input or output
+/// where curl takes it). For a form, every name that may be one.
+fn files_named(option: &Given) -> Vec<(Access, &str)> {
+    let Some(value) = option.value.as_deref() else {
+        return Vec::new();
+    };
+    let mut files = Vec::new();
     match option.spec.long {
-        "output" | "dump-header" | "cacert" | "capath" => Some(value),
-        "data" | "data-ascii" | "data-binary" | "json" | "header" | "write-out" => {
-            value.strip_prefix('@')
+        "output" | "dump-header" => files.push((Access::Write, value)),
+        // No `-` here: curl opens a file of that name.
+        "cacert" => return vec![(Access::Read, value)],
+        // One folder, or several separated by `:`.
+        "capath" => {
+            return std::iter::once(value)
+                .chain(value.split(':'))
+                .map(|folder| (Access::Read, folder))
+                .collect();
         }
-        "data-urlencode" => value
-            .split_once('@')
-            .filter(|(name, _)| !name.contains('='))
-            .map(|(_, file)| file),
-        // `name=@FILE`, `name=<FILE`, `;headers=@FILE`...: the whole value, to be safe.
-        "form" => Some(value),
-        _ => None,
+        "data" | "data-ascii" | "data-binary" | "json" | "header" | "write-out" => {
+            files.extend(value.strip_prefix('@').map(|file| (Access::Read, file)));
+        }
+        "data-urlencode" => files.extend(
+            value
+                .split_once('@')
+                .filter(|(name, _)| !name.contains('='))
+                .map(|(_, file)| (Access::Read, file)),
+        ),
+        "form" => files.extend(
+            form_files(value)
+                .into_iter()
+                .map(|file| (Access::Read, file)),
+        ),
+        _ => {}
     }
+    files.retain(|(_, file)| *file != "-");
+    files
+}
+
+/// The names in a form field (`-F`) that curl may open: `name=@FILE` (several, after
+/// commas), `name=<FILE`, and `;headers=@FILE` or `<FILE`. A superset: a piece that
+/// is no file name is checked for nothing.
+fn form_files(value: &str) -> Vec<&str> {
+    let Some((_, content)) = value.split_once('=') else {
+        return Vec::new();
+    };
+    let upload = content.starts_with('@');
+    let mut files = Vec::new();
+    for (at, piece) in content.split([';', ',']).map(str::trim).enumerate() {
+        let lower = piece.to_ascii_lowercase();
+        let file = if lower.starts_with("headers=") {
+            piece["headers=".len()..].strip_prefix(['@', '<'])
+        } else if at == 0 {
+            piece.strip_prefix(['@', '<'])
+        } else if upload
+            && !["type=", "filename=", "encoder="]
+                .iter()
+                .any(|param| lower.starts_with(param))
+        {
+            Some(piece.strip_prefix('@').unwrap_or(piece))
+        } else {
+            None
+        };
+        files.extend(file.map(str::trim).filter(|file| !file.is_empty()));
+    }
+    files
 }
 
 /// curl holds two pipes of ours: the token's header (already read to its end) and
-/// the response headers (which curl itself writes, so reading it never ends). Naming
-/// an open file descriptor could only hang curl or feed it our own data.
-fn check_file(option: &Given) -> Result<(), Refusal> {
-    let Some(file) = file_named(option) else {
-        return Ok(());
-    };
-    if !(file.contains("/dev/fd/") || file.contains("/proc/")) {
-        return Ok(());
+/// the response headers (which curl itself writes, so reading it never ends). A file
+/// name leading to one of them, however spelled, could only hang curl or feed it our
+/// own data; see [`files`].
+fn check_files(option: &Given) -> Result<(), Refusal> {
+    let value = option.value.as_deref().unwrap_or("");
+    let shown = format!("--{} {value}", option.spec.long);
+    let fix = "name a regular file or folder (or /dev/null), or `-` for standard input or \
+               output where curl takes it";
+    // A quoted form file name is unquoted by curl's own rules: too subtle to follow.
+    if option.spec.long == "form" && value.contains(['"', '\\']) && value.contains(['@', '<']) {
+        return Err(refusal(
+            &shown,
+            "it quotes a file name, which cloudrun-test curl cannot check as curl reads it",
+            "name the file without quotes (rename a file whose name holds `,`, `;` or `\"`), \
+             or send text with --form-string",
+        ));
     }
-    Err(refusal(
-        &format!(
-            "--{} {}",
-            option.spec.long,
-            option.value.as_deref().unwrap_or("")
-        ),
-        "it names an open file descriptor, and those curl holds include cloudrun-test's own \
-         pipes (the token's header, the response headers)",
-        "name a regular file, or use `-` (standard input or output) where curl accepts it",
-    ))
+    for (access, file) in files_named(option) {
+        let verb = match access {
+            Access::Read => "read",
+            Access::Write => "write",
+        };
+        files::check(file, access).map_err(|problem| {
+            refusal(
+                &shown,
+                format!("curl would {verb} the file `{file}`, and {problem}"),
+                fix,
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn check_value(option: &Given) -> Result<(), Refusal> {
     let value = option.value.as_deref().unwrap_or("");
     let name = format!("--{}", option.spec.long);
+    if matches!(option.spec.value, Value::Method | Value::HeadText) {
+        check_head_text(&format!("{name} {value}"), value)?;
+    }
     let valid = match option.spec.value {
-        Value::None | Value::Text | Value::Header => true,
+        Value::None | Value::Text | Value::HeadText | Value::Header => true,
         Value::Method => !value.is_empty() && value.bytes().all(is_token_byte),
         Value::Seconds => value
             .parse::<f64>()
@@ -691,36 +781,68 @@ fn check_value(option: &Given) -> Result<(), Refusal> {
     ))
 }
 
+/// The one check for text curl writes into the request head (a header, the user
+/// agent, the referer, the method): a control character there, a line break above
+/// all, would end the header or the request and start one of the sender's making,
+/// e.g. a second request to another host, carrying the token. A tab is harmless.
+fn check_head_text(shown: &str, text: &str) -> Result<(), Refusal> {
+    let control = |byte: u8| (byte < 0x20 && byte != b'\t') || byte == 0x7f;
+    if !text.bytes().any(control) {
+        return Ok(());
+    }
+    Err(refusal(
+        shown,
+        "it holds a line break or another control character, which would end the header \
+         (or the request) and start another that curl does not show",
+        "remove the control characters; give one header per -H",
+    ))
+}
+
 /// RFC 9110 token characters (method and header names).
 fn is_token_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
-/// A header the user adds must not replace or duplicate the token's header.
-/// Headers read from a file (`-H @FILE`) go to the service like the others; they
-/// are not read here.
-fn check_header(header: &str, x_serverless: bool) -> Result<(), Refusal> {
-    if header.starts_with('@') {
-        return Ok(());
-    }
-    let name = header
-        .split([':', ';'])
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_owned();
-    // Only the name is shown: the value may be a secret.
-    let shown = format!("-H {name}");
-    if header.contains(['\r', '\n']) {
-        return Err(refusal(
+/// A header's name as curl takes it (up to `:`, or `;` for an empty header).
+fn header_name(header: &str) -> &str {
+    header.split([':', ';']).next().unwrap_or("").trim()
+}
+
+/// The lines of the header file `file` (`-H @FILE`), each checked as a `-H` would be,
+/// then as curl splits them: at every line break, blank lines dropped.
+fn header_file(file: &str, x_serverless: bool) -> Result<String, Refusal> {
+    let shown = format!("-H @{file}");
+    let text = files::read_header_file(file).map_err(|problem| {
+        refusal(
             &shown,
-            "the header holds a line break, which would add headers curl does not show",
-            "give one header per -H",
-        ));
+            format!("cloudrun-test curl reads the header file itself, to check it, and {problem}"),
+            "name a regular file of `Name: value` lines, or pass each header with -H",
+        )
+    })?;
+    let text = String::from_utf8(text)
+        .map_err(|_| refusal(&shown, "it is not text (UTF-8)", "pass each header with -H"))?;
+    let mut lines = String::new();
+    for (number, line) in text.split('\n').enumerate() {
+        for line in line.split('\r').filter(|line| !line.is_empty()) {
+            // Only the name is shown: the value may be a secret.
+            let shown = format!("{shown} (line {}: {})", number + 1, header_name(line));
+            check_header(line, &shown, x_serverless)?;
+            lines.push_str(line);
+            lines.push('\n');
+        }
     }
+    Ok(lines)
+}
+
+/// A header the user adds (`-H LINE` or a line of `-H @FILE`, shown as `shown`) must
+/// be one header, and must not replace or duplicate the token's header nor name
+/// another host.
+fn check_header(header: &str, shown: &str, x_serverless: bool) -> Result<(), Refusal> {
+    check_head_text(shown, header)?;
+    let name = header_name(header);
     if name.is_empty() || !name.bytes().all(is_token_byte) {
         return Err(refusal(
-            &shown,
+            shown,
             "it is not a header (`Name: value`)",
             "e.g. -H 'Accept: application/json'",
         ));
@@ -742,10 +864,17 @@ fn check_header(header: &str, x_serverless: bool) -> Result<(), Refusal> {
             "it is meant for a proxy, and cloudrun-test curl picks the proxy from HTTPS_PROXY",
             "put the proxy's credentials in HTTPS_PROXY (http://USER:PASSWORD@HOST:PORT)",
         )
+    } else if name.eq_ignore_ascii_case("host") {
+        (
+            "it names another host: the token, meant for the URL's service, would reach \
+             whichever service answers to that name behind the same address",
+            "put the host you mean in the URL (with --audience if the token's audience \
+             differs from the URL's origin)",
+        )
     } else {
         return Ok(());
     };
-    Err(refusal(&shown, problem, fix))
+    Err(refusal(shown, problem, fix))
 }
 
 #[cfg(test)]
@@ -796,7 +925,7 @@ mod tests {
                 &["-H", "Accept: application/json"],
             ),
             (&["-H", "X-Empty;"], &["-H", "X-Empty;"]),
-            (&["--header", "@headers.txt"], &["-H", "@headers.txt"]),
+            (&["-H", "X-Tab:\ta"], &["-H", "X-Tab:\ta"]),
             (
                 &["-A", "agent/1", "-e", "https://else.example/"],
                 &["-A", "agent/1", "-e", "https://else.example/"],
@@ -1038,30 +1167,142 @@ mod tests {
     fn values_naming_open_file_descriptors_are_refused() {
         for args in [
             &["-w", "@/dev/fd/5"][..],
+            &["-w", "@/dev//fd/5"],
             &["-d", "@/dev/fd/3"],
+            &["-d", "@/dev/./fd/3"],
             &["--data-binary", "@/proc/self/fd/3"],
             &["--data-urlencode", "a@/dev/fd/3"],
             &["--json", "@/dev/fd/3"],
             &["-H", "@/dev/fd/3"],
             &["-F", "f=@/dev/fd/3"],
+            &["-F", "f=@ok.txt,/dev/fd/3"],
+            &["-F", "f=@ok.txt;type=text/plain,@/dev/fd/3"],
             &["-F", "f=<-;headers=@/proc/self/fd/3"],
+            &["-F", "f=text;HEADERS=</dev/fd/3"],
             &["-o", "/dev/fd/5"],
+            &["-o", "/dev//fd/5"],
             &["-D", "/proc/self/fd/5"],
             &["--cacert", "/dev/fd/3"],
+            &["--capath", "certs:/dev/fd/3"],
         ] {
             let error = refused(args).to_string();
-            assert!(error.contains("open file descriptor"), "{args:?}: {error}");
+            assert!(
+                error.contains("/proc/") && error.contains("\nfix: "),
+                "{args:?}: {error}"
+            );
         }
         for args in [
             &["-d", "path=/dev/fd/3"][..],
             &["--data-raw", "@/dev/fd/3"],
+            &["--form-string", "f=@/dev/fd/3"],
+            &["-F", "f=text/dev/fd/3"],
             &["-o", "/dev/stdout"],
+            &["-o", "/dev/null"],
+            &["-o", "-"],
             &["-w", "/dev/fd/3"],
             &["-d", "@/dev/stdin"],
+            &["-d", "@-"],
         ] {
             assert!(check(args).is_ok(), "{args:?}");
         }
         assert!(check(&["-d", "@/dev/stdin"]).unwrap().body_from_stdin());
+        // Quoted form file names follow curl's own unquoting: refused.
+        let error = refused(&["-F", "f=@\"a,/dev/fd/3\""]).to_string();
+        assert!(error.contains("quotes a file name"), "{error}");
+        assert!(check(&["-F", "f=\"quoted text\""]).is_ok());
+    }
+
+    #[test]
+    fn form_fields_name_every_file_curl_may_open() {
+        let cases: &[(&str, &[&str])] = &[
+            ("f=text", &[]),
+            ("f=@a.png", &["a.png"]),
+            ("f=@ a.png ;type=image/png;filename=x.png", &["a.png"]),
+            ("f=@a,b;type=text/plain,c", &["a", "b", "c"]),
+            ("f=<body.txt", &["body.txt"]),
+            ("f=text;headers=@h.txt", &["h.txt"]),
+            ("f=(;type=multipart/mixed;headers=<h.txt", &["h.txt"]),
+            ("no-equals@x", &[]),
+        ];
+        for (value, files) in cases {
+            assert_eq!(form_files(value), *files, "{value}");
+        }
+    }
+
+    #[test]
+    fn control_characters_in_the_request_head_are_refused_wherever_they_come_from() {
+        for args in [
+            &[
+                "-A",
+                "x\r\n\r\nGET /steal HTTP/1.1\r\nHost: other\r\nX-Pad: ",
+            ][..],
+            &["--user-agent", "x\ny"],
+            &["-e", "https://a.example/\r\nHost: other"],
+            &["--referer", "x\u{7f}"],
+            &["-H", "X-A: 1\rHost: other"],
+            &["-H", "X-A: 1\u{0}"],
+            &["-X", "GET / HTTP/1.1\r\nHost: other\r\n\r\nGET"],
+        ] {
+            let error = refused(args).to_string();
+            assert!(
+                error.contains("control character") && error.contains("\nfix: "),
+                "{args:?}: {error}"
+            );
+            assert_eq!(error.lines().count(), 2, "shown on one line: {error}");
+        }
+        assert!(check(&["-A", "agent\t1", "-e", "https://a.example/"]).is_ok());
+    }
+
+    #[test]
+    fn a_host_header_is_refused_in_any_case() {
+        for header in ["Host: other.example", "host:other", "HOST;", " Host : x"] {
+            let error = refused(&["-H", header]).to_string();
+            assert!(error.contains("another host"), "{header}: {error}");
+        }
+        assert!(check(&["-H", "X-Forwarded-Host: a"]).is_ok());
+    }
+
+    #[test]
+    fn header_files_are_read_checked_line_by_line_and_handed_over_as_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            format!("@{}", path.display())
+        };
+        let good = write(
+            "good",
+            "Accept: text/plain\r\n\r\nX-Key: s3cret\rX-Empty;\n",
+        );
+        let checked = check(&["-s", "-H", &good, "-H", "A: b"]).unwrap();
+        assert_eq!(
+            checked.file_headers,
+            "Accept: text/plain\nX-Key: s3cret\nX-Empty;\n"
+        );
+        assert_eq!(checked.curl_args(false), ["-s", "-H", "A: b"]);
+        for (text, why) in [
+            ("Accept: a\nHost: other.example\n", "another host"),
+            ("X-A: 1\nAuthorization: Bearer mine\n", "Authorization"),
+            ("Proxy-Authorization: Basic x", "proxy"),
+            ("X-A: 1\u{0}", "control character"),
+            ("not a header\n", "not a header"),
+        ] {
+            let file = write("bad", text);
+            let error = refused(&["-H", &file]).to_string();
+            assert!(
+                error.contains(why) && error.contains("line "),
+                "{text:?}: {error}"
+            );
+            assert!(!error.contains("mine"), "a value is not shown: {error}");
+        }
+        let file = write("auth", "Authorization: Basic x\n");
+        assert!(check(&["--x-serverless", "-H", &file]).is_ok());
+        let missing = format!("@{}", dir.path().join("missing").display());
+        let error = refused(&["-H", &missing]).to_string();
+        assert!(
+            error.contains("cannot be read") && error.contains("fix: "),
+            "{error}"
+        );
     }
 
     #[test]

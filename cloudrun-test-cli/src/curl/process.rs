@@ -1,13 +1,14 @@
 //! One run of curl for one URL.
 //!
 //! The header line with the token travels through a pipe that curl reads as
-//! `-H @/dev/fd/N`: no argument, environment variable or file holds the token, and
-//! nothing is left behind if either process is killed. Standard input stays the
-//! user's (for `-d @-`). The response headers come back through a second pipe
-//! (`-D /dev/fd/M`, unless the user asked for `-D`), to explain a 401 or 403 and to
-//! follow redirects. curl gets `-q` first (no `.curlrc`), `--globoff` (the URL is one
-//! URL, not a pattern), and an environment without proxy settings or a TLS key log:
-//! the proxy, if any, is the one the library's rules pick.
+//! `-H @/dev/fd/N` (with the checked lines of the user's `-H @FILE`): no argument,
+//! environment variable or file holds the token, and nothing is left behind if
+//! either process is killed. Standard input stays the user's (for `-d @-`). The
+//! response headers come back through a second pipe (`-D /dev/fd/M`, unless the user
+//! asked for `-D`), to explain a 401 or 403 and to follow redirects. curl gets `-q`
+//! first (no `.curlrc`), `--globoff` (the URL is one URL, not a pattern), and an
+//! environment without proxy settings, a TLS key log or the token's variable: the
+//! proxy, if any, is the one the library's rules pick.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -24,7 +25,7 @@ use super::redirect::{Head, final_head};
 
 /// Variables curl would read to send the request elsewhere or to write secrets out:
 /// a config folder, proxies (the library's rules choose the proxy), and the TLS key
-/// log, with which anyone holding the capture can decrypt the token.
+/// log, with which anyone holding the capture can decrypt the token; and the token.
 const REMOVED_FROM_ENVIRONMENT: &[&str] = &[
     "CURL_HOME",
     "http_proxy",
@@ -37,6 +38,8 @@ const REMOVED_FROM_ENVIRONMENT: &[&str] = &[
     "no_proxy",
     "SSLKEYLOGFILE",
     "QLOGDIR",
+    // The token itself, when given ready-made: curl gets it through the pipe only.
+    "CLOUDRUN_TEST_ID_TOKEN",
 ];
 
 /// Decides, from the final response's head, whether curl's standard output is
@@ -49,7 +52,8 @@ pub struct Hop<'a> {
     pub url: &'a Url,
     /// The user's checked options.
     pub options: Vec<String>,
-    /// `Name: Bearer TOKEN\n`, if there is a token.
+    /// The header lines curl reads from our pipe: `Name: Bearer TOKEN\n` if there is a
+    /// token, then those of the user's `-H @FILE`, checked.
     pub header: Option<&'a str>,
     /// The token, redacted from curl's stderr when `verbose`.
     pub secret: Option<&'a str>,
@@ -88,16 +92,12 @@ pub fn run(hop: Hop) -> Result<Ran, String> {
     let pipe = || io::pipe().map_err(|error| format!("creating a pipe for curl failed: {error}"));
     let mut inherited: [RawFd; 2] = [-1, -1];
     // Keep the pipe ends alive until curl has started: their fds are named in its arguments.
-    let mut header_reader = None;
+    let mut header_pipe = None;
     if let Some(header) = hop.header {
-        let (reader, mut writer) = pipe()?;
-        writer
-            .write_all(header.as_bytes())
-            .map_err(|error| format!("writing the header for curl failed: {error}"))?;
-        drop(writer); // curl reads up to end of file
+        let (reader, writer) = pipe()?;
         inherited[0] = reader.as_raw_fd();
         command.args(["-H", &format!("@/dev/fd/{}", inherited[0])]);
-        header_reader = Some(reader);
+        header_pipe = Some((reader, writer, header.to_owned()));
     }
     let mut dump = None;
     if hop.dump {
@@ -129,7 +129,7 @@ pub fn run(hop: Hop) -> Result<Ran, String> {
     }
     tracing::debug!(
         url = %hop.url,
-        via = if hop.header.is_some() { "a pipe (-H @/dev/fd/N)" } else { "nothing: no token" },
+        via = if hop.secret.is_some() { "a pipe (-H @/dev/fd/N)" } else { "nothing: no token" },
         proxy = hop.proxy.map(|proxy| proxy.origin().ascii_serialization()),
         "running curl"
     );
@@ -144,7 +144,15 @@ pub fn run(hop: Hop) -> Result<Ran, String> {
             format!("starting curl (`{}`) failed: {error}", hop.program)
         }
     })?;
-    drop(header_reader);
+    // Written once curl runs, from a thread: the lines may exceed a pipe's buffer.
+    let header_writer = header_pipe.map(|(reader, mut writer, header)| {
+        drop(reader);
+        std::thread::spawn(move || {
+            // curl reads up to end of file: the writer is dropped at the end. An error
+            // means curl exited first, and its status tells why.
+            let _ = writer.write_all(header.as_bytes());
+        })
+    });
     // Ctrl-C reaches curl (same process group): let it decide, then report its status.
     let previous = ignore_interrupts();
 
@@ -170,6 +178,9 @@ pub fn run(hop: Hop) -> Result<Ran, String> {
     let status = child.wait();
     restore_interrupts(previous);
     let status = status.map_err(|error| format!("waiting for curl failed: {error}"))?;
+    if let Some(writer) = header_writer {
+        let _ = writer.join();
+    }
     if let Some(redactor) = redactor {
         let _ = redactor.join();
     }

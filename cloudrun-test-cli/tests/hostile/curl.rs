@@ -5,9 +5,14 @@
 //! nothing. Refusals must come before curl starts (a [`Spy`] wrapper around curl
 //! records whether it ran), name the argument and say what to do instead.
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Output, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use cloudrun_test_e2e::recorder::{Recorded, Recorder, response};
 use cloudrun_test_emulator::{Emulator, ServiceConfig, Upstream};
@@ -407,33 +412,6 @@ fn options_naming_curls_inherited_pipes_are_refused_and_never_hang() {
 }
 
 #[test]
-fn reading_the_token_pipe_back_through_a_link_shows_nothing() {
-    // `-w @FILE` prints FILE. curl reads the token's pipe to its end while parsing
-    // our -H, before the user's options, so a link to that pipe gives nothing back.
-    let world = World::new();
-    let token = world.token();
-    let header_fd = |argv: &str| {
-        argv.lines()
-            .find_map(|arg| arg.strip_prefix("@/dev/fd/").map(str::to_owned))
-            .expect("the token's pipe is named")
-    };
-    let url = world.url("hello");
-    let output = world.curl(&[&url, "-s", "-o", "/dev/null"], &[]);
-    assert!(output.status.success(), "{}", output_text(&output));
-    let fd = header_fd(&world.spy.record("argv"));
-    let link = world.home.path().join("format");
-    std::os::unix::fs::symlink(format!("/dev/fd/{fd}"), &link).unwrap();
-    let format = format!("@{}", link.display());
-    let output = world.curl(&[&url, "-s", "-o", "/dev/null", "-w", &format], &[]);
-    assert_eq!(
-        header_fd(&world.spy.record("argv")),
-        fd,
-        "the same fd again"
-    );
-    assert_no_token(&output_text(&output), &token, "curl's output");
-}
-
-#[test]
 fn options_that_write_traffic_or_reroute_the_connection_are_refused() {
     let world = World::new();
     let other = Recorder::start(|_| ok());
@@ -489,4 +467,283 @@ fn unknown_options_are_refused_with_the_raw_curl_recipe() {
         stderr.contains("cloudrun-test token --audience") && stderr.contains("curl -q -H @-"),
         "{stderr}"
     );
+}
+
+/// A plain TCP listener on 127.0.0.1 standing for the service: it keeps every byte
+/// each connection sends (so two requests pipelined on one connection show as two),
+/// then answers 200 and closes.
+struct RawListener {
+    url: String,
+    bytes: Arc<Mutex<Vec<u8>>>,
+}
+
+impl RawListener {
+    fn start() -> RawListener {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&bytes);
+        // Ends with the test process; the listener is never dropped before that.
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+                let mut buffer = [0u8; 8192];
+                while let Ok(read @ 1..) = stream.read(&mut buffer) {
+                    kept.lock().unwrap().extend_from_slice(&buffer[..read]);
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                );
+            }
+        });
+        RawListener { url, bytes }
+    }
+
+    fn received(&self) -> String {
+        String::from_utf8_lossy(&self.bytes.lock().unwrap()).into_owned()
+    }
+}
+
+impl World {
+    /// `cloudrun-test curl ARGS` through the spy, run in `dir`, killed (with curl) if
+    /// it has not finished within 20 seconds: a hang is a failure, not a stuck suite.
+    fn curl_in(&self, dir: &Path, args: &[&str], extra: &[(&str, &str)]) -> Output {
+        let mut env = self.fixture.environment(TESTER);
+        env.push(self.spy.env());
+        env.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+        let mut all = vec!["curl"];
+        all.extend_from_slice(args);
+        let mut command = support::command(&all, &env, self.home.path());
+        command
+            .current_dir(dir)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = command.spawn().expect("the binary runs");
+        let pid = child.id();
+        let (done, finished) = mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let output = child.wait_with_output();
+            let _ = done.send(());
+            output
+        });
+        if finished.recv_timeout(Duration::from_secs(20)).is_err() {
+            // Our child's own process group: cloudrun-test and the curl it started.
+            let group = -(i32::try_from(pid).unwrap());
+            // SAFETY: a plain syscall.
+            unsafe { libc::kill(group, libc::SIGKILL) };
+            let output = waiter.join().unwrap().unwrap();
+            panic!(
+                "cloudrun-test curl {args:?} hung:\n{}",
+                output_text(&output)
+            );
+        }
+        waiter.join().unwrap().unwrap()
+    }
+
+    /// The fd of curl's response-header pipe (`-D /dev/fd/M`) in the spy's last run.
+    fn dump_fd(&self) -> String {
+        let argv = self.spy.record("argv");
+        let args: Vec<&str> = argv.lines().collect();
+        args.windows(2)
+            .find_map(|pair| (pair[0] == "-D").then(|| pair[1]))
+            .and_then(|dump| dump.strip_prefix("/dev/fd/"))
+            .unwrap_or_else(|| panic!("our -D pipe is named: {argv}"))
+            .to_owned()
+    }
+}
+
+/// The refusal contract for a value naming a file: exit 1 before curl starts, the
+/// value named, where it leads, and the fix.
+fn assert_file_refused(world: &World, output: &Output, value: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{}", output_text(output));
+    assert!(
+        stderr.contains(value) && stderr.contains("/proc/") && stderr.contains("\nfix: "),
+        "the error names {value}, where it leads and the fix: {stderr}"
+    );
+    assert!(!world.spy.ran(), "curl was started: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn line_breaks_in_the_user_agent_or_referer_cannot_smuggle_a_request_to_another_host() {
+    // Without the check, curl sends two pipelined requests on the service's
+    // connection: the second names another Host and carries the token.
+    let world = World::new();
+    let service = RawListener::start();
+    let smuggled = "x\r\n\r\nGET /steal HTTP/1.1\r\nHost: attacker-svc.a.run.app\r\nX-Pad: ";
+    for (option, long) in [
+        ("-A", "--user-agent"),
+        ("--user-agent", "--user-agent"),
+        ("-e", "--referer"),
+        ("--referer", "--referer"),
+    ] {
+        let output = world.curl_in(
+            world.home.path(),
+            &[&service.url, "-sS", option, smuggled],
+            &[],
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{}", output_text(&output));
+        assert!(
+            stderr.contains(long)
+                && stderr.contains("control character")
+                && stderr.contains("\nfix: "),
+            "{option}: {stderr}"
+        );
+        assert!(!world.spy.ran(), "curl was started with {option}");
+    }
+    let received = service.received();
+    assert!(
+        !received.contains("/steal") && !received.contains("attacker-svc"),
+        "a request was smuggled: {received:?}"
+    );
+    assert!(
+        received.is_empty(),
+        "nothing reached the service: {received:?}"
+    );
+}
+
+#[test]
+fn a_host_header_is_refused_inline_and_in_a_header_file() {
+    // Domain fronting: the token would travel on the service's connection naming
+    // another virtual host.
+    let world = World::new();
+    let other = Recorder::start(|_| ok());
+    let url = world.url("hello");
+    for header in [
+        "Host: attacker-svc.a.run.app",
+        "host:attacker-svc.a.run.app",
+    ] {
+        let output = world.curl(&[&url, "-sS", "-H", header], &[]);
+        assert_refused(&world, &output, "-H", &other);
+        assert!(String::from_utf8_lossy(&output.stderr).contains("another host"));
+    }
+    for (name, text, why) in [
+        (
+            "host.txt",
+            "Accept: */*\nHost: attacker-svc.a.run.app\n",
+            "another host",
+        ),
+        (
+            "auth.txt",
+            "Accept: */*\r\nAuthorization: Basic c2VjcmV0\r\n",
+            "Authorization",
+        ),
+    ] {
+        let file = world.home.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        let value = format!("@{}", file.display());
+        let output = world.curl(&[&url, "-sS", "-H", &value], &[]);
+        assert_refused(&world, &output, &value, &other);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(why) && stderr.contains("line 2"),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("c2VjcmV0"),
+            "a header's value is not shown"
+        );
+    }
+}
+
+#[test]
+fn a_header_files_checked_lines_reach_the_service_through_our_pipe() {
+    let service = Recorder::start(|_| ok());
+    let world = World::new();
+    let file = world.home.path().join("headers.txt");
+    std::fs::write(&file, "X-From-File: yes\r\n\r\nX-Second: 2\n").unwrap();
+    let value = format!("@{}", file.display());
+    let output = world.curl(&[service.url.as_str(), "-sS", "-H", &value], &[]);
+    assert!(output.status.success(), "{}", output_text(&output));
+    let requests = service.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].header("x-from-file").as_deref(), Some("yes"));
+    assert_eq!(requests[0].header("x-second").as_deref(), Some("2"));
+    // curl never opens the file: what it reads is what was checked.
+    let argv = world.spy.record("argv");
+    assert!(!argv.contains("headers.txt"), "{argv}");
+}
+
+#[test]
+fn any_spelling_of_curls_inherited_pipes_is_refused_and_never_hangs() {
+    // curl writes the response headers into one of its inherited pipes itself:
+    // reading it never ends, and writing a body into it forges the 401 diagnosis.
+    let world = World::new();
+    let url = world.url("hello");
+    let output = world.curl(&[&url, "-s", "-o", "/dev/null"], &[]);
+    assert!(output.status.success(), "{}", output_text(&output));
+    let fd = world.dump_fd();
+    std::fs::remove_file(world.spy.dir.path().join("argv")).unwrap();
+
+    let link = world.home.path().join("format");
+    std::os::unix::fs::symlink(format!("/dev/fd/{fd}"), &link).unwrap();
+    let link = link.display().to_string();
+    let twice = format!("/dev//fd/{fd}");
+    let relative = format!("fd/{fd}");
+    let home = world.home.path().to_path_buf();
+    let cases: Vec<(&Path, [String; 2])> = vec![
+        (&home, ["-d".into(), format!("@{twice}")]),
+        (&home, ["-w".into(), format!("@{twice}")]),
+        (&home, ["-w".into(), format!("@{link}")]),
+        (&home, ["--data-binary".into(), format!("@{link}")]),
+        (&home, ["-o".into(), twice.clone()]),
+        (&home, ["-D".into(), link.clone()]),
+        (&home, ["-F".into(), format!("f=@{link}")]),
+        (&home, ["--cacert".into(), twice.clone()]),
+        (Path::new("/dev"), ["-d".into(), format!("@{relative}")]),
+        (Path::new("/dev"), ["-o".into(), relative.clone()]),
+    ];
+    for (dir, [option, value]) in &cases {
+        let output = world.curl_in(dir, &[&url, "-s", option, value], &[]);
+        let shown = value.trim_start_matches('@').trim_start_matches("f=@");
+        assert_file_refused(&world, &output, shown);
+    }
+    // The pipes' numbers may shift between runs: every low one, spelled around the check.
+    for fd in 3..=8 {
+        let value = format!("@/dev//fd/{fd}");
+        let output = world.curl_in(&home, &[&url, "-s", "-w", &value], &[]);
+        assert_file_refused(&world, &output, &value[1..]);
+    }
+}
+
+#[test]
+fn fifos_are_refused_as_files_curl_would_read() {
+    let world = World::new();
+    let fifo = world.home.path().join("fifo");
+    let path = std::ffi::CString::new(fifo.display().to_string()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let value = format!("@{}", fifo.display());
+    let output = world.curl_in(world.home.path(), &[&world.url("hello"), "-d", &value], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{}", output_text(&output));
+    assert!(
+        stderr.contains("FIFO") && stderr.contains("\nfix: "),
+        "{stderr}"
+    );
+    assert!(!world.spy.ran());
+}
+
+#[test]
+fn the_token_variable_is_not_in_curls_environment() {
+    let world = World::new();
+    let token = world.token();
+    let output = world.curl(
+        &[&world.url("hello"), "-sS"],
+        &[("CLOUDRUN_TEST_ID_TOKEN", &token)],
+    );
+    assert_served(&output);
+    let environ = world.spy.record("environ");
+    assert!(!environ.is_empty(), "the spy recorded curl's environment");
+    assert!(
+        !environ
+            .lines()
+            .any(|line| line.starts_with("CLOUDRUN_TEST_ID_TOKEN=")),
+        "curl inherited CLOUDRUN_TEST_ID_TOKEN"
+    );
+    assert_no_token(&environ, &token, "curl's environment");
 }
