@@ -269,7 +269,9 @@ pub(crate) fn forget_id_token(
     bad: &Token,
 ) {
     let key = id_token_key(fingerprint, audience);
-    TOKENS.forget_if(&key, |cached| cached.same_secret(bad));
+    // The same mint, not the same text: a re-mint within the same second gives the
+    // same text, which a late 401 on the old token must not make us mint again.
+    TOKENS.forget_if(&key, |cached| cached.same_mint(bad));
     // Else the re-mint after a 401 would be served the same token from disk.
     if let Some(disk) = DiskCache::get().filter(|_| source.worth_caching_on_disk()) {
         disk.forget(&key, bad);

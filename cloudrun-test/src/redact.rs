@@ -315,10 +315,13 @@ impl<'a> Ends<'a> {
             Some(&quote @ (b'"' | b'\'')) => (at + 1, self.find(Ending::Quote(quote), at + 1)),
             _ => {
                 let word_end = self.find(Ending::Delimiter, at);
+                if !is_auth_scheme(&bytes[at..word_end]) {
+                    return (at, word_end);
+                }
                 let after_scheme = (word_end..bytes.len())
                     .find(|&index| !matches!(bytes[index], b' ' | b'\t'))
                     .unwrap_or(bytes.len());
-                if is_auth_scheme(&bytes[at..word_end]) && after_scheme > word_end {
+                if after_scheme > word_end {
                     (after_scheme, self.find(Ending::Delimiter, after_scheme))
                 } else {
                     (at, word_end)
@@ -579,6 +582,7 @@ mod tests {
             "Authorization: Bearer ",
             "'secret': 'x",
             "eyJ.a",
+            "token=token=token=token=        ",
         ] {
             let text = unit.repeat(200_000 / unit.len());
             let redacted = redact(&text);

@@ -336,21 +336,27 @@ impl Attempts {
         let retries_left = self.retries < policy.max_retries_for(&self.method);
         let unauthorized =
             matches!(&hop.outcome, Ok(response) if response.status() == StatusCode::UNAUTHORIZED);
-        if let Some(credentials) = self.client.credentials()
-            && unauthorized
-            && hop.token.is_some()
-        {
+        if let (Some(credentials), Some(sent)) = (self.client.credentials(), &hop.token) {
             let (fingerprint, audience) = (credentials.fingerprint(), self.client.audience());
             match self.reminted {
-                Reminted::No => match remint::held_off(fingerprint, audience) {
-                    None => return again().map_or(Next::Done, Next::Renew),
-                    Some(ago) => {
-                        tracing::debug!(url = %hop.url, ?ago, "401 from the service; a fresh token was refused too lately, so none is forced");
-                        self.reminted = Reminted::HeldOff(ago);
+                Reminted::No if unauthorized => {
+                    match remint::held_off(fingerprint, audience, sent) {
+                        Some(ago) => {
+                            tracing::debug!(url = %hop.url, ?ago, "401 from the service; a fresh token was refused too lately, so none is forced");
+                            self.reminted = Reminted::HeldOff(ago);
+                        }
+                        None => {
+                            let Some(request) = again() else {
+                                return Next::Done;
+                            };
+                            remint::forcing(fingerprint, audience, sent);
+                            return Next::Renew(request);
+                        }
                     }
-                },
-                Reminted::Forced => remint::did_not_help(fingerprint, audience),
-                Reminted::HeldOff(_) => {}
+                }
+                Reminted::Forced if unauthorized => remint::did_not_help(fingerprint, audience),
+                Reminted::Forced if hop.outcome.is_ok() => remint::helped(fingerprint, audience),
+                _ => {}
             }
         }
         match &hop.outcome {

@@ -213,6 +213,12 @@ impl Token {
     pub(crate) fn same_secret(&self, other: &Token) -> bool {
         self.inner.secret == other.inner.secret
     }
+
+    /// The very token `other` is (a clone of the same mint), not merely the same
+    /// text: two mints within one second can give the same text.
+    pub(crate) fn same_mint(&self, other: &Token) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
 }
 
 impl fmt::Debug for Token {
