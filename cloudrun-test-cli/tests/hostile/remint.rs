@@ -335,8 +335,7 @@ const CHILD_AUDIENCE: &str = "HOSTILE_REMINT_CHILD_AUDIENCE";
 #[test]
 #[ignore = "the child process of the cross-process re-mint case"]
 fn wrong_audience_child() {
-    let (Ok(url), Ok(audience)) = (std::env::var(CHILD_URL), std::env::var(CHILD_AUDIENCE))
-    else {
+    let (Ok(url), Ok(audience)) = (std::env::var(CHILD_URL), std::env::var(CHILD_AUDIENCE)) else {
         return;
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -406,7 +406,10 @@ mod tests {
             ),
             "PERMISSION_DENIED: Permission denied"
         );
-        assert_eq!(error_reason(r#"{"error":"invalid_request"}"#), "invalid_request");
+        assert_eq!(
+            error_reason(r#"{"error":"invalid_request"}"#),
+            "invalid_request"
+        );
         assert_eq!(error_reason(r#"{"code":401,"message":"no"}"#), "401: no");
         assert_eq!(error_reason(""), "an empty answer");
         assert_eq!(error_reason("[1]"), "a JSON answer that is not an object");
@@ -420,7 +423,10 @@ mod tests {
         let reason = error_reason(answer);
         assert_eq!(reason, "invalid_grant: refresh_token=<redacted> is revoked");
         let answer = r#"{"token": "SECRET5", "detail": "SECRET6"}"#;
-        assert_eq!(error_reason(answer), "a JSON answer without an error message");
+        assert_eq!(
+            error_reason(answer),
+            "a JSON answer without an error message"
+        );
     }
 
     #[test]
@@ -429,7 +435,9 @@ mod tests {
             "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----",
             "A1b2".repeat(100)
         );
-        let reason = error_reason(&format!("<html>oops {long_key} Authorization: Bearer SECRET</html>"));
+        let reason = error_reason(&format!(
+            "<html>oops {long_key} Authorization: Bearer SECRET</html>"
+        ));
         assert_eq!(
             reason,
             "answer: <html>oops <redacted private key> Authorization: Bearer <redacted></html>"
