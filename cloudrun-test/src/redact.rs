@@ -147,6 +147,7 @@ fn key_values(text: &str) -> Cow<'_, str> {
     let mut spans: Vec<(usize, usize)> = Vec::new();
     let mut ends = Ends::new(bytes);
     let mut at = 0;
+    let (mut scanned, mut slash_in_word) = (0, false);
     while at < bytes.len() {
         if !is_key_byte(bytes[at]) {
             at += 1;
@@ -156,9 +157,24 @@ fn key_values(text: &str) -> Cow<'_, str> {
             .iter()
             .position(|&byte| !is_key_byte(byte))
             .map_or(bytes.len(), |length| at + length);
-        // A key right after `/`, `.` or `:` is part of a URL or path
-        // (`.../token: HTTP 400`, `...:generateIdToken`), not a name.
-        let in_path = at > 0 && matches!(bytes[at - 1], b'/' | b'.' | b':');
+        // A key right after `/` or `.`, or after `:` in a word with a `/`, is part of a
+        // URL or path (`.../token: HTTP 400`, `.../EMAIL:generateIdToken`), not a name;
+        // after a `:` elsewhere it is one (`user:password: ...`).
+        // (The word's last `/` is tracked as the scan goes, which keeps it linear.)
+        for &byte in &bytes[scanned..at] {
+            if byte.is_ascii_whitespace() {
+                slash_in_word = false;
+            } else if byte == b'/' {
+                slash_in_word = true;
+            }
+        }
+        scanned = at;
+        let in_path = at > 0
+            && match bytes[at - 1] {
+                b'/' | b'.' => true,
+                b':' => slash_in_word,
+                _ => false,
+            };
         if !in_path
             && let Some(span) = secret_key(&text[at..key_end])
                 .and_then(|secret| value_after(&mut ends, at, key_end, secret))
@@ -549,6 +565,17 @@ mod tests {
             redact("| kZ3Qx8Lm2NpQ7rT9vWbYc4dF6gH1jK0lA5sE+/Uo= |"),
             "| <redacted> |"
         );
+    }
+
+    #[test]
+    fn a_key_after_a_colon_is_a_name_unless_the_word_is_a_path() {
+        assert_eq!(
+            redact("--member=user:password: SECRET2 --role=x"),
+            "--member=user:password: <redacted> --role=x"
+        );
+        let path =
+            "https://iam.example/v1/projects/-/serviceAccounts/a@b:generateIdToken: HTTP 403";
+        assert_eq!(redact(path), path);
     }
 
     #[test]

@@ -23,23 +23,26 @@ use cloudrun_test::Url;
 use super::redact::copy_redacted;
 use super::redirect::{Head, final_head};
 
-/// Variables curl would read to send the request elsewhere or to write secrets out:
-/// a config folder, proxies (the library's rules choose the proxy), and the TLS key
-/// log, with which anyone holding the capture can decrypt the token; and the token.
-const REMOVED_FROM_ENVIRONMENT: &[&str] = &[
-    "CURL_HOME",
-    "http_proxy",
-    "HTTP_PROXY",
-    "https_proxy",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "all_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "SSLKEYLOGFILE",
-    "QLOGDIR",
-    // The token itself, when given ready-made: curl gets it through the pipe only.
-    "CLOUDRUN_TEST_ID_TOKEN",
+/// The only variables curl gets from ours: where programs are, the locale and the
+/// terminal, and which certificate authorities to trust (as `--cacert` may). curl also
+/// reads a config folder, proxies (the library's rules choose the proxy, below) and a
+/// TLS key log (`SSLKEYLOGFILE`: whoever holds it and a capture reads the token) from
+/// its environment; an allowlist also keeps out whatever a later curl learns to read.
+const KEPT_IN_ENVIRONMENT: &[&str] = &[
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "TZ",
+    "TERM",
+    "COLUMNS",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "CURL_CA_BUNDLE",
 ];
 
 /// Decides, from the final response's head, whether curl's standard output is
@@ -73,8 +76,11 @@ pub struct Ran {
 
 pub fn run(hop: Hop) -> Result<Ran, String> {
     let mut command = Command::new(hop.program);
-    for name in REMOVED_FROM_ENVIRONMENT {
-        command.env_remove(name);
+    command.env_clear();
+    for name in KEPT_IN_ENVIRONMENT {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
     }
     // Only effective as curl's first argument.
     command.args(["-q", "--globoff"]);

@@ -734,7 +734,11 @@ fn the_token_variable_is_not_in_curls_environment() {
     let token = world.token();
     let output = world.curl(
         &[&world.url("hello"), "-sS"],
-        &[("CLOUDRUN_TEST_ID_TOKEN", &token)],
+        &[
+            ("CLOUDRUN_TEST_ID_TOKEN", &token),
+            // Curl's environment is an allowlist: a variable nobody vetted stays out.
+            ("CURL_SOMETHING_NEW", "1"),
+        ],
     );
     assert_served(&output);
     let environ = world.spy.record("environ");
@@ -745,5 +749,10 @@ fn the_token_variable_is_not_in_curls_environment() {
             .any(|line| line.starts_with("CLOUDRUN_TEST_ID_TOKEN=")),
         "curl inherited CLOUDRUN_TEST_ID_TOKEN"
     );
+    assert!(
+        !environ.contains("CURL_SOMETHING_NEW"),
+        "curl inherited a variable that is not on the allowlist"
+    );
+    assert!(environ.contains("PATH="), "curl keeps PATH");
     assert_no_token(&environ, &token, "curl's environment");
 }
