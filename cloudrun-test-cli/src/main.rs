@@ -45,6 +45,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Token(_) | Command::Doctor(_)) {
+        end_quietly_when_the_reader_goes();
+    }
     if cli.verbose {
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
@@ -66,5 +69,17 @@ fn main() -> ExitCode {
             eprintln!("error: {}", cloudrun_test::redact(&message));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `cloudrun-test doctor | head -1`: when the reader of our output goes away, end quietly
+/// as other Unix tools do (SIGPIPE), instead of panicking in `println!`. Only for the
+/// commands that print a report and serve nothing (Rust ignores SIGPIPE so that a
+/// server, like `emulate`'s, sees a closed socket as an error instead).
+fn end_quietly_when_the_reader_goes() {
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -162,3 +162,52 @@ fn every_command_has_help_with_examples_and_exit_codes_are_documented() {
         );
     }
 }
+
+/// `doctor | head -1`, `token | true`: a reader that goes away ends the command quietly
+/// (SIGPIPE, as for other Unix tools), never with a panic.
+#[test]
+fn a_reader_that_goes_away_ends_the_command_without_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+
+    let fixture = fixture();
+    let home = tempfile::tempdir().unwrap();
+    let env = fixture.environment(TESTER);
+    let url = fixture.emulator.service_url("hello").unwrap().to_string();
+    for (args, closed) in [
+        (vec!["doctor", "--url", url.as_str()], "stdout"),
+        (vec!["token", "--audience", url.as_str()], "stderr"),
+    ] {
+        let mut command = support::command(&args, &env, home.path());
+        let (out, err) = if closed == "stdout" {
+            (Stdio::piped(), Stdio::piped())
+        } else {
+            (Stdio::null(), Stdio::piped())
+        };
+        let mut child = command.stdout(out).stderr(err).spawn().unwrap();
+        // Close the reading end at once: every write the command makes there fails.
+        let kept = if closed == "stdout" {
+            drop(child.stdout.take());
+            child.stderr.take()
+        } else {
+            drop(child.stderr.take());
+            None
+        };
+        let status = child.wait().unwrap();
+        let mut text = String::new();
+        if let Some(mut stderr) = kept {
+            std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+        }
+        assert!(!text.contains("panicked"), "{args:?}: {text}");
+        assert_ne!(status.code(), Some(101), "{args:?} panicked: {text}");
+        assert!(
+            status.success() || status.signal() == Some(libc_sigpipe()),
+            "{args:?}: {status:?} {text}"
+        );
+    }
+}
+
+/// SIGPIPE's number on Linux and the BSDs.
+fn libc_sigpipe() -> i32 {
+    13
+}

@@ -49,6 +49,18 @@ pub fn check_destination(url: &Url, what: &str) -> Result<(), Error> {
                 .into(),
         });
     }
+    // A user or password in the URL would travel as a second credential, and show
+    // wherever the URL is printed.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Error::Setting {
+            problem: format!(
+                "refusing to send a credential to {what} at {}: its URL holds a user name or \
+                 password",
+                origin_of(url)
+            ),
+            fix: format!("give the URL of {what} without `user:password@`"),
+        });
+    }
     if allows_credentials(url) {
         return proxy_for(url).map(|_| ());
     }
@@ -71,8 +83,12 @@ pub fn check_destination(url: &Url, what: &str) -> Result<(), Error> {
 }
 
 /// Whether `url` may receive a credential at all: `https`, or plain `http` to a
-/// loopback address. [`check_destination`] is this rule with its error.
+/// loopback address, with no user or password in the URL. [`check_destination`] is
+/// this rule with its error.
 pub fn allows_credentials(url: &Url) -> bool {
+    if !url.username().is_empty() || url.password().is_some() {
+        return false;
+    }
     match url.scheme() {
         "https" => true,
         "http" => is_loopback(url),
@@ -308,6 +324,9 @@ mod tests {
             "http://10.0.0.1/",
             "ftp://127.0.0.1/",
             "http://localhost.evil.example/",
+            // A second credential in the URL (and a password wherever it is shown).
+            "https://user:password@hello.run.app/",
+            "http://user@127.0.0.1:8080/",
             // The system resolver may ask DNS for these.
             "http://evil.localhost/",
             "http://localhost./",

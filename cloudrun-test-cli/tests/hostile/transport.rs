@@ -703,3 +703,31 @@ fn a_name_that_only_looks_local_gets_no_token_over_plain_http() {
         "the token for localhost went to localhost"
     );
 }
+
+/// A user or password in a URL would be a second credential on the wire, and shown
+/// wherever the URL is printed: such a URL gets nothing, and its password is not echoed.
+#[test]
+fn a_url_carrying_a_user_and_password_gets_no_token_and_is_not_echoed() {
+    let fixture = fixture();
+    let recorder = proxy();
+    let port = recorder.url.port().unwrap();
+    let url = format!("http://user:UrlPassw0rd7@127.0.0.1:{port}/");
+    let env = with(
+        fixture.environment(TESTER),
+        &[("CLOUDRUN_TEST_URL_HELLO", &url)],
+    );
+    let output = cli(&["doctor", "--service", "hello"], &env);
+    assert_refused(&output, &["its URL holds a user name or password"]);
+    assert!(
+        !output_text(&output).contains("UrlPassw0rd7"),
+        "{}",
+        output_text(&output)
+    );
+    let output = library_client(&url, &fixture.environment(TESTER));
+    assert!(
+        output_text(&output).contains("setup failed: refusing to send a credential"),
+        "{}",
+        output_text(&output)
+    );
+    assert_untouched(&recorder, "a URL with a password");
+}

@@ -45,7 +45,25 @@ impl CredentialSource for StaticIdToken {
         _http: &'a reqwest::Client,
         _audience: &'a str,
     ) -> BoxFuture<'a, Result<Token, Error>> {
-        Box::pin(async move { Ok(self.token.clone()) })
+        Box::pin(async move {
+            // No identity token has them, and no header (nor one line of output) can carry them.
+            if !self
+                .token
+                .secret()
+                .bytes()
+                .all(|byte| byte.is_ascii_graphic())
+            {
+                return Err(Error::Setting {
+                    problem: "CLOUDRUN_TEST_ID_TOKEN holds spaces or control characters (a line \
+                              break?), which no identity token has"
+                        .into(),
+                    fix: "set it to the token alone, e.g. \
+                          CLOUDRUN_TEST_ID_TOKEN=\"$(gcloud auth print-identity-token)\""
+                        .into(),
+                });
+            }
+            Ok(self.token.clone())
+        })
     }
 
     fn mint_access_token<'a>(
@@ -62,5 +80,27 @@ impl CredentialSource for StaticIdToken {
                     .into(),
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_token_with_a_line_break_is_refused_naming_the_variable() {
+        let http = reqwest::Client::new();
+        let source = StaticIdToken::new("eyJ.first\nsecond".into());
+        let error = source.mint_id_token(&http, "aud").await.unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("CLOUDRUN_TEST_ID_TOKEN") && text.contains("fix:"),
+            "{text}"
+        );
+        let fine = StaticIdToken::new("eyJ.a.b".into());
+        assert_eq!(
+            fine.mint_id_token(&http, "aud").await.unwrap().secret(),
+            "eyJ.a.b"
+        );
     }
 }
