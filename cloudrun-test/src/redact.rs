@@ -5,23 +5,33 @@
 //!
 //! 1. private keys: a PEM block whose label says `PRIVATE KEY`, from `-----BEGIN` to
 //!    its `-----END ...-----` (or to the end of the text, if cut short);
-//! 2. the value of every secret-named key, in the forms `key=value` (form bodies and
-//!    query strings: `a=b&refresh_token=...`), `key: value` (headers, YAML, logs) and
-//!    JSON `"key": "value"` (any spacing, quoted or escaped `\"`). Secret names are
-//!    matched whatever their case, `_` or `-`, by how they end: `token` (not
-//!    `token_type`, `token_uri`...), `secret`, `password`, `passphrase`, `assertion`,
-//!    `private_key`, `private_key_id`, `authorization`, `api_key`, `cookie`,
-//!    `saml_response`;
-//! 3. words shaped like a credential wherever they stand: JWTs (`eyJ...`), Google
-//!    access tokens (`ya29.`), refresh tokens (`1//`), OAuth client secrets
-//!    (`GOCSPX-`), API keys (`AIza...`), the word after `Bearer`/`Basic`, and long
-//!    base64 runs (key material).
+//! 2. the password of a URL's userinfo (`https://user:<redacted>@host/`);
+//! 3. the value of every secret-named key, in the forms `key=value` (form bodies and
+//!    query strings: `a=b&refresh_token=...`), `key: value` (headers, YAML, logs),
+//!    `key => value`, URL-encoded `key%3Dvalue` and `key%3Avalue`, XML
+//!    `<key>value</key>`, HTML `name="key" value="..."` and JSON `"key": "value"`
+//!    (any spacing, quoted or escaped `\"`). A value that is a JSON array or object
+//!    goes whole, to its closing bracket (or to the end of the text, if cut short).
+//!    Secret names are matched whatever their case, `_` or `-`, by how they end:
+//!    `token` (not `token_type`, `token_uri`...), `secret`, `password`, `passphrase`,
+//!    `assertion`, `private_key`, `private_key_id`, `authorization`, `api_key`,
+//!    `access_key` (`AWS_SECRET_ACCESS_KEY`), `cookie`, `saml_response`, `signature`,
+//!    `sig`;
+//! 4. words shaped like a credential wherever they stand: JWTs (`eyJ...`, and the
+//!    rest of one split over two lines), Google access tokens (`ya29.`), refresh
+//!    tokens (`1//`), OAuth client secrets (`GOCSPX-`), API keys (`AIza...`), the word
+//!    after `Bearer`/`Basic`, and long base64 runs (key material);
+//! 5. control characters but line feed and tab (C0 with `\r` and ESC, DEL, C1) become
+//!    visible escapes (`\u{1b}`): a quoted text must not erase lines or forge
+//!    others on a terminal.
 //!
 //! One allowance keeps sentences readable: after an unquoted `name: ` a plain
-//! lowercase word or a `code` span is prose ("CLOUDRUN_TEST_ID_TOKEN: not set", "an
-//! identity token: `cloudrun-test token`"), not a secret, unless the name is a
-//! password's. Every other value after
-//! a secret name is removed, whatever it looks like.
+//! lowercase word or a `code` span is prose ("an identity token: `cloudrun-test
+//! token`"), not a secret. For a name ending in `token`, `secret`, `key` or
+//! `assertion` the word must also be followed by more words on its line
+//! ("CLOUDRUN_TEST_ID_TOKEN: not set"): a lone lowercase word there is a value. After
+//! a password's name nothing is prose. Every other value after a secret name is
+//! removed, whatever it looks like.
 
 use std::borrow::Cow;
 
@@ -33,8 +43,58 @@ const REDACTED_KEY: &str = "<redacted private key>";
 /// so that the message stays useful.
 pub fn redact(text: &str) -> String {
     let text = private_keys(text);
+    let text = url_passwords(&text);
     let text = key_values(&text);
-    token_words(&text)
+    escape_controls(token_words(&text))
+}
+
+/// Removes the password of `scheme://user:password@host`, keeping the user and host.
+fn url_passwords(text: &str) -> Cow<'_, str> {
+    const SCHEME_END: &str = "://";
+    let mut out = String::new();
+    let (mut copied, mut search) = (0, 0);
+    while let Some(found) = text[search..].find(SCHEME_END) {
+        let start = search + found + SCHEME_END.len();
+        let end = text[start..]
+            .find(|c: char| {
+                c.is_whitespace() || matches!(c, '/' | '?' | '#' | '"' | '\'' | '<' | '>' | '`')
+            })
+            .map_or(text.len(), |length| start + length);
+        let authority = &text[start..end];
+        if let Some(at_sign) = authority.rfind('@')
+            && let Some(colon) = authority[..at_sign].find(':')
+            && colon + 1 < at_sign
+        {
+            out.push_str(&text[copied..start + colon + 1]);
+            out.push_str(REDACTED);
+            copied = start + at_sign;
+        }
+        search = end;
+    }
+    if copied == 0 {
+        return Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
+}
+
+/// Control characters as visible escapes, but for line feeds, tabs and the `\r` of a
+/// `\r\n`: the text then cannot move the cursor, erase lines or retitle a terminal.
+fn escape_controls(text: String) -> String {
+    if !text.chars().any(char::is_control) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let kept = matches!(c, '\n' | '\t') || c == '\r' && chars.peek() == Some(&'\n');
+        if c.is_control() && !kept {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Removes PEM private key blocks.
@@ -91,8 +151,12 @@ fn private_keys(text: &str) -> Cow<'_, str> {
 enum Secret {
     /// A password: its value is always a secret, even a plain word.
     Password,
+    /// A token, secret, key or assertion: after `name: ` (unquoted), a lowercase
+    /// word followed by more words is prose (`CLOUDRUN_TEST_ID_TOKEN: not set`); a
+    /// lone one is the value.
+    Token,
     /// Any other secret name: after `name: ` (unquoted), a plain lowercase word is
-    /// prose (`CLOUDRUN_TEST_ID_TOKEN: not set`), not a secret.
+    /// prose, not a secret.
     Named,
 }
 
@@ -103,24 +167,31 @@ fn secret_key(key: &str) -> Option<Secret> {
         .filter(|c| !matches!(c, '_' | '-'))
         .map(|c| c.to_ascii_lowercase())
         .collect();
-    const NAMES: [&str; 9] = [
+    const TOKENS: [&str; 6] = [
         // Anything ending in `token`: `access_token`, `idToken`, `X-Auth-Token`...
         "token",
         "secret",
         "assertion",
         "privatekey",
+        "apikey",
+        // AWS: `SecretAccessKey`, `AWS_SECRET_ACCESS_KEY`.
+        "accesskey",
+    ];
+    const NAMES: [&str; 6] = [
         "privatekeyid",
         "authorization",
-        "apikey",
         "cookie",
         "samlresponse",
+        // Signed URLs: `X-Goog-Signature=`, `&sig=`.
+        "signature",
+        "sig",
     ];
-    if ["password", "passwd", "passphrase"]
-        .iter()
-        .any(|name| normalized.ends_with(name))
-    {
+    let named = |names: &[&str]| names.iter().any(|name| normalized.ends_with(name));
+    if named(&["password", "passwd", "passphrase"]) {
         Some(Secret::Password)
-    } else if NAMES.iter().any(|name| normalized.ends_with(name)) {
+    } else if named(&TOKENS) {
+        Some(Secret::Token)
+    } else if named(&NAMES) {
         Some(Secret::Named)
     } else {
         None
@@ -175,13 +246,19 @@ fn key_values(text: &str) -> Cow<'_, str> {
                 b':' => slash_in_word,
                 _ => false,
             };
-        if !in_path
-            && let Some(span) = secret_key(&text[at..key_end])
-                .and_then(|secret| value_after(&mut ends, at, key_end, secret))
-        {
-            spans.push(span);
-        }
+        let key_start = at;
         at = key_end;
+        if !in_path
+            && let Some((start, end)) = secret_key(&text[key_start..key_end])
+                .and_then(|secret| value_after(&mut ends, key_start, key_end, secret))
+        {
+            spans.push((start, end));
+            // An array or object went whole: the keys inside it need no look, and
+            // skipping them keeps each bracket scan to its own stretch of text.
+            if matches!(bytes[start], b'[' | b'{') {
+                at = end;
+            }
+        }
     }
     if spans.is_empty() {
         return Cow::Borrowed(text);
@@ -204,7 +281,8 @@ fn key_values(text: &str) -> Cow<'_, str> {
 }
 
 /// The span of the value that follows the key at `key_start..key_end`, if a separator
-/// (`=` or `:`) follows it and the value is not empty.
+/// (`=`, `:`, `=>`, `%3D`, `%3A`) follows it, or it is an XML tag, and the value is
+/// not empty.
 fn value_after(
     ends: &mut Ends<'_>,
     key_start: usize,
@@ -213,6 +291,20 @@ fn value_after(
 ) -> Option<(usize, usize)> {
     let bytes = ends.bytes;
     let quoted_key = key_start > 0 && matches!(bytes[key_start - 1], b'"' | b'\'');
+    let skip_blanks = |mut at: usize, lines: bool| {
+        while matches!(bytes.get(at), Some(b' ' | b'\t'))
+            || lines && matches!(bytes.get(at), Some(b'\r' | b'\n'))
+        {
+            at += 1;
+        }
+        at
+    };
+    // XML: `<id_token>value</id_token>`, the value running to the next tag.
+    if key_start > 0 && bytes[key_start - 1] == b'<' && bytes.get(key_end) == Some(&b'>') {
+        let start = skip_blanks(key_end + 1, true);
+        let end = ends.find(Ending::Quote(b'<'), start);
+        return (start < end).then_some((start, end));
+    }
     let mut at = key_end;
     // The key's closing quote: `"`, `'` or an escaped `\"`.
     if bytes.get(at) == Some(&b'\\') && bytes.get(at + 1) == Some(&b'"') {
@@ -220,34 +312,54 @@ fn value_after(
     } else if matches!(bytes.get(at), Some(b'"' | b'\'')) {
         at += 1;
     }
-    let skip_blanks = |mut at: usize| {
-        while matches!(bytes.get(at), Some(b' ' | b'\t')) {
-            at += 1;
-        }
-        at
-    };
-    at = skip_blanks(at);
-    let separator = *bytes.get(at)?;
-    if separator != b'=' && separator != b':' {
+    at = skip_blanks(at, false);
+    // HTML: `name="refresh_token" value="..."`.
+    if quoted_key
+        && bytes
+            .get(at..at + 5)
+            .is_some_and(|word| word.eq_ignore_ascii_case(b"value"))
+    {
+        at = skip_blanks(at + 5, false);
+    }
+    let rest = &bytes[at.min(bytes.len())..];
+    let (separator_length, colon) = if rest.starts_with(b"=>") {
+        (2, false)
+    } else if rest.starts_with(b"=") {
+        (1, false)
+    } else if rest.starts_with(b":") {
+        (1, true)
+    } else if rest.len() >= 3
+        && rest[0] == b'%'
+        && (rest[1..3].eq_ignore_ascii_case(b"3D") || rest[1..3].eq_ignore_ascii_case(b"3A"))
+    {
+        (3, false)
+    } else {
         return None;
-    }
-    at = skip_blanks(at + 1);
+    };
     // JSON written over several lines.
-    if quoted_key {
-        while matches!(bytes.get(at), Some(b' ' | b'\t' | b'\r' | b'\n')) {
-            at += 1;
-        }
-    }
+    at = skip_blanks(at + separator_length, quoted_key);
     let (start, end) = ends.value_span(at);
     if start == end {
         return None;
     }
-    // After `name: `, a lowercase word or a `code` span reads as a sentence.
+    // After `name: `, a lowercase word or a `code` span reads as a sentence; after a
+    // token's name, only a word followed by more words.
     let value = &bytes[start..end];
-    let prose = secret == Secret::Named
+    let word_in_sentence = value.iter().all(u8::is_ascii_lowercase)
+        && match secret {
+            Secret::Password => false,
+            Secret::Named => true,
+            Secret::Token => {
+                bytes.get(end) == Some(&b' ')
+                    && bytes
+                        .get(end + 1)
+                        .is_some_and(|byte| !byte.is_ascii_whitespace())
+            }
+        };
+    let prose = secret != Secret::Password
         && !quoted_key
-        && separator == b':'
-        && (value.iter().all(u8::is_ascii_lowercase) || value.starts_with(b"`"));
+        && colon
+        && (word_in_sentence || value.starts_with(b"`"));
     (!prose).then_some((start, end))
 }
 
@@ -320,11 +432,36 @@ impl<'a> Ends<'a> {
         end
     }
 
+    /// The end of the JSON array or object opening at `from`: after its matching
+    /// close, brackets inside strings not counted; the text's end if it never closes
+    /// (a cut text: what follows may still be the secret's).
+    fn bracket_end(&self, from: usize) -> usize {
+        let bytes = self.bytes;
+        let (mut depth, mut in_string, mut index) = (0usize, false, from);
+        while index < bytes.len() {
+            match bytes[index] {
+                b'\\' if in_string => index += 1,
+                b'"' => in_string = !in_string,
+                b'[' | b'{' if !in_string => depth += 1,
+                b']' | b'}' if !in_string => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return index + 1;
+                    }
+                }
+                _ => {}
+            }
+            index += 1;
+        }
+        bytes.len()
+    }
+
     /// The value starting at `at`: the inside of its quotes, or up to the next
     /// delimiter; after an authorization scheme (`Bearer ...`), the credential after it.
     fn value_span(&mut self, at: usize) -> (usize, usize) {
         let bytes = self.bytes;
         match bytes.get(at) {
+            Some(b'[' | b'{') => (at, self.bracket_end(at)),
             Some(b'\\') if bytes.get(at + 1) == Some(&b'"') => {
                 (at + 2, self.find(Ending::EscapedQuote, at + 2))
             }
@@ -362,7 +499,7 @@ fn is_word_char(c: char) -> bool {
 fn token_words(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    let mut after_scheme = false;
+    let (mut after_scheme, mut after_credential) = (false, false);
     while let Some(start) = rest.find(is_word_char) {
         let (between, from) = rest.split_at(start);
         let mut length = from.find(|c| !is_word_char(c)).unwrap_or(from.len());
@@ -371,8 +508,14 @@ fn token_words(text: &str) -> String {
         let (word, after) = from.split_at(length);
         let credential =
             after_scheme && !between.is_empty() && between.trim_matches([' ', '\t']).is_empty();
+        // A JWT cut over two lines: the word that starts the next line is its rest.
+        let rest_of_credential = after_credential
+            && between.contains('\n')
+            && between.trim().is_empty()
+            && is_credential_rest(word);
         out.push_str(between);
-        if credential || looks_like_credential(word) {
+        after_credential = credential || rest_of_credential || looks_like_credential(word);
+        if after_credential {
             out.push_str(REDACTED);
         } else {
             out.push_str(word);
@@ -384,6 +527,18 @@ fn token_words(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// base64url with dots and padding, not a plain or capitalized word (`fix`, `See`).
+fn is_credential_rest(word: &str) -> bool {
+    let mut letters = word.chars();
+    let capitalized = letters.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && letters.all(|c| c.is_ascii_lowercase());
+    word.len() >= 8
+        && !capitalized
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '='))
 }
 
 fn looks_like_credential(word: &str) -> bool {
@@ -401,17 +556,25 @@ fn looks_like_credential(word: &str) -> bool {
     jwt || prefixed || is_dotted_token(word) || is_key_material(word)
 }
 
-/// Three long dot-separated base64url parts, one with a capital: a JWS without the
-/// usual header, not a host name (which has no capitals).
+/// Dot-separated base64url parts: three long ones with a capital (a JWS without the
+/// usual header), or any number with one of 20 or more mixing capitals, small letters
+/// and digits (a JWT's signature, cut from the rest). Host names have no capitals.
 fn is_dotted_token(word: &str) -> bool {
     let parts: Vec<&str> = word.split('.').collect();
-    word.len() >= 40
+    let base64url = word
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let mixed = |part: &&str| {
+        part.len() >= 20
+            && part.contains(|c: char| c.is_ascii_uppercase())
+            && part.contains(|c: char| c.is_ascii_lowercase())
+            && part.contains(|c: char| c.is_ascii_digit())
+    };
+    let jws = word.len() >= 40
         && parts.len() == 3
         && parts.iter().all(|part| part.len() >= 8)
-        && word.contains(|c: char| c.is_ascii_uppercase())
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && word.contains(|c: char| c.is_ascii_uppercase());
+    base64url && parts.len() >= 2 && (jws || parts.iter().any(mixed))
 }
 
 /// A long run of base64 with capitals, small letters and digits well mixed, as key
@@ -579,6 +742,109 @@ mod tests {
     }
 
     #[test]
+    fn arrays_and_objects_after_a_secret_name_go_whole() {
+        assert_eq!(
+            redact(r#"{"accessToken":["S1", "S2"],"x":1}"#),
+            r#"{"accessToken":<redacted>,"x":1}"#
+        );
+        assert_eq!(
+            redact(r#"{"id_token": {"value": "S3", "a": [1, "]}"]}, "kept": true}"#),
+            r#"{"id_token": <redacted>, "kept": true}"#
+        );
+        assert_eq!(
+            redact("{\"client_secret\": {\n  \"v\": \"S4\"\n}\n}\nnext"),
+            "{\"client_secret\": <redacted>\n}\nnext"
+        );
+        // Cut short: the rest of the text may be the secret's.
+        assert_eq!(redact("token=[\"S5\", \nS6"), "token=<redacted>");
+    }
+
+    #[test]
+    fn more_separators_lose_their_values() {
+        assert_eq!(
+            redact("refresh_token%3DS1%26x%3Dy and id_token%3aS2"),
+            "refresh_token%3D<redacted> and id_token%3a<redacted>"
+        );
+        assert_eq!(
+            redact("{:refresh_token => \"S3\", access_token=>S4}"),
+            "{:refresh_token => \"<redacted>\", access_token=><redacted>}"
+        );
+        assert_eq!(
+            redact("<r><id_token>S5</id_token><Password> S6 </Password></r>"),
+            "<r><id_token><redacted></id_token><Password> <redacted></Password></r>"
+        );
+        assert_eq!(
+            redact(r#"<input name="refresh_token" value="S7">"#),
+            r#"<input name="refresh_token" value="<redacted>">"#
+        );
+    }
+
+    #[test]
+    fn more_secret_names() {
+        assert_eq!(
+            redact("AWS_SECRET_ACCESS_KEY=S1 SecretAccessKey: S2 aws_access_key_id=AKIAKEPT"),
+            "AWS_SECRET_ACCESS_KEY=<redacted> SecretAccessKey: <redacted> aws_access_key_id=AKIAKEPT"
+        );
+        assert_eq!(
+            redact("https://b.example/o?X-Goog-Signature=S3&sig=S4&x=kept"),
+            "https://b.example/o?X-Goog-Signature=<redacted>&sig=<redacted>&x=kept"
+        );
+    }
+
+    #[test]
+    fn a_lone_lowercase_word_after_a_token_name_is_its_value() {
+        assert_eq!(redact("access_token: abcdefgh"), "access_token: <redacted>");
+        assert_eq!(
+            redact("client_secret: hunter\nnext"),
+            "client_secret: <redacted>\nnext"
+        );
+        assert_eq!(redact("api_key: abc, x"), "api_key: <redacted>, x");
+        // Followed by more words it is a sentence.
+        let prose = "CLOUDRUN_TEST_ID_TOKEN: not set";
+        assert_eq!(redact(prose), prose);
+        // Other secret names keep the old allowance.
+        let prose = "authorization: missing";
+        assert_eq!(redact(prose), prose);
+    }
+
+    #[test]
+    fn control_characters_become_visible() {
+        assert_eq!(
+            redact("a\u{1b}[2K\u{1b}[1A\rfix: run\u{1b}]0;pwned\u{7}\u{7f}\u{9b}b"),
+            "a\\u{1b}[2K\\u{1b}[1A\\u{d}fix: run\\u{1b}]0;pwned\\u{7}\\u{7f}\\u{9b}b"
+        );
+        let kept = "line\tone\r\nline two\n";
+        assert_eq!(redact(kept), kept);
+    }
+
+    #[test]
+    fn url_passwords_go_and_users_and_hosts_stay() {
+        assert_eq!(
+            redact("to https://oauth:UriPassw0rd9@127.0.0.1:1/token failed"),
+            "to https://oauth:<redacted>@127.0.0.1:1/token failed"
+        );
+        assert_eq!(
+            redact("proxy http://u:p%40ss@proxy:3128 and https://user@host/x:y@z"),
+            "proxy http://u:<redacted>@proxy:3128 and https://user@host/x:y@z"
+        );
+    }
+
+    #[test]
+    fn a_jwt_split_over_two_lines_goes_whole() {
+        assert_eq!(
+            redact("token eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4\nIn0.LEAKSIGNATUREabcdef\nfix: retry"),
+            "token <redacted>\n<redacted>\nfix: retry"
+        );
+        // A signature on its own.
+        assert_eq!(
+            redact("sig part In0.LEAKsig0123456789abcdefXYZ here"),
+            "sig part <redacted> here"
+        );
+        let kept = "see com.google.auth.ServiceAccountCredentials and oauth2.googleapis.com";
+        assert_eq!(redact(kept), kept);
+    }
+
+    #[test]
     fn ordinary_text_is_kept() {
         for text in [
             "HTTP 400 Bad Request, invalid_grant: Invalid JWT Signature.",
@@ -610,6 +876,11 @@ mod tests {
             "'secret': 'x",
             "eyJ.a",
             "token=token=token=token=        ",
+            "token: [token: {\"",
+            "token: [\n",
+            "<token>x",
+            "https://a:b@https://",
+            "eyJabcdefgh1\n",
         ] {
             let text = unit.repeat(200_000 / unit.len());
             let redacted = redact(&text);

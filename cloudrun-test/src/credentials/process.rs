@@ -128,7 +128,8 @@ pub(crate) fn too_much_output(program: &str, stream: &str) -> String {
 pub(crate) fn stderr_tail(stderr: &[u8]) -> String {
     // Redacted whole before the tail is taken: a private key's `-----BEGIN` line may be
     // above the tail, and a cut may hide the name that marks a secret.
-    let text = super::wire::redact(&String::from_utf8_lossy(stderr));
+    // (`\r\n` read as line ends first: redaction shows a lone `\r` as an escape.)
+    let text = super::wire::redact(&String::from_utf8_lossy(stderr).replace("\r\n", "\n"));
     let lines: Vec<&str> = text
         .lines()
         .map(str::trim)
