@@ -89,6 +89,7 @@ pub(crate) async fn get_service(
     Path((project, region, name)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
+    state.count(|stats| stats.admin_lookups += 1);
     if let Some(fault) = crate::faults::admin_request(&state) {
         return fault;
     }

@@ -128,6 +128,9 @@ pub struct Stats {
     /// delayed, connections reset, key rotations.
     #[serde(default)]
     pub faults_injected: u64,
+    /// Admin API `services.get` requests received.
+    #[serde(default)]
+    pub admin_lookups: u64,
 }
 
 /// Why the emulator could not start.

@@ -36,7 +36,7 @@ static FETCHER: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 
 /// The fetcher's HTTP client, built on first use: loading the system's CA certificates
 /// takes milliseconds, which a process served by the disk cache never needs to spend.
-fn fetcher_http() -> &'static reqwest::Client {
+pub(crate) fn fetcher_http() -> &'static reqwest::Client {
     static HTTP: LazyLock<reqwest::Client> = LazyLock::new(|| {
         let builder = || {
             reqwest::Client::builder()
@@ -92,23 +92,9 @@ where
     }
 
     /// The cached value for `key` if `is_fresh` accepts it; otherwise the result of one
-    /// shared run of `fetch` on the fetcher runtime. Failures are not cached.
-    pub(crate) async fn get<F>(
-        &'static self,
-        key: K,
-        is_fresh: impl Fn(&V) -> bool,
-        fetch: impl FnOnce(reqwest::Client) -> F,
-    ) -> Result<V, Error>
-    where
-        F: Future<Output = Result<V, Error>> + Send + 'static,
-    {
-        self.get_lazy(key, is_fresh, move || fetch(fetcher_http().clone()))
-            .await
-    }
-
-    /// [`SingleFlight::get`] for fetches that may need no HTTP client (a disk cache
-    /// hit): `fetch` takes [`fetcher_http`] itself when it needs it.
-    async fn get_lazy<F>(
+    /// shared run of `fetch` on the fetcher runtime. Failures are not cached. `fetch`
+    /// takes [`fetcher_http`] itself when it needs it (not on a disk cache hit).
+    pub(crate) async fn get_lazy<F>(
         &'static self,
         key: K,
         is_fresh: impl Fn(&V) -> bool,

@@ -15,6 +15,11 @@
 //! else may read). An entry's numbers are checked too: times past what a clock holds,
 //! or a lifetime longer than any token's, make it corrupt, so it is replaced.
 //!
+//! The Admin API's answers (a service's URLs, see `resolve`) are kept here too, for
+//! [`LOOKUP_LIFETIME`], under the same rules and lock, so that a run of many processes
+//! looks a service up once. Their key holds the credential's fingerprint: another
+//! identity may be answered otherwise, so it looks up for itself.
+//!
 //! The trade-off: tokens (valid for at most an hour) rest on disk, readable by the
 //! same user. Set `CLOUDRUN_TEST_DISK_CACHE=off` to keep them in memory only.
 
@@ -25,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::bounded;
@@ -40,6 +46,9 @@ const FORMAT_VERSION: u32 = 1;
 const PRUNE_AFTER: Duration = Duration::from_secs(3600);
 /// The most read from one entry: a token and a few numbers take about 2 KiB.
 const ENTRY_LIMIT: u64 = 64 << 10;
+/// How long an Admin API answer on disk is used: short, since a deploy may change it,
+/// and long enough for a test run.
+pub(crate) const LOOKUP_LIFETIME: Duration = Duration::from_secs(300);
 
 pub(crate) struct DiskCache {
     dir: PathBuf,
@@ -54,6 +63,9 @@ struct Entry {
     token: String,
     issued_at: u64,
     expires_at: u64,
+    /// An Admin API answer (lookup entries only; their `token` is empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    answer: Option<serde_json::Value>,
 }
 
 impl Entry {
@@ -154,6 +166,7 @@ impl DiskCache {
             token: String::new(),
             issued_at: unix_seconds(now),
             expires_at: unix_seconds(now).saturating_add(hold_off.as_secs()),
+            answer: None,
         };
         let path = self.refused_remint_path(key);
         if let Err(error) = write_entry(&self.dir, &path, &entry) {
@@ -171,6 +184,31 @@ impl DiskCache {
         let (noted, until) = entry.times()?;
         let now = SystemTime::now();
         (now < until).then(|| now.duration_since(noted).ok())?
+    }
+
+    /// The Admin API's answer for `key` from disk if stored under [`LOOKUP_LIFETIME`]
+    /// ago; otherwise the result of `look_up`, stored for the other processes. Holds the
+    /// entry's file lock meanwhile, so that processes starting together look up once.
+    /// Failures are not stored, and disk problems cost a lookup, never a test.
+    pub(crate) async fn get_or_look_up<T, F>(&self, key: &str, look_up: F) -> Result<T, Error>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Future<Output = Result<T, Error>>,
+    {
+        let key = lookup_key(key);
+        let name = file_name(&key);
+        let path = self.dir.join(format!("{name}.json"));
+        let lock = self.lock(&self.dir.join(format!("{name}.lock"))).await;
+        if let Some(answer) = read_lookup(&path, &key, SystemTime::now()) {
+            tracing::debug!("Admin API answer served from the disk cache");
+            return Ok(answer);
+        }
+        let answer = look_up.await?;
+        if let Err(error) = write_lookup(&self.dir, &path, &key, &answer, SystemTime::now()) {
+            tracing::warn!(path = %path.display(), "could not store the Admin API answer on disk: {error}");
+        }
+        drop(lock);
+        Ok(answer)
     }
 
     fn refused_remint_path(&self, key: &str) -> PathBuf {
@@ -284,6 +322,45 @@ fn refused_remint_key(key: &str) -> String {
     format!("refused-remint|{key}")
 }
 
+/// The key of the entry that holds the Admin API's answer for lookup key `key`: never
+/// a token key, so neither is ever served as the other.
+fn lookup_key(key: &str) -> String {
+    format!("lookup|{key}")
+}
+
+/// The answer stored at `path` for `key`, if the entry is sound: this key, stored at or
+/// before `now`, expiring after `now` and at most [`LOOKUP_LIFETIME`] after it was stored
+/// (so no file keeps an answer longer), and an answer of type `T`.
+fn read_lookup<T: DeserializeOwned>(path: &Path, key: &str, now: SystemTime) -> Option<T> {
+    let entry = read_entry(path)?;
+    if entry.key != key {
+        return None;
+    }
+    let (stored_at, expires_at) = entry.times()?;
+    let lifetime = expires_at.duration_since(stored_at).ok()?;
+    let sound = lifetime <= LOOKUP_LIFETIME && stored_at <= now && now < expires_at;
+    sound.then(|| serde_json::from_value(entry.answer?).ok())?
+}
+
+fn write_lookup<T: Serialize>(
+    dir: &Path,
+    path: &Path,
+    key: &str,
+    answer: &T,
+    now: SystemTime,
+) -> std::io::Result<()> {
+    let stored_at = unix_seconds(now);
+    let entry = Entry {
+        version: FORMAT_VERSION,
+        key: key.to_owned(),
+        token: String::new(),
+        issued_at: stored_at,
+        expires_at: stored_at.saturating_add(LOOKUP_LIFETIME.as_secs()),
+        answer: Some(serde_json::to_value(answer)?),
+    };
+    write_entry(dir, path, &entry)
+}
+
 /// Whether anything (a link included, not followed) is at `path`.
 fn exists(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok()
@@ -360,6 +437,7 @@ fn write(dir: &Path, path: &Path, key: &str, token: &Token) -> std::io::Result<(
         token: token.secret().to_owned(),
         issued_at: unix_seconds(token.issued_at()),
         expires_at: unix_seconds(token.expires_at()),
+        answer: None,
     };
     write_entry(dir, path, &entry)
 }
@@ -388,6 +466,8 @@ fn write_entry(dir: &Path, path: &Path, entry: &Entry) -> std::io::Result<()> {
 mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -766,6 +846,209 @@ mod tests {
             served > 0 && replaced > 0,
             "served {served}, replaced {replaced}"
         );
+    }
+
+    /// A looked-up answer, and a lookup that counts its calls.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Answer {
+        uri: String,
+    }
+
+    impl Setup {
+        async fn look_up(&self, key: &str) -> Answer {
+            self.cache
+                .get_or_look_up(key, async {
+                    let count = self.mints.fetch_add(1, Ordering::SeqCst) + 1;
+                    Ok(Answer {
+                        uri: format!("https://answer-{count}"),
+                    })
+                })
+                .await
+                .unwrap()
+        }
+
+        fn lookup_path(&self, key: &str) -> PathBuf {
+            self.cache
+                .dir
+                .join(format!("{}.json", file_name(&lookup_key(key))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lookup_is_stored_privately_and_served_to_the_same_key_only() {
+        let setup = Setup::new();
+        let first = setup.look_up("fingerprint|hello").await;
+        assert_eq!(setup.look_up("fingerprint|hello").await, first);
+        assert_eq!(setup.mints(), 1);
+        assert_eq!(mode(&setup.lookup_path("fingerprint|hello")), 0o600);
+        // Another identity (or service) looks up for itself.
+        assert_eq!(setup.look_up("other|hello").await.uri, "https://answer-2");
+        // A token under the same key is another entry: neither is served as the other.
+        setup.get("fingerprint|hello", HOUR).await;
+        assert_eq!(setup.look_up("fingerprint|hello").await, first);
+        assert_eq!(setup.mints(), 3);
+        // A failed lookup is not stored.
+        let failed = setup
+            .cache
+            .get_or_look_up::<Answer, _>("failing", async {
+                Err(Error::Internal("refused".into()))
+            })
+            .await;
+        assert!(failed.is_err());
+        assert!(!setup.lookup_path("failing").exists());
+    }
+
+    #[tokio::test]
+    async fn unsound_lookup_entries_are_ignored_and_replaced() {
+        let setup = Setup::new();
+        let key = "fingerprint|hello";
+        setup.look_up(key).await;
+        let path = setup.lookup_path(key);
+        let stored_key = lookup_key(key);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let entry =
+            |version: Value, key: &str, stored_at: Value, expires_at: Value, answer: Value| {
+                json!({
+                    "version": version, "key": key, "token": "",
+                    "issued_at": stored_at, "expires_at": expires_at, "answer": answer,
+                })
+                .to_string()
+            };
+        let planted = json!({ "uri": "https://planted" });
+        // Sound: served.
+        fs::write(
+            &path,
+            entry(
+                json!(1),
+                &stored_key,
+                json!(now - 10),
+                json!(now + 290),
+                planted.clone(),
+            ),
+        )
+        .unwrap();
+        assert_eq!(setup.look_up(key).await.uri, "https://planted");
+        let unsound = [
+            // Stored over five minutes ago.
+            entry(
+                json!(1),
+                &stored_key,
+                json!(now - 301),
+                json!(now - 1),
+                planted.clone(),
+            ),
+            // Written with a lifetime longer than a lookup's.
+            entry(
+                json!(1),
+                &stored_key,
+                json!(now - 10),
+                json!(now + 3600),
+                planted.clone(),
+            ),
+            // Stored in the future: it would outlive its five minutes.
+            entry(
+                json!(1),
+                &stored_key,
+                json!(now + 100),
+                json!(now + 200),
+                planted.clone(),
+            ),
+            // Another key's (a collision, a copied file), a token key, another format.
+            entry(
+                json!(1),
+                "lookup|theirs",
+                json!(now),
+                json!(now + 300),
+                planted.clone(),
+            ),
+            entry(json!(1), key, json!(now), json!(now + 300), planted.clone()),
+            entry(
+                json!(2),
+                &stored_key,
+                json!(now),
+                json!(now + 300),
+                planted.clone(),
+            ),
+            // No answer, or one of another shape.
+            entry(
+                json!(1),
+                &stored_key,
+                json!(now),
+                json!(now + 300),
+                Value::Null,
+            ),
+            entry(
+                json!(1),
+                &stored_key,
+                json!(now),
+                json!(now + 300),
+                json!({ "url": 1 }),
+            ),
+            // Numbers no clock holds, or not numbers.
+            entry(
+                json!(1),
+                &stored_key,
+                json!(0),
+                json!(u64::MAX),
+                planted.clone(),
+            ),
+            entry(
+                json!(1),
+                &stored_key,
+                json!(u64::MAX),
+                json!(u64::MAX),
+                planted.clone(),
+            ),
+            entry(
+                json!(1),
+                &stored_key,
+                json!(-1),
+                json!(now + 300),
+                planted.clone(),
+            ),
+            entry(
+                json!(1),
+                &stored_key,
+                json!(1e300),
+                json!(now + 300),
+                planted.clone(),
+            ),
+            entry(
+                json!(1),
+                &stored_key,
+                json!("NaN"),
+                json!(now + 300),
+                planted.clone(),
+            ),
+            // Not an entry.
+            "{\"version\":1,\"key\":\"lookup|fi".into(),
+            "\u{ff} not json".into(),
+        ];
+        for bad in unsound {
+            fs::write(&path, &bad).unwrap();
+            let before = setup.mints();
+            let answer = setup.look_up(key).await;
+            assert_eq!(setup.mints(), before + 1, "{bad}");
+            assert_ne!(answer.uri, "https://planted", "{bad}");
+            // Replaced by a sound entry: served from now on.
+            assert_eq!(setup.look_up(key).await, answer, "{bad}");
+            // Pruning reads the same numbers without panicking.
+            fs::write(&path, &bad).unwrap();
+            setup.cache.prune(SystemTime::now());
+        }
+        // Bounded: an entry past the limit is not read.
+        let huge = json!({ "uri": "x".repeat(ENTRY_LIMIT as usize) });
+        fs::write(
+            &path,
+            entry(json!(1), &stored_key, json!(now), json!(now + 300), huge),
+        )
+        .unwrap();
+        let before = setup.mints();
+        setup.look_up(key).await;
+        assert_eq!(setup.mints(), before + 1);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! From a service name to the URL to call and the audience to mint tokens for.
 //!
 //! Order: an explicit URL (`url = ...`), then `CLOUDRUN_TEST_URL_<SERVICE>`, then the
-//! Cloud Run Admin API v2 (`services.get`), whose answers are cached per process.
+//! Cloud Run Admin API v2 (`services.get`), whose answers are cached per process and,
+//! for [`crate::disk_cache::LOOKUP_LIFETIME`], on disk for every process of the user
+//! (keyed by the credentials too: another identity may get another answer).
 //! Under `cloudrun-test emulate`, [`emulated`] resolves instead: emulated services only.
 
 mod emulated;
@@ -11,10 +13,11 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use reqwest::Url;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cache::SingleFlight;
 use crate::credentials::Credentials;
+use crate::disk_cache::DiskCache;
 use crate::error::{Error, describe_http_error};
 use crate::retry::{is_worth_repeating, send_repeatable};
 use crate::settings::{CONFIG_FILE_NAME, ConfigFile, ServiceSection, env, gcloud_property};
@@ -163,13 +166,18 @@ pub(crate) async fn resolve(
         url: &endpoint,
         from: &endpoint_from,
     };
-    let info = lookup(&credentials, endpoint, &project, &region, service).await?;
-
     let tag = query
         .tag
         .clone()
         .or_else(|| env("CLOUDRUN_TEST_TAG"))
         .or_else(|| from_file(|section| section.tag.as_ref()));
+    let service_id = ServiceId {
+        project: &project,
+        region: &region,
+        service,
+        tag: tag.as_deref(),
+    };
+    let info = lookup(&credentials, endpoint, service_id).await?;
     let uri = match &tag {
         None => info.uri.clone().ok_or_else(|| Error::AdminApi {
             service: service.into(),
@@ -242,8 +250,8 @@ pub(crate) fn origin(url: &Url) -> String {
     url.origin().ascii_serialization()
 }
 
-/// The part of a `services.get` answer that we use.
-#[derive(Debug, Clone, Deserialize)]
+/// The part of a `services.get` answer that we use (and store in the disk cache).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ServiceInfo {
     pub uri: Option<String>,
@@ -256,14 +264,15 @@ pub(crate) struct ServiceInfo {
     pub custom_audiences: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct TrafficStatus {
     pub tag: Option<String>,
     pub uri: Option<String>,
 }
 
-/// (endpoint, project, region, service)
-type LookupKey = (String, String, String, String);
+/// `[fingerprint, endpoint, project, region, service, tag]` as JSON: unambiguous
+/// whatever the parts contain, and the disk cache's key too.
+type LookupKey = String;
 
 static LOOKUPS: LazyLock<SingleFlight<LookupKey, ServiceInfo>> = LazyLock::new(SingleFlight::new);
 
@@ -274,13 +283,29 @@ struct Endpoint<'a> {
     from: &'a str,
 }
 
+/// Which service to look up, and the traffic tag wanted of it (part of the cache key).
+#[derive(Clone, Copy)]
+struct ServiceId<'a> {
+    project: &'a str,
+    region: &'a str,
+    service: &'a str,
+    tag: Option<&'a str>,
+}
+
+/// The service's description: from this process's cache, else from the disk cache (a
+/// lookup by another process with the same credentials under five minutes ago), else
+/// from the Admin API. Concurrent callers, here or in other processes, share one lookup.
 async fn lookup(
     credentials: &Credentials,
     endpoint: Endpoint<'_>,
-    project: &str,
-    region: &str,
-    service: &str,
+    id: ServiceId<'_>,
 ) -> Result<ServiceInfo, Error> {
+    let ServiceId {
+        project,
+        region,
+        service,
+        tag,
+    } = id;
     let url = format!(
         "{}/v2/projects/{project}/locations/{region}/services/{service}",
         endpoint.url.trim_end_matches('/')
@@ -295,75 +320,120 @@ async fn lookup(
         ),
     })?;
     crate::transport::check_destination(&parsed, &what)?;
-    let access_token = credentials.access_token().await?;
-    let key = (
-        endpoint.url.into(),
-        project.into(),
-        region.into(),
-        service.into(),
-    );
-    let (project, region, service) = (project.to_owned(), region.to_owned(), service.to_owned());
-    let identity = credentials.describe();
+    let key = serde_json::json!([
+        credentials.fingerprint(),
+        endpoint.url,
+        project,
+        region,
+        service,
+        tag
+    ])
+    .to_string();
+    let disk_key = key.clone();
+    let request = AdminRequest {
+        credentials: credentials.clone(),
+        url,
+        parsed,
+        project: project.to_owned(),
+        region: region.to_owned(),
+        service: service.to_owned(),
+    };
     LOOKUPS
-        .get(key, |_| true, move |http| async move {
-            let admin_error = |problem: String, fix: String| Error::AdminApi {
-                service: service.clone(),
-                url: url.clone(),
-                problem,
-                fix,
-            };
-            // A read: tried again after a 5xx, a 429 or a failed connection.
-            let request = http.get(parsed).bearer_auth(access_token.secret());
-            let response = send_repeatable(request, Duration::from_secs(30))
-                .await
-                .map_err(|error| {
-                    admin_error(
-                        describe_http_error(&error),
-                        "check the network, or set CLOUDRUN_TEST_RUN_ENDPOINT if the Admin API lives elsewhere".into(),
-                    )
-                })?;
-            let status = response.status();
-            let body = match crate::bounded::read_body(response, crate::bounded::BODY_LIMIT).await {
-                Ok(body) => body,
-                Err(crate::bounded::BodyError::TooLarge { limit }) => {
-                    return Err(admin_error(
-                        crate::bounded::BodyError::too_large(limit),
-                        "check CLOUDRUN_TEST_RUN_ENDPOINT points at the Cloud Run Admin API".into(),
-                    ));
+        .get_lazy(
+            key,
+            |_| true,
+            move || async move {
+                // The HTTP client (and its CA roots) only if the disk has no answer.
+                let ask = async move { request.send(crate::cache::fetcher_http()).await };
+                match DiskCache::get() {
+                    Some(disk) => disk.get_or_look_up(&disk_key, ask).await,
+                    None => ask.await,
                 }
-                Err(crate::bounded::BodyError::Http(_)) => String::new(),
-            };
-            match status.as_u16() {
-                200 => serde_json::from_str(&body).map_err(|error| {
-                    admin_error(
-                        format!("the answer is not a Cloud Run service ({error})"),
-                        "check CLOUDRUN_TEST_RUN_ENDPOINT points at the Cloud Run Admin API".into(),
-                    )
-                }),
-                404 => Err(Error::ServiceNotFound {
-                    env_suffix: env_suffix(&service),
-                    service,
-                    project,
-                    region,
-                    url,
-                }),
-                401 | 403 => Err(admin_error(
-                    format!("HTTP {status}: {identity} may not read the service"),
-                    format!(
-                        "grant it roles/run.viewer: `gcloud projects add-iam-policy-binding {project} \
-                         --member=serviceAccount:EMAIL --role=roles/run.viewer`, or set {} to skip the lookup",
-                        url_variable(&service)
-                    ),
-                )),
-                _ => Err(admin_error(
-                    if is_worth_repeating(status) {
-                        format!("HTTP {status}, three times in a row")
-                    } else {
-                        format!("HTTP {status}")
-                    },
-                    "retry later; if it persists, check https://status.cloud.google.com".into(),
-                )),
-            }
-        })
+            },
+        )
         .await
+}
+
+/// One `services.get` request, with what its errors name.
+struct AdminRequest {
+    credentials: Credentials,
+    url: String,
+    parsed: Url,
+    project: String,
+    region: String,
+    service: String,
+}
+
+impl AdminRequest {
+    async fn send(self, http: &reqwest::Client) -> Result<ServiceInfo, Error> {
+        let AdminRequest {
+            credentials,
+            url,
+            parsed,
+            project,
+            region,
+            service,
+        } = self;
+        // Minted only now: a lookup served from disk needs no access token.
+        let access_token = credentials.access_token().await?;
+        let identity = credentials.describe();
+        let admin_error = |problem: String, fix: String| Error::AdminApi {
+            service: service.clone(),
+            url: url.clone(),
+            problem,
+            fix,
+        };
+        // A read: tried again after a 5xx, a 429 or a failed connection.
+        let request = http.get(parsed).bearer_auth(access_token.secret());
+        let response = send_repeatable(request, Duration::from_secs(30))
+            .await
+            .map_err(|error| {
+                admin_error(
+                    describe_http_error(&error),
+                    "check the network, or set CLOUDRUN_TEST_RUN_ENDPOINT if the Admin API lives elsewhere".into(),
+                )
+            })?;
+        let status = response.status();
+        let body = match crate::bounded::read_body(response, crate::bounded::BODY_LIMIT).await {
+            Ok(body) => body,
+            Err(crate::bounded::BodyError::TooLarge { limit }) => {
+                return Err(admin_error(
+                    crate::bounded::BodyError::too_large(limit),
+                    "check CLOUDRUN_TEST_RUN_ENDPOINT points at the Cloud Run Admin API".into(),
+                ));
+            }
+            Err(crate::bounded::BodyError::Http(_)) => String::new(),
+        };
+        match status.as_u16() {
+            200 => serde_json::from_str(&body).map_err(|error| {
+                admin_error(
+                    format!("the answer is not a Cloud Run service ({error})"),
+                    "check CLOUDRUN_TEST_RUN_ENDPOINT points at the Cloud Run Admin API".into(),
+                )
+            }),
+            404 => Err(Error::ServiceNotFound {
+                env_suffix: env_suffix(&service),
+                service,
+                project,
+                region,
+                url,
+            }),
+            401 | 403 => Err(admin_error(
+                format!("HTTP {status}: {identity} may not read the service"),
+                format!(
+                    "grant it roles/run.viewer: `gcloud projects add-iam-policy-binding {project} \
+                     --member=serviceAccount:EMAIL --role=roles/run.viewer`, or set {} to skip the lookup",
+                    url_variable(&service)
+                ),
+            )),
+            _ => Err(admin_error(
+                if is_worth_repeating(status) {
+                    format!("HTTP {status}, three times in a row")
+                } else {
+                    format!("HTTP {status}")
+                },
+                "retry later; if it persists, check https://status.cloud.google.com".into(),
+            )),
+        }
+    }
 }

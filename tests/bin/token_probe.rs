@@ -1,7 +1,8 @@
-//! `token-probe URL [REQUESTS]`: one process that does what one test does, for the
-//! tests and benchmarks of the token cache across processes (as `cargo nextest run`
-//! or the CLI run them). Credentials and the disk cache come from the environment,
-//! exactly as in a test; it builds a client for URL, sends REQUESTS (default 1)
+//! `token-probe URL|--service=NAME [REQUESTS]`: one process that does what one test
+//! does, for the tests and benchmarks of the token and lookup caches across processes
+//! (as `cargo nextest run` or the CLI run them). Credentials, settings and the disk
+//! cache come from the environment, exactly as in a test; it builds a client for URL
+//! (or for service NAME, resolved as a test resolves it), sends REQUESTS (default 1)
 //! `GET /` and prints `status=CODE` for each. Exits 0 when every answer was 200.
 //! Never prints a token.
 
@@ -12,7 +13,7 @@ use cloudrun_test::Client;
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let Some(url) = args.next() else {
-        eprintln!("usage: token-probe URL [REQUESTS]");
+        eprintln!("usage: token-probe URL|--service=NAME [REQUESTS]");
         return ExitCode::from(2);
     };
     let requests: usize = match args.next().map(|count| count.parse()) {
@@ -28,7 +29,11 @@ fn main() -> ExitCode {
         .build()
         .expect("a tokio runtime");
     runtime.block_on(async {
-        let client = match Client::builder().url(url).build().await {
+        let builder = match url.strip_prefix("--service=") {
+            Some(service) => Client::builder().service(service),
+            None => Client::builder().url(url),
+        };
+        let client = match builder.build().await {
             Ok(client) => client,
             Err(error) => {
                 eprintln!("setup failed: {error}");

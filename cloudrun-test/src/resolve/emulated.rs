@@ -6,7 +6,9 @@
 //! properties and `CLOUDRUN_TEST_RUN_ENDPOINT` are not consulted. Every URL must be on
 //! this machine: anything else is an error before a token is minted for it.
 
-use super::{Endpoint, ServiceQuery, Target, lookup, origin, parse_url, tagged_uri, url_variable};
+use super::{
+    Endpoint, ServiceId, ServiceQuery, Target, lookup, origin, parse_url, tagged_uri, url_variable,
+};
 use crate::credentials::Credentials;
 use crate::error::Error;
 use crate::settings::{EMULATOR_VARIABLE, Emulated, env};
@@ -92,7 +94,13 @@ pub(super) async fn resolve(
         url: &emulated.endpoint,
         from: EMULATOR_VARIABLE,
     };
-    let info = lookup(&credentials, endpoint, &project, &region, service).await?;
+    let id = ServiceId {
+        project: &project,
+        region: &region,
+        service,
+        tag: tag.as_deref(),
+    };
+    let info = lookup(&credentials, endpoint, id).await?;
     let uri = match &tag {
         None => info.uri.clone().ok_or_else(|| Error::AdminApi {
             service: service.into(),
