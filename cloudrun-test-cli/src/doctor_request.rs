@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
+use cloudrun_test::diagnose::{NoAnswer, Sent, Verdict};
 use cloudrun_test::reqwest::{self, StatusCode, header};
 use cloudrun_test::{IdToken, Url, transport};
-
-use crate::diagnose::{self, Sent};
 
 /// The emulator's explanation of a 401/403 (real Cloud Run sends no such header).
 const EMULATOR_REASON: &str = "x-cloudrun-test-emulator-reason";
@@ -161,20 +160,20 @@ pub async fn check(
     report.push_str(&format!(" -> {status}"));
     let sent = Sent {
         url,
-        expected_audience: audience,
-        claims: token.map(IdToken::claims),
-        token_unreadable: token.is_some_and(|token| token.as_str().split('.').count() != 3),
-        identity,
+        audience,
+        accepted_audiences: &[],
+        token,
+        identity: identity.as_deref(),
         service: place.service.as_deref(),
         region: place.region.as_deref(),
         project: place.project.as_deref(),
     };
-    let verdict = diagnose::explain(status.as_u16(), &sent);
+    let verdict = Verdict::explain(status.as_u16(), &sent);
     report.push_str(&format!(
         "\nVerdict: {}",
-        if verdict.ok { "OK" } else { "REFUSED" }
+        if verdict.ok() { "OK" } else { "REFUSED" }
     ));
-    report.push_str(&format!("\n  {}", verdict.summary));
+    report.push_str(&format!("\n  {}: {}", verdict.status, verdict.evidence));
     if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
         && let Some(reason) = response
             .headers()
@@ -184,11 +183,11 @@ pub async fn check(
         let reason = cloudrun_test::redact(reason);
         report.push_str(&format!("\n  (the emulator says: {reason})"));
     }
-    if let Some(fix) = verdict.fix {
+    if let Some(fix) = &verdict.fix {
         report.push_str(&format!("\n  fix: {fix}"));
     }
     Outcome {
-        ok: verdict.ok,
+        ok: verdict.ok(),
         report,
     }
 }
@@ -220,40 +219,34 @@ fn unreachable_report(url: &Url, place: &Place, error: &reqwest::Error) -> Strin
         .map(|region| format!(" --region {region}"))
         .unwrap_or_default();
     let describe = format!("gcloud run services describe {service}{region}");
-    let lower = chain.to_ascii_lowercase();
-    let (what, fix) = if lower.contains("dns")
-        || lower.contains("lookup address")
-        || lower.contains("name or service not known")
-    {
-        (
+    // The client's rules for telling the causes apart, with doctor's words.
+    let (what, fix) = match NoAnswer::of(error) {
+        NoAnswer::Dns => (
             format!("the host {host} does not resolve (DNS)"),
             format!(
                 "check the URL for typos; the service's URL is shown by `{describe} --format='value(status.url)'`"
             ),
-        )
-    } else if error.is_timeout() {
-        (
+        ),
+        NoAnswer::Timeout => (
             format!("no answer within {}s", TIMEOUT.as_secs()),
             format!(
                 "a cold start this long means the container starts slowly or hangs; see its logs \
                  (`gcloud run services logs read {service}{region}`); if the connection itself never \
                  opens, check the service's ingress (below)"
             ),
-        )
-    } else if error.is_connect() {
-        (
+        ),
+        NoAnswer::Connect => (
             format!("could not connect to {host}:{port}"),
             format!(
                 "check the URL (`{describe} --format='value(status.url)'`); a service whose ingress is \
                  `internal` or `internal-and-cloud-load-balancing` is reachable only from its VPC or \
                  through its load balancer: `{describe} --format='value(metadata.annotations.\"run.googleapis.com/ingress\")'`"
             ),
-        )
-    } else {
-        (
+        ),
+        _ => (
             "the request failed".to_owned(),
             format!("check the URL (`{describe} --format='value(status.url)'`)"),
-        )
+        ),
     };
     format!("\nVerdict: UNREACHABLE\n  {what}: {chain}\n  fix: {fix}")
 }

@@ -4,7 +4,6 @@
 //! `curl` exits with curl's status; `emulate -- COMMAND` exits with COMMAND's status.
 
 mod curl;
-mod diagnose;
 mod doctor;
 mod doctor_request;
 mod emulate;

@@ -1,8 +1,12 @@
-//! What a failed request to the service means, and the one command that fixes it.
+//! What an answer from a Cloud Run service means, and the one command that fixes it:
+//! the one engine behind the client's diagnoses and the `cloudrun-test` command's
+//! (`curl` after a 401/403, `doctor` after its live request).
 //!
-//! A diagnosis goes to stderr (libtest captures it and shows it when the test fails)
-//! and rides on the response as a [`Diagnosis`], for tests and tools that want it.
-//! It is built from the token's claims, never from the token itself.
+//! [`Verdict::explain`] reads a status and what was sent ([`Sent`]) into a typed
+//! [`Verdict`]: its [`Cause`], the evidence and the fix. [`NoAnswer::of`] says why a
+//! request got no answer at all. The client's diagnosis goes to stderr (libtest
+//! captures it and shows it when the test fails) and rides on the response as a
+//! [`Diagnosis`]. Everything is built from the token's claims, never from the token.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -11,7 +15,7 @@ use reqwest::{Method, StatusCode, Url};
 
 use crate::resolve::{Target, origin};
 use crate::retry;
-use crate::token::{Claims, Token};
+use crate::token::{Claims, IdToken, Token};
 
 /// The audience of the identity tokens gcloud prints for user accounts; Cloud Run
 /// accepts it for development.
@@ -50,6 +54,204 @@ impl fmt::Display for Diagnosis {
     }
 }
 
+/// What was sent, and where: the facts [`Verdict::explain`] reads an answer with.
+#[derive(Debug, Clone, Copy)]
+pub struct Sent<'a> {
+    /// Where the request went.
+    pub url: &'a Url,
+    /// The audience tokens are minted for: the URL's origin, unless one was set.
+    pub audience: &'a str,
+    /// What the service accepts as audience, when known (from the Admin API); empty
+    /// when not, and then the URL's origin is assumed.
+    pub accepted_audiences: &'a [String],
+    /// The token sent, `None` when none was.
+    pub token: Option<&'a IdToken>,
+    /// The identity of the credentials, when the token does not name it.
+    pub identity: Option<&'a str>,
+    /// The service's name, region and project, for the `gcloud` commands in fixes.
+    pub service: Option<&'a str>,
+    /// See [`Sent::service`].
+    pub region: Option<&'a str>,
+    /// See [`Sent::service`].
+    pub project: Option<&'a str>,
+}
+
+/// What an answer says went wrong (or right).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Cause {
+    /// 2xx or 3xx: the request went through.
+    Accepted,
+    /// Past Cloud Run's IAM check; the status (a 404, a 4xx) is the service's own.
+    ServiceAnswered,
+    /// Past Cloud Run's IAM check, but 429 or 5xx: the service failed or is starting.
+    ServiceFailed,
+    /// 401 or 403 and no token was sent.
+    NoToken,
+    /// 401: the token is not a JWT (e.g. an OAuth access token).
+    NotAnIdentityToken,
+    /// 401: a JWT, but not a Google identity token (no `aud`/`exp`, another issuer).
+    NotGoogleIdentityToken,
+    /// 401: the token has expired.
+    Expired,
+    /// 401: the token is for an audience the service does not accept.
+    WrongAudience,
+    /// 401: the token is for the caller's custom audience, which the service may not list.
+    CustomAudience,
+    /// 401: the claims are right, so the signature did not verify.
+    BadSignature,
+    /// 403: the identity lacks `roles/run.invoker` on the service.
+    NotInvoker,
+}
+
+/// The verdict on an answer: what failed, the evidence, and the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// The HTTP status answered.
+    pub status: u16,
+    /// What it means.
+    pub cause: Cause,
+    /// Why: what the status and the token's claims show (never the token).
+    pub evidence: String,
+    /// The command or setting that fixes it, for failures.
+    pub fix: Option<String>,
+}
+
+impl Verdict {
+    /// The verdict on `status`, answered to what `sent` describes. Its words quote the
+    /// token's claims and the URL, redacted of anything secret.
+    pub fn explain(status: u16, sent: &Sent<'_>) -> Verdict {
+        let verdict = verdict(status, sent);
+        Verdict {
+            evidence: crate::redact::redact(&verdict.evidence),
+            fix: verdict.fix.map(|fix| crate::redact::redact(&fix)),
+            ..verdict
+        }
+    }
+
+    /// Whether the request got past Cloud Run and the service did not fail.
+    pub fn ok(&self) -> bool {
+        matches!(self.cause, Cause::Accepted | Cause::ServiceAnswered)
+    }
+}
+
+/// Why a request got no answer at all, by the client's rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NoAnswer {
+    /// The host name does not resolve: the URL is likely wrong.
+    Dns,
+    /// No answer in time.
+    Timeout,
+    /// Nothing accepted the connection, or it was reset.
+    Connect,
+    /// Anything else (TLS, a malformed answer...).
+    Other,
+}
+
+impl NoAnswer {
+    /// Which of those `error` is.
+    pub fn of(error: &reqwest::Error) -> NoAnswer {
+        if retry::is_dns_failure(error) {
+            NoAnswer::Dns
+        } else if error.is_timeout() {
+            NoAnswer::Timeout
+        } else if error.is_connect() || retry::is_transient(error) {
+            NoAnswer::Connect
+        } else {
+            NoAnswer::Other
+        }
+    }
+}
+
+/// [`Verdict::explain`], unredacted.
+fn verdict(status: u16, sent: &Sent<'_>) -> Verdict {
+    let (cause, evidence, fix) = match (status, sent.token) {
+        (200..=399, _) => (Cause::Accepted, "the request was accepted".to_owned(), None),
+        (401 | 403, None) => (
+            Cause::NoToken,
+            "no token was sent, and the service is private".to_owned(),
+            Some(
+                "configure credentials (GOOGLE_APPLICATION_CREDENTIALS or \
+                 CLOUDRUN_TEST_ID_TOKEN); `cloudrun-test doctor` shows what is found"
+                    .to_owned(),
+            ),
+        ),
+        (401, Some(token)) => {
+            let refused = classify_401(&token.0, sent.accepted_audiences, sent.audience, sent.url);
+            let (evidence, fix) = explain_401(&refused, sent);
+            (refused.cause(), evidence, Some(fix))
+        }
+        (403, Some(_)) => {
+            let identity = identity(sent);
+            let member = if identity.ends_with(".gserviceaccount.com") {
+                format!("serviceAccount:{identity}")
+            } else {
+                format!("user:{identity}")
+            };
+            let project = sent
+                .project
+                .map(|project| format!(" --project {project}"))
+                .unwrap_or_default();
+            (
+                Cause::NotInvoker,
+                format!(
+                    "the token is valid, but {identity} may not invoke the service (it lacks \
+                     roles/run.invoker, if Cloud Run sent the 403 and not your app)"
+                ),
+                Some(format!(
+                    "gcloud run services add-iam-policy-binding {} --region {}{project} \
+                     --member={member} --role=roles/run.invoker",
+                    sent.service.unwrap_or("SERVICE"),
+                    sent.region.unwrap_or("REGION"),
+                )),
+            )
+        }
+        (404, _) => (
+            Cause::ServiceAnswered,
+            "Cloud Run let the request through and the service answered 404 (its route for \
+             this path is missing, not a permission problem)"
+                .to_owned(),
+            None,
+        ),
+        (429 | 500..=599, _) => (
+            Cause::ServiceFailed,
+            format!(
+                "the token was accepted (past Cloud Run's IAM check), but the service failed: \
+                 its code answered {status}, or Cloud Run could not start or reach an instance"
+            ),
+            Some(format!(
+                "read the service's logs: gcloud run services logs read {}{}",
+                sent.service.unwrap_or("SERVICE"),
+                sent.region
+                    .map(|region| format!(" --region {region}"))
+                    .unwrap_or_default()
+            )),
+        ),
+        (_, _) => (
+            Cause::ServiceAnswered,
+            "the token was accepted (past Cloud Run's IAM check); the status comes from the \
+             service itself"
+                .to_owned(),
+            None,
+        ),
+    };
+    Verdict {
+        status,
+        cause,
+        evidence,
+        fix,
+    }
+}
+
+/// Who the request was sent as: the token's email, else the credentials' identity.
+fn identity(sent: &Sent<'_>) -> String {
+    sent.token
+        .and_then(|token| token.claims().email.clone())
+        .or_else(|| sent.identity.map(str::to_owned))
+        .unwrap_or_else(|| "the caller".into())
+}
+
 /// Which of the reasons Cloud Run has for a 401 the token shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refused {
@@ -63,6 +265,8 @@ pub(crate) enum Refused {
     WrongAudience {
         audience: String,
         accepted: Vec<String>,
+        /// Whether the Admin API said what the service accepts (else it is the URL).
+        known: bool,
     },
     /// The token is for the client's custom audience, not the service URL, and what
     /// the service accepts is unknown (its URL was given, no Admin API lookup).
@@ -72,6 +276,19 @@ pub(crate) enum Refused {
     },
     /// Nothing wrong in the claims: the signature does not verify.
     BadSignature,
+}
+
+impl Refused {
+    fn cause(&self) -> Cause {
+        match self {
+            Refused::NotAnIdentityToken => Cause::NotAnIdentityToken,
+            Refused::NotGoogleIdentityToken(_) => Cause::NotGoogleIdentityToken,
+            Refused::Expired { .. } => Cause::Expired,
+            Refused::WrongAudience { .. } => Cause::WrongAudience,
+            Refused::CustomAudience { .. } => Cause::CustomAudience,
+            Refused::BadSignature => Cause::BadSignature,
+        }
+    }
 }
 
 /// Reads the reason for a 401 off the token's claims. `accepted` is what the service
@@ -105,8 +322,9 @@ pub(crate) fn classify_401(
         return Refused::Expired { ago };
     }
     let bare = |aud: &str| aud.trim_end_matches('/').to_owned();
+    let known = !accepted.is_empty();
     let mut accepted = accepted.to_vec();
-    if accepted.is_empty() {
+    if !known {
         let here = origin(url);
         if bare(&audience) == bare(expected) && bare(expected) != bare(&here) {
             return Refused::CustomAudience {
@@ -121,7 +339,11 @@ pub(crate) fn classify_401(
             .iter()
             .any(|accepted| bare(accepted) == bare(&audience));
     if !fits {
-        return Refused::WrongAudience { audience, accepted };
+        return Refused::WrongAudience {
+            audience,
+            accepted,
+            known,
+        };
     }
     Refused::BadSignature
 }
@@ -156,46 +378,39 @@ pub(crate) enum Reminted {
 pub(crate) fn explain_refusal(refusal: &Refusal<'_>) -> String {
     let Refusal {
         target,
-        token,
         method,
         url,
         status,
         ..
     } = refusal;
-    let claims = token.claims();
-    let identity = claims
-        .email
-        .clone()
-        .or_else(|| refusal.identity.clone())
-        .unwrap_or_else(|| "the caller".into());
-    let service = target.service.as_deref().unwrap_or("SERVICE");
-    let region = target.region.as_deref().unwrap_or("REGION");
-    let project = target
-        .project
-        .as_deref()
-        .map(|project| format!(" --project {project}"))
-        .unwrap_or_default();
+    let token = IdToken((*refusal.token).clone());
+    let sent = Sent {
+        url,
+        audience: &target.audience,
+        accepted_audiences: &target.accepted_audiences,
+        token: Some(&token),
+        identity: refusal.identity.as_deref(),
+        service: target.service.as_deref(),
+        region: target.region.as_deref(),
+        project: target.project.as_deref(),
+    };
+    // Unredacted: the caller redacts the whole message.
+    let verdict = verdict(status.as_u16(), &sent);
+    let identity = identity(&sent);
     let mut message = format!("cloudrun-test: {method} {url} answered {status} for {identity}");
     if *status == StatusCode::FORBIDDEN {
-        let member = if identity.ends_with(".gserviceaccount.com") {
-            format!("serviceAccount:{identity}")
-        } else {
-            format!("user:{identity}")
-        };
-        message.push_str(&format!(
-            ".\n  If Cloud Run sent it (not your app), {identity} lacks roles/run.invoker on the service.\n  \
-             fix: gcloud run services add-iam-policy-binding {service} --region {region}{project} \
-             --member={member} --role=roles/run.invoker"
-        ));
+        message.push_str(&format!(".\n  {}.", capitalized(&verdict.evidence)));
     } else {
-        let refused = classify_401(token, &target.accepted_audiences, &target.audience, url);
-        let (reason, fix) = explain_401(&refused, refusal, service);
         message.push_str(&format!(
-            ".\n  Cloud Run rejects bad, expired or wrong-audience tokens with 401: {reason}."
+            ".\n  Cloud Run rejects bad, expired or wrong-audience tokens with 401: {}.",
+            verdict.evidence
         ));
-        if let Some(note) = remint_note(&refused, refusal.reminted) {
+        let audience = token.claims().aud.as_deref().unwrap_or("?");
+        if let Some(note) = remint_note(verdict.cause, audience, refusal.reminted) {
             message.push_str(&format!("\n  {note}"));
         }
+    }
+    if let Some(fix) = &verdict.fix {
         message.push_str(&format!("\n  fix: {fix}"));
     }
     if let Some(reason) = refusal.reason {
@@ -204,17 +419,25 @@ pub(crate) fn explain_refusal(refusal: &Refusal<'_>) -> String {
     message
 }
 
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
 /// Why a 401 happened, and its fix.
-fn explain_401(refused: &Refused, refusal: &Refusal<'_>, service: &str) -> (String, String) {
-    let Refusal { target, url, .. } = refusal;
-    let here = origin(url);
-    // `audience = ...` set to something else than the URL, and where it may come from.
-    let configured = (target.audience.trim_end_matches('/') != here).then(|| {
+fn explain_401(refused: &Refused, sent: &Sent<'_>) -> (String, String) {
+    let here = origin(sent.url);
+    let service = sent.service.unwrap_or("SERVICE");
+    // An audience set to something else than the URL, and where it may come from.
+    let configured = (sent.audience.trim_end_matches('/') != here).then(|| {
         format!(
-            "remove `audience = \"{}\"` (from the attribute, `ClientBuilder::audience`, or \
-             [services.{service}] in cloudrun-test.toml) so that tokens are minted for the \
-             service URL {here}",
-            target.audience
+            "remove `audience = \"{}\"` (from the attribute, `ClientBuilder::audience`, \
+             [services.{service}] in cloudrun-test.toml, or the command's `--audience`) so that \
+             tokens are minted for the service URL {here}",
+            sent.audience
         )
     });
     match refused {
@@ -222,9 +445,11 @@ fn explain_401(refused: &Refused, refusal: &Refusal<'_>, service: &str) -> (Stri
             "the token sent is not an identity token (not a JWT; an OAuth access token, such as \
              `gcloud auth print-access-token` prints, is refused)"
                 .to_owned(),
-            "give an identity token: unset CLOUDRUN_TEST_ID_TOKEN to mint one from your credentials, \
-             or set it to `gcloud auth print-identity-token` output"
-                .to_owned(),
+            format!(
+                "give an identity token: unset CLOUDRUN_TEST_ID_TOKEN to mint one from your \
+                 credentials, or set it to `gcloud auth print-identity-token` (or \
+                 `cloudrun-test token --audience {here}`) output"
+            ),
         ),
         Refused::NotGoogleIdentityToken(why) => (
             format!("the token is not a Google identity token: {why}"),
@@ -238,31 +463,46 @@ fn explain_401(refused: &Refused, refusal: &Refusal<'_>, service: &str) -> (Stri
              this machine's clock"
                 .to_owned(),
         ),
-        Refused::WrongAudience { audience, accepted } => {
-            let first = accepted.first().map(String::as_str).unwrap_or("https://...");
-            let minted_here = audience.trim_end_matches('/') == target.audience.trim_end_matches('/');
+        Refused::WrongAudience {
+            audience,
+            accepted,
+            known,
+        } => {
+            let first = accepted
+                .first()
+                .map(String::as_str)
+                .unwrap_or("https://...");
+            let minted_here = audience.trim_end_matches('/') == sent.audience.trim_end_matches('/');
             let fix = match &configured {
                 Some(remove) if minted_here => {
-                    format!("{remove}, or set it to one the service accepts (e.g. `audience = \"{first}\"`)")
+                    format!(
+                        "{remove}, or set it to one the service accepts (e.g. `audience = \"{first}\"`)"
+                    )
                 }
                 _ => format!(
                     "mint tokens for one of those: `audience = \"{first}\"` in the attribute (or \
-                     `audience` under [services.{service}] in cloudrun-test.toml); a token in \
-                     CLOUDRUN_TEST_ID_TOKEN is sent as is, whatever its audience"
+                     `audience` under [services.{service}] in cloudrun-test.toml, or the \
+                     command's `--audience {first}`); a token in CLOUDRUN_TEST_ID_TOKEN is sent \
+                     as is, whatever its audience"
                 ),
             };
-            (
+            let evidence = if *known {
                 format!(
                     "wrong audience: the token is for {audience}, but the service accepts {}",
                     accepted.join(", ")
-                ),
-                fix,
-            )
+                )
+            } else {
+                format!(
+                    "wrong audience: the token is for {audience}, but the request went to {here}"
+                )
+            };
+            (evidence, fix)
         }
         Refused::CustomAudience { audience, url } => (
             format!(
-                "the token is for {audience} (the client's `audience`), not for the service URL \
-                 {url}: Cloud Run accepts it only if the service lists it among its custom audiences"
+                "maybe a wrong audience: the token is for {audience} (the client's `audience`), \
+                 not for the service URL {url}: Cloud Run accepts it only if the service lists it \
+                 among its custom audiences"
             ),
             format!(
                 "{}, or add it to the service: `gcloud run services update {service} \
@@ -275,7 +515,9 @@ fn explain_401(refused: &Refused, refusal: &Refusal<'_>, service: &str) -> (Stri
                 "the token's claims are right (audience {}, not expired), so its signature \
                  did not verify: it was not issued by Google, was altered, or was signed by a \
                  key that has since been rotated out",
-                refusal.token.claims().aud.as_deref().unwrap_or("?"),
+                sent.token
+                    .and_then(|token| token.claims().aud.as_deref())
+                    .unwrap_or("?"),
             ),
             "mint tokens from Google credentials (not from another environment or an emulator \
              the service does not trust); `cloudrun-test doctor --url URL` checks the whole chain"
@@ -285,20 +527,16 @@ fn explain_401(refused: &Refused, refusal: &Refusal<'_>, service: &str) -> (Stri
 }
 
 /// After a 401 that a new token did not fix (or that a recent one did not): that
-/// re-minting does not help, and why, for the reason `refused` gives.
-fn remint_note(refused: &Refused, reminted: Reminted) -> Option<String> {
-    let why = match refused {
-        Refused::WrongAudience { audience, .. } | Refused::CustomAudience { audience, .. } => {
+/// re-minting does not help, and why, for the `cause` of the refusal.
+fn remint_note(cause: Cause, audience: &str, reminted: Reminted) -> Option<String> {
+    let why = match cause {
+        Cause::WrongAudience | Cause::CustomAudience => {
             format!("every new token is for the same audience, {audience}, which is the problem")
         }
-        Refused::NotAnIdentityToken
-        | Refused::NotGoogleIdentityToken(_)
-        | Refused::Expired { .. } => {
-            "the credentials give the same kind of token every time".to_owned()
-        }
-        Refused::BadSignature => {
+        Cause::BadSignature => {
             "the service does not trust the keys that sign these credentials' tokens".to_owned()
         }
+        _ => "the credentials give the same kind of token every time".to_owned(),
     };
     let hold_off = crate::remint::HOLD_OFF.as_secs();
     match reminted {
@@ -358,41 +596,40 @@ pub(crate) fn explain_no_answer(
     } else {
         String::new()
     };
-    if retry::is_dns_failure(error) {
-        format!(
+    match NoAnswer::of(error) {
+        NoAnswer::Dns => format!(
             "{what}{after}\n  the host name {host} does not resolve: the service URL is likely wrong \
              (a typo, a deleted service, another project's URL).\n  fix: get the URL with {describe} \
              and give it with `url = \"...\"` or CLOUDRUN_TEST_URL_{}",
             service.to_ascii_uppercase().replace('-', "_")
-        )
-    } else if error.is_timeout() {
-        format!(
+        ),
+        NoAnswer::Timeout => format!(
             "{what}{after}\n  no answer in time: the service is slow to answer, or the network drops \
              the connection (a proxy, a firewall, or an ingress setting that only admits internal \
              traffic).\n  fix: raise the limit (`ClientBuilder::timeout`, `RequestBuilder::timeout`), or \
              check the ingress: `gcloud run services describe {service} --region {region} \
              --format='value(spec.template.metadata.annotations)'`; `--ingress all` admits callers \
              from outside Google Cloud"
-        )
-    } else if error.is_connect() || retry::is_transient(error) {
-        let local = crate::client::is_local(url);
-        let hint = if local {
-            format!(
-                "is the service running on {host}:{}?",
-                url.port_or_known_default().unwrap_or(0)
-            )
-        } else {
-            format!(
-                "check the service URL ({describe}); behind a custom domain or a load balancer, the \
+        ),
+        NoAnswer::Connect => {
+            let local = crate::client::is_local(url);
+            let hint = if local {
+                format!(
+                    "is the service running on {host}:{}?",
+                    url.port_or_known_default().unwrap_or(0)
+                )
+            } else {
+                format!(
+                    "check the service URL ({describe}); behind a custom domain or a load balancer, the \
                  service's ingress setting may admit internal traffic only: allow outside callers \
                  with `gcloud run services update {service} --region {region} --ingress all`"
+                )
+            };
+            format!(
+                "{what}{after}\n  the connection to {host} failed: nothing accepted it, or it was reset.\n  fix: {hint}"
             )
-        };
-        format!(
-            "{what}{after}\n  the connection to {host} failed: nothing accepted it, or it was reset.\n  fix: {hint}"
-        )
-    } else {
-        what
+        }
+        NoAnswer::Other => what,
     }
 }
 
@@ -444,7 +681,7 @@ mod tests {
             serde_json::json!({"iss": google, "aud": "https://other.example.com", "exp": now() + 60}),
         );
         assert!(
-            matches!(classify(&elsewhere, &[]), Refused::WrongAudience { accepted, .. } if accepted == [expected])
+            matches!(classify(&elsewhere, &[]), Refused::WrongAudience { accepted, known: false, .. } if accepted == [expected])
         );
         let fine = jwt(
             serde_json::json!({"iss": google, "aud": format!("{expected}/"), "exp": now() + 60}),
@@ -455,7 +692,7 @@ mod tests {
         let custom = vec!["https://hello.example.com".to_owned()];
         assert!(matches!(
             classify(&fine, &custom),
-            Refused::WrongAudience { .. }
+            Refused::WrongAudience { known: true, .. }
         ));
         let for_custom = jwt(
             serde_json::json!({"iss": google, "aud": "https://hello.example.com", "exp": now() + 60}),
@@ -474,5 +711,97 @@ mod tests {
                 url: expected.into(),
             }
         );
+    }
+
+    fn sent<'a>(url: &'a Url, token: Option<&'a IdToken>) -> Sent<'a> {
+        Sent {
+            url,
+            audience: "https://hello-1.europe-west1.run.app",
+            accepted_audiences: &[],
+            token,
+            identity: None,
+            service: Some("hello"),
+            region: Some("europe-west1"),
+            project: None,
+        }
+    }
+
+    #[test]
+    fn each_401_cause_is_told_apart() {
+        let url = Url::parse("https://hello-1.europe-west1.run.app/x").unwrap();
+        let google = "https://accounts.google.com";
+        let explain = |claims: serde_json::Value| {
+            Verdict::explain(401, &sent(&url, Some(&IdToken(jwt(claims)))))
+        };
+        let expired = explain(
+            serde_json::json!({"iss": google, "aud": "https://hello-1.europe-west1.run.app", "exp": now() - 10}),
+        );
+        assert_eq!(expired.cause, Cause::Expired);
+        assert!(expired.evidence.contains("expired"), "{}", expired.evidence);
+        let wrong = explain(
+            serde_json::json!({"iss": google, "aud": "https://other.run.app", "exp": now() + 100}),
+        );
+        assert_eq!(wrong.cause, Cause::WrongAudience);
+        assert!(
+            wrong.evidence.contains(
+                "wrong audience: the token is for https://other.run.app, but the request went to \
+                 https://hello-1.europe-west1.run.app"
+            ),
+            "{}",
+            wrong.evidence
+        );
+        assert!(
+            wrong
+                .fix
+                .unwrap()
+                .contains("--audience https://hello-1.europe-west1.run.app")
+        );
+        let opaque = IdToken(Token::from_access_token(
+            "ya29.opaque".into(),
+            Duration::from_secs(60),
+        ));
+        let verdict = Verdict::explain(401, &sent(&url, Some(&opaque)));
+        assert_eq!(verdict.cause, Cause::NotAnIdentityToken);
+        assert!(verdict.evidence.contains("not an identity token"));
+        let user = explain(
+            serde_json::json!({"iss": google, "aud": GCLOUD_CLIENT_ID, "exp": now() + 100}),
+        );
+        assert_eq!(user.cause, Cause::BadSignature);
+        assert!(!user.ok());
+    }
+
+    #[test]
+    fn claims_that_carry_secrets_are_redacted() {
+        let url = Url::parse("https://hello-1.europe-west1.run.app/").unwrap();
+        let token = IdToken(jwt(serde_json::json!({
+            "iss": "https://accounts.google.com",
+            "aud": "access_token=SECRET1",
+            "email": "password: SECRET2",
+            "exp": now() + 100,
+        })));
+        for status in [401, 403] {
+            let verdict = Verdict::explain(status, &sent(&url, Some(&token)));
+            let text = format!("{} {}", verdict.evidence, verdict.fix.unwrap_or_default());
+            assert!(!text.contains("SECRET"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_403_names_the_member_to_grant() {
+        let url = Url::parse("https://hello-1.europe-west1.run.app/").unwrap();
+        let token = IdToken(jwt(serde_json::json!({"email": "me@example.com"})));
+        let verdict = Verdict::explain(403, &sent(&url, Some(&token)));
+        assert_eq!(verdict.cause, Cause::NotInvoker);
+        assert!(verdict.evidence.contains("me@example.com"));
+        assert_eq!(
+            verdict.fix.unwrap(),
+            "gcloud run services add-iam-policy-binding hello --region europe-west1 \
+             --member=user:me@example.com --role=roles/run.invoker"
+        );
+        let none = Verdict::explain(403, &sent(&url, None));
+        assert_eq!(none.cause, Cause::NoToken);
+        assert!(none.evidence.contains("no token"));
+        assert!(Verdict::explain(404, &sent(&url, None)).ok());
+        assert!(!Verdict::explain(503, &sent(&url, None)).ok());
     }
 }

@@ -27,7 +27,7 @@ mod cache;
 mod client;
 mod context;
 mod credentials;
-mod diagnose;
+pub mod diagnose;
 mod disk_cache;
 mod entry;
 mod error;

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use cloudrun_test::transport;
 use cloudrun_test::{Credentials, Error, IdToken, Url};
 
-use crate::diagnose;
+use cloudrun_test::diagnose;
 use options::Checked;
 use redirect::{Sent, Step, final_head};
 
@@ -290,21 +290,22 @@ fn explain_rejection(
     let Some(status) = status else {
         return;
     };
+    let identity = token.and_then(|(_, credentials)| credentials.identity());
     let sent = diagnose::Sent {
         url,
-        expected_audience: audience,
-        claims: token.map(|(token, _)| token.claims()),
-        token_unreadable: token.is_some_and(|(token, _)| token.as_str().split('.').count() != 3),
-        identity: token.and_then(|(_, credentials)| credentials.identity()),
+        audience,
+        accepted_audiences: &[],
+        token: token.map(|(token, _)| token),
+        identity: identity.as_deref(),
         service: None,
         region: None,
         project: None,
     };
-    let verdict = diagnose::explain(status, &sent);
-    if verdict.ok {
+    let verdict = diagnose::Verdict::explain(status, &sent);
+    if verdict.ok() {
         return;
     }
-    eprintln!("cloudrun-test curl: {}", verdict.summary);
+    eprintln!("cloudrun-test curl: {status}: {}", verdict.evidence);
     if let Some(fix) = verdict.fix {
         eprintln!("  fix: {fix}");
     }
