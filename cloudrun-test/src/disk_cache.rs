@@ -128,9 +128,8 @@ impl DiskCache {
     where
         F: Future<Output = Result<Token, Error>>,
     {
-        let name = file_name(key);
-        let path = self.dir.join(format!("{name}.json"));
-        let lock = self.lock(&self.dir.join(format!("{name}.lock"))).await;
+        let path = self.entry_path(key);
+        let lock = self.lock(&path.with_extension("lock")).await;
         if let Some(token) = read(&path, key) {
             tracing::debug!("identity token served from the disk cache");
             return Ok(token);
@@ -149,7 +148,7 @@ impl DiskCache {
     /// 401), so that the next `get_or_mint` mints instead of serving it again. At
     /// worst a racing process's fresh token goes too, which costs one mint.
     pub(crate) fn forget(&self, key: &str, bad: &Token) {
-        let path = self.dir.join(format!("{}.json", file_name(key)));
+        let path = self.entry_path(key);
         if read(&path, key).is_some_and(|stored| stored.same_secret(bad)) {
             let _ = fs::remove_file(&path);
         }
@@ -159,31 +158,19 @@ impl DiskCache {
     /// refused too (see `remint`): an entry with no token, issued now and expiring after
     /// `hold_off`, which pruning removes like any other.
     pub(crate) fn remember_refused_remint(&self, key: &str, hold_off: Duration) {
-        let now = SystemTime::now();
-        let entry = Entry {
-            version: FORMAT_VERSION,
-            key: refused_remint_key(key),
-            token: String::new(),
-            issued_at: unix_seconds(now),
-            expires_at: unix_seconds(now).saturating_add(hold_off.as_secs()),
-            answer: None,
-        };
-        let path = self.refused_remint_path(key);
-        if let Err(error) = write_entry(&self.dir, &path, &entry) {
+        let key = refused_remint_key(key);
+        let path = self.entry_path(&key);
+        if let Err(error) = write_note(&self.dir, &path, &key, hold_off, None, SystemTime::now()) {
             tracing::warn!(path = %path.display(), "could not note the refused re-mint on disk: {error}");
         }
     }
 
-    /// How long ago any process noted a refused re-mint for `key`, if it still holds
-    /// (it is in the past, and younger than the entry's own hold-off).
-    pub(crate) fn refused_remint_ago(&self, key: &str) -> Option<Duration> {
-        let entry = read_entry(&self.refused_remint_path(key))?;
-        if entry.key != refused_remint_key(key) {
-            return None;
-        }
-        let (noted, until) = entry.times()?;
-        let now = SystemTime::now();
-        (now < until).then(|| now.duration_since(noted).ok())?
+    /// How long ago any process noted a refused re-mint for `key`, if that note is sound
+    /// and still holds ([`read_note`], for at most `hold_off`).
+    pub(crate) fn refused_remint_ago(&self, key: &str, hold_off: Duration) -> Option<Duration> {
+        let key = refused_remint_key(key);
+        let (ago, _) = read_note(&self.entry_path(&key), &key, hold_off, SystemTime::now())?;
+        Some(ago)
     }
 
     /// The Admin API's answer for `key` from disk if stored under [`LOOKUP_LIFETIME`]
@@ -196,9 +183,8 @@ impl DiskCache {
         F: Future<Output = Result<T, Error>>,
     {
         let key = lookup_key(key);
-        let name = file_name(&key);
-        let path = self.dir.join(format!("{name}.json"));
-        let lock = self.lock(&self.dir.join(format!("{name}.lock"))).await;
+        let path = self.entry_path(&key);
+        let lock = self.lock(&path.with_extension("lock")).await;
         if let Some(answer) = read_lookup(&path, &key, SystemTime::now()) {
             tracing::debug!("Admin API answer served from the disk cache");
             return Ok(answer);
@@ -211,9 +197,9 @@ impl DiskCache {
         Ok(answer)
     }
 
-    fn refused_remint_path(&self, key: &str) -> PathBuf {
-        let name = file_name(&refused_remint_key(key));
-        self.dir.join(format!("{name}.json"))
+    /// Where the entry for `key` is; its lock file has the same stem, `.lock`.
+    fn entry_path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{}.json", file_name(key)))
     }
 
     /// An exclusive lock on `path`, or `None` (go on without it) if the holder takes
@@ -328,18 +314,11 @@ fn lookup_key(key: &str) -> String {
     format!("lookup|{key}")
 }
 
-/// The answer stored at `path` for `key`, if the entry is sound: this key, stored at or
-/// before `now`, expiring after `now` and at most [`LOOKUP_LIFETIME`] after it was stored
-/// (so no file keeps an answer longer), and an answer of type `T`.
+/// The answer stored at `path` for `key`, if it is a sound note ([`read_note`], held for
+/// at most [`LOOKUP_LIFETIME`], so no file keeps an answer longer) of type `T`.
 fn read_lookup<T: DeserializeOwned>(path: &Path, key: &str, now: SystemTime) -> Option<T> {
-    let entry = read_entry(path)?;
-    if entry.key != key {
-        return None;
-    }
-    let (stored_at, expires_at) = entry.times()?;
-    let lifetime = expires_at.duration_since(stored_at).ok()?;
-    let sound = lifetime <= LOOKUP_LIFETIME && stored_at <= now && now < expires_at;
-    sound.then(|| serde_json::from_value(entry.answer?).ok())?
+    let (_, answer) = read_note(path, key, LOOKUP_LIFETIME, now)?;
+    serde_json::from_value(answer?).ok()
 }
 
 fn write_lookup<T: Serialize>(
@@ -349,16 +328,49 @@ fn write_lookup<T: Serialize>(
     answer: &T,
     now: SystemTime,
 ) -> std::io::Result<()> {
+    let answer = serde_json::to_value(answer)?;
+    write_note(dir, path, key, LOOKUP_LIFETIME, Some(answer), now)
+}
+
+/// A note for other processes (a lookup's answer, a refused re-mint): an entry with no
+/// token, stored at `now` and held for `lifetime`.
+fn write_note(
+    dir: &Path,
+    path: &Path,
+    key: &str,
+    lifetime: Duration,
+    answer: Option<serde_json::Value>,
+    now: SystemTime,
+) -> std::io::Result<()> {
     let stored_at = unix_seconds(now);
     let entry = Entry {
         version: FORMAT_VERSION,
         key: key.to_owned(),
         token: String::new(),
         issued_at: stored_at,
-        expires_at: stored_at.saturating_add(LOOKUP_LIFETIME.as_secs()),
-        answer: Some(serde_json::to_value(answer)?),
+        expires_at: stored_at.saturating_add(lifetime.as_secs()),
+        answer,
     };
     write_entry(dir, path, &entry)
+}
+
+/// The note at `path` for `key`, if it is sound: this key, stored at or before `now`,
+/// still held after `now`, and held for at most `lifetime` from when it was stored.
+/// How long ago it was stored, and its answer.
+fn read_note(
+    path: &Path,
+    key: &str,
+    lifetime: Duration,
+    now: SystemTime,
+) -> Option<(Duration, Option<serde_json::Value>)> {
+    let entry = read_entry(path)?;
+    if entry.key != key {
+        return None;
+    }
+    let (stored_at, expires_at) = entry.times()?;
+    let held_for = expires_at.duration_since(stored_at).ok()?;
+    let ago = now.duration_since(stored_at).ok()?;
+    (held_for <= lifetime && now < expires_at).then_some((ago, entry.answer))
 }
 
 /// Whether anything (a link included, not followed) is at `path`.
@@ -518,7 +530,7 @@ mod tests {
         }
 
         fn entry_path(&self, key: &str) -> PathBuf {
-            self.cache.dir.join(format!("{}.json", file_name(key)))
+            self.cache.entry_path(key)
         }
 
         fn write_entry(&self, key: &str, issued_at: SystemTime, expires_at: SystemTime) {
@@ -868,9 +880,7 @@ mod tests {
         }
 
         fn lookup_path(&self, key: &str) -> PathBuf {
-            self.cache
-                .dir
-                .join(format!("{}.json", file_name(&lookup_key(key))))
+            self.cache.entry_path(&lookup_key(key))
         }
     }
 

@@ -56,7 +56,7 @@ pub(crate) fn held_off(fingerprint: &str, audience: &str, sent: &Token) -> Optio
         let ago = forced.at.elapsed();
         (ago < HOLD_OFF && (forced.did_not_help || !forced.refused.same_mint(sent))).then_some(ago)
     });
-    here.or_else(|| DiskCache::get()?.refused_remint_ago(&key))
+    here.or_else(|| DiskCache::get()?.refused_remint_ago(&key, HOLD_OFF))
         .filter(|ago| *ago < HOLD_OFF)
 }
 
