@@ -348,29 +348,12 @@ fn parse_fault(text: &str) -> Result<Fault, String> {
         .map_err(|error: cloudrun_test_emulator::Error| error.to_string())
 }
 
+/// `--serve-timeout`, `--token-lifetime`: the library's one duration syntax (`500ms`,
+/// `30s`, `5m`, `1h`, `1m30s`, or a bare number of seconds).
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 30s, 500ms, 5m or 1h"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(value)),
-        "" | "s" => Ok(Duration::from_secs(value)),
-        "m" | "h" => {
-            let per_unit = if unit == "m" { 60 } else { 3600 };
-            value
-                .checked_mul(per_unit)
-                .map(Duration::from_secs)
-                .ok_or_else(|| format!("{text:?} is too long a duration"))
-        }
-        _ => Err(format!(
-            "{text:?} is not a duration like 30s, 500ms, 5m or 1h"
-        )),
-    }
+    cloudrun_test::parse_duration(text).map_err(|why| {
+        format!("{text:?} is no duration ({why}): write e.g. `30s`, `500ms`, `5m` or `1h30m`")
+    })
 }
 
 #[cfg(test)]
@@ -381,10 +364,19 @@ mod duration_tests {
     fn durations_at_their_extremes_are_errors_not_panics() {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        for huge in ["18446744073709551615m", "18446744073709551615h"] {
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("300"), Ok(Duration::from_secs(300)));
+        for huge in [
+            "18446744073709551615m",
+            "18446744073709551615h",
+            "99999999999999999999s",
+        ] {
             let error = parse_duration(huge).unwrap_err();
-            assert!(error.contains("too long"), "{huge}: {error}");
+            assert!(error.contains("too large"), "{huge}: {error}");
         }
-        assert!(parse_duration("99999999999999999999s").is_err());
+        for bad in ["0s", "soon", "-5s"] {
+            let error = parse_duration(bad).unwrap_err();
+            assert!(error.contains("is no duration"), "{bad}: {error}");
+        }
     }
 }

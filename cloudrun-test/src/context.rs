@@ -1,8 +1,7 @@
-//! What a test gets to know: built once per test from the attribute's arguments.
+//! What a test gets to know: built once per test from the attribute's arguments
+//! (by `entry::run_test`).
 
 use crate::client::Client;
-use crate::entry::TestSpec;
-use crate::error::Error;
 
 /// The service under test: its client, URL and audience. Inject it as a parameter
 /// (`context: TestContext`) when a test needs more than the [`Client`].
@@ -12,36 +11,8 @@ pub struct TestContext {
 }
 
 impl TestContext {
-    pub(crate) async fn for_spec(spec: &TestSpec) -> Result<Self, Error> {
-        // The test's own limit (see `entry::run_test`) bounds every request.
-        let mut builder = Client::builder().no_timeout();
-        if !spec.manifest_dir.is_empty() {
-            builder = builder.config_dir(spec.manifest_dir);
-        }
-        if let Some(service) = spec.service {
-            builder = builder.service(service);
-        }
-        if let Some(url) = spec.url {
-            builder = builder.url(url);
-        }
-        if let Some(audience) = spec.audience {
-            builder = builder.audience(audience);
-        }
-        if let Some(tag) = spec.tag {
-            builder = builder.tag(tag);
-        }
-        if let Some(project) = spec.project {
-            builder = builder.project(project);
-        }
-        if let Some(region) = spec.region {
-            builder = builder.region(region);
-        }
-        if let Some(email) = spec.impersonate {
-            builder = builder.impersonate(email);
-        }
-        Ok(TestContext {
-            client: builder.build().await?,
-        })
+    pub(crate) fn new(client: Client) -> Self {
+        TestContext { client }
     }
 
     /// The authenticated client for the service.

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use crate::client::Client;
 use crate::context::TestContext;
+use crate::error::Error;
+use crate::settings::Settings;
 
 /// The tokio runtime a test runs on, as in `#[tokio::test(flavor = ...)]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,25 +156,52 @@ struct Limit {
 
 /// The test's limit: its `timeout = "..."`, else `CLOUDRUN_TEST_TIMEOUT` (`setting`),
 /// else [`DEFAULT_TEST_TIMEOUT`].
-fn test_limit(attribute: Option<Duration>, setting: Option<String>) -> Result<Limit, String> {
-    if let Some(duration) = attribute {
-        return Ok(Limit {
+fn test_limit(attribute: Option<Duration>, setting: Option<Duration>) -> Limit {
+    match (attribute, setting) {
+        (Some(duration), _) => Limit {
             duration,
             source: "set with `timeout = \"...\"`",
-        });
-    }
-    let Some(text) = setting else {
-        return Ok(Limit {
+        },
+        (None, Some(duration)) => Limit {
+            duration,
+            source: "set by CLOUDRUN_TEST_TIMEOUT; `timeout = \"...\"` on the test overrides it",
+        },
+        (None, None) => Limit {
             duration: DEFAULT_TEST_TIMEOUT,
             source: "the default; raise it with `timeout = \"...\"` or CLOUDRUN_TEST_TIMEOUT",
-        });
-    };
-    let duration = crate::settings::parse_limit("CLOUDRUN_TEST_TIMEOUT", &text)
-        .map_err(|error| error.to_string())?;
-    Ok(Limit {
-        duration,
-        source: "set by CLOUDRUN_TEST_TIMEOUT; `timeout = \"...\"` on the test overrides it",
-    })
+        },
+    }
+}
+
+/// The test's context: a client built from the attribute's arguments, over `settings`.
+async fn context_for(spec: &TestSpec, settings: Settings) -> Result<TestContext, Error> {
+    // The test's own limit (see `run_test`) bounds every request.
+    let mut builder = Client::builder().settings(settings).no_timeout();
+    if !spec.manifest_dir.is_empty() {
+        builder = builder.config_dir(spec.manifest_dir);
+    }
+    if let Some(service) = spec.service {
+        builder = builder.service(service);
+    }
+    if let Some(url) = spec.url {
+        builder = builder.url(url);
+    }
+    if let Some(audience) = spec.audience {
+        builder = builder.audience(audience);
+    }
+    if let Some(tag) = spec.tag {
+        builder = builder.tag(tag);
+    }
+    if let Some(project) = spec.project {
+        builder = builder.project(project);
+    }
+    if let Some(region) = spec.region {
+        builder = builder.region(region);
+    }
+    if let Some(email) = spec.impersonate {
+        builder = builder.impersonate(email);
+    }
+    Ok(TestContext::new(builder.build().await?))
 }
 
 /// Runs one test: builds its runtime, resolves the service, fetches a token, builds the
@@ -182,16 +211,19 @@ pub fn run_test<F, Args>(spec: TestSpec, test_fn: F)
 where
     F: TestFn<Args>,
 {
-    let limit = match test_limit(spec.timeout, crate::settings::env("CLOUDRUN_TEST_TIMEOUT")) {
-        Ok(limit) => limit,
-        Err(message) => panic!("cloudrun_test setup failed for `{}`: {message}", spec.name),
+    // The environment's settings, read once per process; an invalid one fails every
+    // test with its fix, before anything else is tried.
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(error) => panic!("cloudrun_test setup failed for `{}`: {error}", spec.name),
     };
+    let limit = test_limit(spec.timeout, settings.test_timeout);
     let runtime = build_runtime(&spec);
     let outcome = runtime.block_on(async move {
         // The timeout covers the setup too: a hanging token endpoint must not hang the test.
         let set_up = std::cell::Cell::new(false);
         let run = async {
-            let context = match TestContext::for_spec(&spec).await {
+            let context = match context_for(&spec, settings).await {
                 Ok(context) => context,
                 Err(error) => {
                     return Err(format!(
@@ -247,34 +279,53 @@ fn build_runtime(spec: &TestSpec) -> tokio::runtime::Runtime {
 mod tests {
     use super::*;
 
+    fn timeout_setting(text: &str) -> Result<Option<Duration>, String> {
+        Settings::from_vars([("CLOUDRUN_TEST_TIMEOUT", text)])
+            .map(|settings| settings.test_timeout)
+            .map_err(|error| error.to_string())
+    }
+
     #[test]
     fn the_attribute_wins_over_the_setting_which_wins_over_the_default() {
         let set = Some(Duration::from_millis(300));
-        let limit = test_limit(set, Some("2m".into())).unwrap();
+        let limit = test_limit(set, timeout_setting("2m").unwrap());
         assert_eq!(limit.duration, Duration::from_millis(300));
         assert!(limit.source.starts_with("set with `timeout"), "{limit:?}");
 
-        let limit = test_limit(None, Some("2m".into())).unwrap();
+        let limit = test_limit(None, timeout_setting("2m").unwrap());
         assert_eq!(limit.duration, Duration::from_secs(120));
         assert!(limit.source.contains("CLOUDRUN_TEST_TIMEOUT"), "{limit:?}");
 
-        let limit = test_limit(None, None).unwrap();
+        let limit = test_limit(None, Settings::default().test_timeout);
         assert_eq!(limit.duration, DEFAULT_TEST_TIMEOUT);
         assert!(limit.source.starts_with("the default"), "{limit:?}");
     }
 
     #[test]
     fn a_setting_that_is_no_limit_is_refused_with_the_fix() {
-        for text in ["soon", "0", "0s", "1.5m", "10 minutes"] {
-            let message = test_limit(None, Some(text.into())).unwrap_err();
+        for text in [
+            "soon",
+            "0",
+            "0s",
+            "-1s",
+            "10 parsecs",
+            "99999999999999999999h",
+        ] {
+            let message = timeout_setting(text).unwrap_err();
             assert!(
                 message.starts_with(&format!("CLOUDRUN_TEST_TIMEOUT is {text:?}")),
                 "{message}"
             );
             assert!(
-                message.contains("fix: write a whole number with a unit"),
+                message.contains("fix: write a duration such as"),
                 "{message}"
             );
         }
+        // humantime's forms are limits too.
+        assert_eq!(timeout_setting("1.5m"), Ok(Some(Duration::from_secs(90))));
+        assert_eq!(
+            timeout_setting("10 minutes"),
+            Ok(Some(Duration::from_secs(600)))
+        );
     }
 }

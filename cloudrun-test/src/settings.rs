@@ -6,16 +6,20 @@
 //! gcloud's `core/project` and `run/region` properties. Under `cloudrun-test emulate`
 //! ([`Emulated`]) only the emulator's settings count.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+mod config_file;
+mod emulated;
+mod gcloud_config;
 
-use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::LazyLock;
+use std::time::Duration;
 
 use crate::error::Error;
 
-pub(crate) const CONFIG_FILE_NAME: &str = "cloudrun-test.toml";
+pub(crate) use config_file::{CONFIG_FILE_NAME, ConfigFile, ServiceSection};
+pub(crate) use emulated::{EMULATOR_VARIABLE, Emulated};
+pub(crate) use gcloud_config::{gcloud_config_dir, gcloud_property};
 
 /// A non-empty environment variable.
 pub(crate) fn env(name: &str) -> Option<String> {
@@ -25,326 +29,232 @@ pub(crate) fn env(name: &str) -> Option<String> {
         .filter(|value| !value.is_empty())
 }
 
-/// `250ms`, `2s`, `1m`, `1h`; a bare number is seconds.
-fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    match unit.trim() {
-        "ms" => Some(Duration::from_millis(number)),
-        "" | "s" => Some(Duration::from_secs(number)),
-        "m" => Some(Duration::from_secs(number.checked_mul(60)?)),
-        "h" => Some(Duration::from_secs(number.checked_mul(3600)?)),
-        _ => None,
-    }
-}
-
-/// A time limit written in environment variable `name`: `500ms`, `90s`, `10m`, `1h`, or
-/// a bare number of seconds. Anything else, zero included, is an error that names the
-/// variable and what to write.
+/// A time limit written in environment variable `name`: a duration in the one syntax
+/// of cloudrun-test ([`crate::parse_duration`]: `500ms`, `90s`, `10m`, `1h`, `1m30s`, or
+/// a bare number of seconds). Anything else, zero included, is an error that names the
+/// variable, its value and what to write.
 pub(crate) fn parse_limit(name: &str, text: &str) -> Result<Duration, Error> {
-    parse_duration(text)
-        .filter(|limit| !limit.is_zero())
-        .ok_or_else(|| Error::Setting {
-            problem: format!("{name} is {text:?}, which is no time limit"),
-            fix: format!(
-                "write a whole number with a unit, such as `500ms`, `90s`, `10m` or `1h` (a bare \
-                 number means seconds), or unset {name} for the default"
+    crate::duration::parse_duration(text).map_err(|why| {
+        Error::setting(
+            format!("{name} is {text:?}, which is no time limit ({why})"),
+            format!(
+                "write a duration such as `500ms`, `90s`, `10m`, `1h` or `1m30s` (a bare number \
+                 means seconds), or unset {name} for the default"
             ),
-        })
+        )
+    })
 }
 
-/// One level of `cloudrun-test.toml`: the top level or a profile.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Section {
-    pub project: Option<String>,
-    pub region: Option<String>,
-    pub run_endpoint: Option<String>,
-    #[serde(default)]
-    pub services: BTreeMap<String, ServiceSection>,
+/// The variable that gives `service`'s URL directly: `CLOUDRUN_TEST_URL_<SERVICE>`.
+pub(crate) fn url_variable(service: &str) -> String {
+    format!("CLOUDRUN_TEST_URL_{}", env_suffix(service))
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ServiceSection {
-    pub url: Option<String>,
-    pub audience: Option<String>,
-    pub tag: Option<String>,
+/// `hello-world` -> `HELLO_WORLD`, as service names appear in variable names.
+pub(crate) fn env_suffix(service: &str) -> String {
+    service.to_ascii_uppercase().replace('-', "_")
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileContents {
-    project: Option<String>,
-    region: Option<String>,
-    run_endpoint: Option<String>,
-    #[serde(default)]
-    services: BTreeMap<String, ServiceSection>,
-    #[serde(default)]
-    profiles: BTreeMap<String, Section>,
-}
-
-/// `cloudrun-test.toml` with the active profile applied.
+/// What a test or a client takes from its surroundings rather than from its code: the
+/// `CLOUDRUN_TEST_*` variables of the README's settings table, read and checked once.
+///
+/// [`Settings::from_env`] reads them (once per process); [`Settings::default`] is a
+/// value with none set, which the setters fill, so a test can pass its settings to
+/// [`ClientBuilder::settings`](crate::ClientBuilder::settings) instead of changing the
+/// environment. Builder arguments and the attribute's arguments win over these, which
+/// win over `cloudrun-test.toml`, which wins over gcloud's properties.
+///
+/// Not here, because they belong to the whole process rather than to one client: the
+/// credential chain's variables ([`Credentials::from_env`](crate::Credentials::from_env)),
+/// proxies, the token cache's folder and `cloudrun-test emulate`'s hermetic promise.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct ConfigFile {
-    pub path: Option<PathBuf>,
-    /// The active profile's values, then the top level's, field by field.
-    layers: Vec<Section>,
+pub struct Settings {
+    /// `CLOUDRUN_TEST_PROJECT`.
+    pub(crate) project: Option<String>,
+    /// `GOOGLE_CLOUD_PROJECT`: below `project`; not used under `cloudrun-test emulate`.
+    pub(crate) google_cloud_project: Option<String>,
+    /// `CLOUDRUN_TEST_REGION`.
+    pub(crate) region: Option<String>,
+    /// `CLOUDRUN_TEST_TAG`.
+    pub(crate) tag: Option<String>,
+    /// `CLOUDRUN_TEST_RUN_ENDPOINT`.
+    pub(crate) run_endpoint: Option<String>,
+    /// `CLOUDRUN_TEST_URL_<SERVICE>`, by variable name.
+    pub(crate) service_urls: BTreeMap<String, String>,
+    /// `CLOUDRUN_TEST_PROFILE`: the `[profiles.NAME]` of `cloudrun-test.toml` to apply.
+    pub(crate) profile: Option<String>,
+    /// `CLOUDRUN_TEST_TIMEOUT`: the limit of a test without `timeout = "..."`.
+    pub(crate) test_timeout: Option<Duration>,
+    /// `CLOUDRUN_TEST_TOKEN_HEADER`.
+    pub(crate) token_header: Option<TokenHeader>,
+    /// `CARGO_MANIFEST_DIR`: where `cloudrun-test.toml` is looked for by default.
+    pub(crate) manifest_dir: Option<PathBuf>,
 }
 
-impl ConfigFile {
-    /// The file found by walking up from `start`, parsed once per process and folder.
-    pub(crate) fn find(start: &Path) -> Result<Arc<ConfigFile>, Error> {
-        type Found = HashMap<PathBuf, Result<Arc<ConfigFile>, Error>>;
-        static FOUND: OnceLock<Mutex<Found>> = OnceLock::new();
-        let mut found = FOUND
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        found
-            .entry(start.to_owned())
-            .or_insert_with(|| {
-                let profile = env("CLOUDRUN_TEST_PROFILE");
-                match start.ancestors().map(|dir| dir.join(CONFIG_FILE_NAME)).find(|path| path.is_file()) {
-                    Some(path) => ConfigFile::load(&path, profile.as_deref()).map(Arc::new),
-                    None => match profile {
-                        Some(profile) => Err(Error::Setting {
-                            problem: format!(
-                                "CLOUDRUN_TEST_PROFILE is `{profile}`, but there is no {CONFIG_FILE_NAME} in {} or a folder above it",
-                                start.display()
-                            ),
-                            fix: format!("create {CONFIG_FILE_NAME} with a [profiles.{profile}] section, or unset CLOUDRUN_TEST_PROFILE"),
-                        }),
-                        None => Ok(Arc::new(ConfigFile::default())),
-                    },
-                }
-            })
-            .clone()
-    }
-
-    pub(crate) fn load(path: &Path, profile: Option<&str>) -> Result<ConfigFile, Error> {
-        let text =
-            crate::bounded::read_file(path, crate::bounded::FILE_LIMIT).map_err(|error| {
-                Error::Setting {
-                    problem: format!("{} cannot be read ({error})", path.display()),
-                    fix: "make the file readable, or remove it".into(),
-                }
-            })?;
-        ConfigFile::parse(path, &text, profile)
-    }
-
-    pub(crate) fn parse(
-        path: &Path,
-        text: &str,
-        profile: Option<&str>,
-    ) -> Result<ConfigFile, Error> {
-        let contents: FileContents = toml::from_str(text).map_err(|error| {
-            let location = error
-                .span()
-                .map(|span| {
-                    let (line, column) = line_and_column(text, span.start);
-                    format!(":{line}:{column}")
-                })
-                .unwrap_or_default();
-            Error::Setting {
-                problem: format!("{}{location}: {}", path.display(), error.message()),
-                fix: format!(
-                    "fix the file; its keys are project, region, run_endpoint, [services.NAME] with url, audience and tag, \
-                     and [profiles.NAME] with the same keys (see the {CONFIG_FILE_NAME} section of the README)"
-                ),
-            }
-        })?;
-        let mut layers = Vec::new();
-        if let Some(profile) = profile {
-            let Some(section) = contents.profiles.get(profile) else {
-                let known: Vec<&str> = contents.profiles.keys().map(String::as_str).collect();
-                return Err(Error::Setting {
-                    problem: format!(
-                        "CLOUDRUN_TEST_PROFILE is `{profile}`, but {} has no [profiles.{profile}]; its profiles: {}",
-                        path.display(),
-                        if known.is_empty() {
-                            "none".into()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                    fix: format!(
-                        "add [profiles.{profile}] to the file, or pick one of its profiles"
-                    ),
-                });
-            };
-            layers.push(section.clone());
-        }
-        layers.push(Section {
-            project: contents.project,
-            region: contents.region,
-            run_endpoint: contents.run_endpoint,
-            services: contents.services,
+impl Settings {
+    /// The settings of this process's environment, read and checked on the first call;
+    /// later calls return the same value (changes to the environment after that are
+    /// not seen). A value that is invalid (say `CLOUDRUN_TEST_TIMEOUT=soon`) is an
+    /// error naming the variable, its value and the fix, on every call.
+    pub fn from_env() -> Result<Settings, Error> {
+        static FROM_ENV: LazyLock<Result<Settings, Error>> = LazyLock::new(|| {
+            // Names or values that are not UTF-8 count as unset, as `std::env::var` has it.
+            Settings::from_vars(std::env::vars_os().filter_map(|(name, value)| {
+                Some((name.into_string().ok()?, value.into_string().ok()?))
+            }))
         });
-        Ok(ConfigFile {
-            path: Some(path.to_owned()),
-            layers,
-        })
+        FROM_ENV.clone()
     }
 
-    /// The first layer's value of a top-level field.
-    pub(crate) fn value(&self, field: impl Fn(&Section) -> Option<&String>) -> Option<String> {
-        self.layers.iter().find_map(field).cloned()
-    }
-
-    /// The first layer's value of a field of `[services.NAME]`.
-    pub(crate) fn service_value(
-        &self,
-        service: &str,
-        field: impl Fn(&ServiceSection) -> Option<&String>,
-    ) -> Option<String> {
-        self.layers
-            .iter()
-            .filter_map(|layer| layer.services.get(service))
-            .find_map(field)
-            .cloned()
-    }
-}
-
-fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before
-        .rsplit('\n')
-        .next()
-        .map_or(0, |line| line.chars().count())
-        + 1;
-    (line, column)
-}
-
-/// A property of gcloud's active configuration, read from its files without starting
-/// gcloud: `$CLOUDSDK_CONFIG/configurations/config_NAME`, an INI file.
-pub(crate) fn gcloud_property(section: &str, name: &str) -> Option<String> {
-    // gcloud's own environment overrides win, as in gcloud.
-    let variable = format!(
-        "CLOUDSDK_{}_{}",
-        section.to_ascii_uppercase(),
-        name.to_ascii_uppercase()
-    );
-    if let Some(value) = env(&variable) {
-        return Some(value);
-    }
-    let dir = gcloud_config_dir()?;
-    let active = env("CLOUDSDK_ACTIVE_CONFIG_NAME")
-        .or_else(|| {
-            crate::bounded::read_file(&dir.join("active_config"), crate::bounded::FILE_LIMIT)
-                .ok()
-                .map(|name| name.trim().to_owned())
-        })
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "default".into());
-    let text = crate::bounded::read_file(
-        &dir.join("configurations").join(format!("config_{active}")),
-        crate::bounded::FILE_LIMIT,
-    )
-    .ok()?;
-    ini_value(&text, section, name)
-}
-
-/// gcloud's configuration folder, as gcloud finds it.
-pub(crate) fn gcloud_config_dir() -> Option<PathBuf> {
-    if let Some(dir) = env("CLOUDSDK_CONFIG") {
-        return Some(PathBuf::from(dir));
-    }
-    env("HOME").map(|home| Path::new(&home).join(".config/gcloud"))
-}
-
-/// Set by `cloudrun-test emulate` (and `Emulator::hermetic_environment`): the emulator's
-/// base URL. While it is set the process lives in the emulator's world only.
-pub(crate) const EMULATOR_VARIABLE: &str = "CLOUDRUN_TEST_EMULATOR";
-/// The emulated services' names, comma-separated, beside [`EMULATOR_VARIABLE`].
-pub(crate) const EMULATED_SERVICES_VARIABLE: &str = "CLOUDRUN_TEST_EMULATED_SERVICES";
-
-/// The hermetic promise of `cloudrun-test emulate`: services resolve only to the
-/// emulator (its Admin API, or a loopback `CLOUDRUN_TEST_URL_<SERVICE>`), never through
-/// `cloudrun-test.toml` or gcloud's settings, and a service it does not emulate is an
-/// error rather than a request to somewhere else.
-#[derive(Debug)]
-pub(crate) struct Emulated {
-    /// The emulator's Google endpoints; its Admin API answers the lookups.
-    pub endpoint: String,
-    pub services: Vec<String>,
-}
-
-impl Emulated {
-    /// The promise, read once per process; `None` outside `cloudrun-test emulate`.
-    pub(crate) fn get() -> Result<Option<&'static Emulated>, Error> {
-        static EMULATED: OnceLock<Result<Option<Emulated>, Error>> = OnceLock::new();
-        match EMULATED.get_or_init(Emulated::from_env) {
-            Ok(emulated) => Ok(emulated.as_ref()),
-            Err(error) => Err(error.clone()),
-        }
-    }
-
-    fn from_env() -> Result<Option<Emulated>, Error> {
-        let Some(endpoint) = env(EMULATOR_VARIABLE) else {
-            return Ok(None);
-        };
-        // Only an emulator on this machine can make the promise.
-        let loopback = reqwest::Url::parse(&endpoint).is_ok_and(|url| {
-            matches!(url.scheme(), "http" | "https") && crate::transport::is_loopback(&url)
-        });
-        if !loopback {
-            return Err(Error::Setting {
-                problem: format!(
-                    "{EMULATOR_VARIABLE} is {endpoint:?}, which is not an emulator on this machine \
-                     (an http URL of a loopback address)"
-                ),
-                fix: format!(
-                    "{EMULATOR_VARIABLE} is set by `cloudrun-test emulate` for its COMMAND; unset it \
-                     to test real services"
-                ),
-            });
-        }
-        let services = env(EMULATED_SERVICES_VARIABLE)
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|name| !name.is_empty())
-            .map(str::to_owned)
+    /// The settings these variables give, as if they were the whole environment: for
+    /// tests, and for tools that read settings from elsewhere. Empty values count as
+    /// unset; invalid values are errors as in [`Settings::from_env`].
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Settings, Error>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let vars: BTreeMap<String, String> = vars
+            .into_iter()
+            .map(|(name, value)| (name.as_ref().to_owned(), value.as_ref().trim().to_owned()))
+            .filter(|(_, value)| !value.is_empty())
             .collect();
-        Ok(Some(Emulated {
-            endpoint: endpoint.trim_end_matches('/').to_owned(),
-            services,
-        }))
+        let get = |name: &str| vars.get(name).cloned();
+        let test_timeout = get(TEST_TIMEOUT_VARIABLE)
+            .map(|text| parse_limit(TEST_TIMEOUT_VARIABLE, &text))
+            .transpose()?;
+        let token_header = get(TOKEN_HEADER_VARIABLE)
+            .map(|text| TokenHeader::parse_setting(&text))
+            .transpose()?;
+        Ok(Settings {
+            project: get("CLOUDRUN_TEST_PROJECT"),
+            google_cloud_project: get("GOOGLE_CLOUD_PROJECT"),
+            region: get("CLOUDRUN_TEST_REGION"),
+            tag: get("CLOUDRUN_TEST_TAG"),
+            run_endpoint: get(RUN_ENDPOINT_VARIABLE),
+            service_urls: vars
+                .iter()
+                .filter(|(name, _)| name.starts_with(URL_VARIABLE_PREFIX))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
+            profile: get(PROFILE_VARIABLE),
+            test_timeout,
+            token_header,
+            manifest_dir: get("CARGO_MANIFEST_DIR").map(PathBuf::from),
+        })
     }
 
-    /// The emulated services, for messages: `hello, greeter` or `none`.
-    pub(crate) fn list(&self) -> String {
-        if self.services.is_empty() {
-            "none".into()
-        } else {
-            self.services.join(", ")
+    /// Where services are looked up (`CLOUDRUN_TEST_PROJECT`).
+    pub fn project(mut self, project: impl Into<String>) -> Self {
+        self.project = Some(project.into());
+        self
+    }
+
+    /// Where services are looked up (`CLOUDRUN_TEST_REGION`).
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// Test the revision behind this traffic tag (`CLOUDRUN_TEST_TAG`).
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tag = Some(tag.into());
+        self
+    }
+
+    /// Base URL of the Cloud Run Admin API (`CLOUDRUN_TEST_RUN_ENDPOINT`).
+    pub fn run_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.run_endpoint = Some(url.into());
+        self
+    }
+
+    /// The URL of service `service`, which skips its Admin API lookup
+    /// (`CLOUDRUN_TEST_URL_<SERVICE>`).
+    pub fn service_url(mut self, service: &str, url: impl Into<String>) -> Self {
+        self.service_urls.insert(url_variable(service), url.into());
+        self
+    }
+
+    /// The `[profiles.NAME]` section of `cloudrun-test.toml` to apply
+    /// (`CLOUDRUN_TEST_PROFILE`).
+    pub fn profile(mut self, name: impl Into<String>) -> Self {
+        self.profile = Some(name.into());
+        self
+    }
+
+    /// The limit of a test that sets no `timeout = "..."` (`CLOUDRUN_TEST_TIMEOUT`;
+    /// default 10 minutes). Zero is refused when the test starts.
+    pub fn test_timeout(mut self, limit: Duration) -> Self {
+        self.test_timeout = Some(limit);
+        self
+    }
+
+    /// The header that carries the token (`CLOUDRUN_TEST_TOKEN_HEADER`).
+    pub fn token_header(mut self, header: TokenHeader) -> Self {
+        self.token_header = Some(header);
+        self
+    }
+
+    /// The project: `CLOUDRUN_TEST_PROJECT`, else (outside `cloudrun-test emulate`)
+    /// `GOOGLE_CLOUD_PROJECT`.
+    pub(crate) fn any_project(&self) -> Option<String> {
+        self.project
+            .clone()
+            .or_else(|| self.google_cloud_project.clone())
+    }
+
+    /// `CLOUDRUN_TEST_URL_<SERVICE>` for `service`, with the variable's name.
+    pub(crate) fn service_url_of(&self, service: &str) -> Option<(String, String)> {
+        let variable = url_variable(service);
+        let url = self.service_urls.get(&variable)?.clone();
+        Some((variable, url))
+    }
+}
+
+const URL_VARIABLE_PREFIX: &str = "CLOUDRUN_TEST_URL_";
+pub(crate) const RUN_ENDPOINT_VARIABLE: &str = "CLOUDRUN_TEST_RUN_ENDPOINT";
+const PROFILE_VARIABLE: &str = "CLOUDRUN_TEST_PROFILE";
+const TEST_TIMEOUT_VARIABLE: &str = "CLOUDRUN_TEST_TIMEOUT";
+const TOKEN_HEADER_VARIABLE: &str = "CLOUDRUN_TEST_TOKEN_HEADER";
+const TOKEN_TIMEOUT_VARIABLE: &str = "CLOUDRUN_TEST_TOKEN_TIMEOUT";
+
+/// Which header carries the identity token to the service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenHeader {
+    /// `Authorization: Bearer <token>` (the default).
+    #[default]
+    Authorization,
+    /// `X-Serverless-Authorization: Bearer <token>`: Cloud Run checks it first and
+    /// leaves `Authorization` to the application (e.g. for its own user tokens).
+    XServerlessAuthorization,
+}
+
+impl TokenHeader {
+    /// `CLOUDRUN_TEST_TOKEN_HEADER`'s value: `authorization` or `x-serverless-authorization`.
+    pub(crate) fn parse_setting(value: &str) -> Result<TokenHeader, Error> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "authorization" => Ok(TokenHeader::Authorization),
+            "x-serverless-authorization" => Ok(TokenHeader::XServerlessAuthorization),
+            other => Err(Error::setting(
+                format!("{TOKEN_HEADER_VARIABLE} is {other:?}, which is no token header"),
+                "set it to `authorization` (the default) or `x-serverless-authorization`",
+            )),
         }
     }
 }
 
-fn ini_value(text: &str, section: &str, name: &str) -> Option<String> {
-    let mut current = String::new();
-    for line in text.lines().map(str::trim) {
-        if let Some(header) = line
-            .strip_prefix('[')
-            .and_then(|rest| rest.strip_suffix(']'))
-        {
-            current = header.trim().to_owned();
-        } else if current == section
-            && let Some((key, value)) = line.split_once('=')
-            && key.trim() == name
-        {
-            let value = value.trim();
-            return (!value.is_empty()).then(|| value.to_owned());
-        }
-    }
-    None
+/// `CLOUDRUN_TEST_TOKEN_TIMEOUT`, read and checked once per process: it bounds every
+/// call to a token endpoint, and those calls are shared by all the process's clients
+/// through the token cache, so it is no per-client setting.
+pub(crate) fn token_timeout() -> Result<Option<Duration>, Error> {
+    static TOKEN_TIMEOUT: LazyLock<Result<Option<Duration>, Error>> = LazyLock::new(|| {
+        env(TOKEN_TIMEOUT_VARIABLE)
+            .map(|text| parse_limit(TOKEN_TIMEOUT_VARIABLE, &text))
+            .transpose()
+    });
+    TOKEN_TIMEOUT.clone()
 }
 
 #[cfg(test)]
@@ -352,180 +262,92 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration(" 2s "), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
-        assert_eq!(parse_duration("soon"), None);
-        assert_eq!(parse_duration("5 days"), None);
-    }
-
-    const FILE: &str = r#"
-project = "top-project"
-region = "europe-west1"
-
-[services.hello]
-url = "https://hello-123.europe-west1.run.app"
-tag = "canary"
-
-[profiles.staging]
-project = "staging-project"
-
-[profiles.staging.services.hello]
-url = "https://hello-456.europe-west1.run.app"
-"#;
-
-    #[test]
-    fn a_profile_overrides_the_top_level_field_by_field() {
-        let path = Path::new("/x/cloudrun-test.toml");
-        let file = ConfigFile::parse(path, FILE, Some("staging")).unwrap();
+    fn the_variables_are_read_into_one_value() {
+        let settings = Settings::from_vars([
+            ("CLOUDRUN_TEST_PROJECT", " my-project "),
+            ("GOOGLE_CLOUD_PROJECT", "other"),
+            ("CLOUDRUN_TEST_REGION", "europe-west1"),
+            ("CLOUDRUN_TEST_TAG", ""),
+            ("CLOUDRUN_TEST_URL_HELLO_WORLD", "http://127.0.0.1:8080"),
+            ("CLOUDRUN_TEST_PROFILE", "staging"),
+            ("CLOUDRUN_TEST_TIMEOUT", "1m30s"),
+            ("CLOUDRUN_TEST_TOKEN_HEADER", "X-Serverless-Authorization"),
+            ("UNRELATED", "x"),
+        ])
+        .unwrap();
+        assert_eq!(settings.any_project().as_deref(), Some("my-project"));
+        assert_eq!(settings.region.as_deref(), Some("europe-west1"));
+        assert_eq!(settings.tag, None, "an empty value is unset");
         assert_eq!(
-            file.value(|s| s.project.as_ref()).as_deref(),
-            Some("staging-project")
+            settings.service_url_of("hello-world"),
+            Some((
+                "CLOUDRUN_TEST_URL_HELLO_WORLD".to_owned(),
+                "http://127.0.0.1:8080".to_owned()
+            ))
         );
+        assert_eq!(settings.service_url_of("hello"), None);
+        assert_eq!(settings.profile.as_deref(), Some("staging"));
+        assert_eq!(settings.test_timeout, Some(Duration::from_secs(90)));
         assert_eq!(
-            file.value(|s| s.region.as_ref()).as_deref(),
-            Some("europe-west1")
-        );
-        assert_eq!(
-            file.service_value("hello", |s| s.url.as_ref()).as_deref(),
-            Some("https://hello-456.europe-west1.run.app")
-        );
-        assert_eq!(
-            file.service_value("hello", |s| s.tag.as_ref()).as_deref(),
-            Some("canary")
+            settings.token_header,
+            Some(TokenHeader::XServerlessAuthorization)
         );
 
-        let file = ConfigFile::parse(path, FILE, None).unwrap();
-        assert_eq!(
-            file.value(|s| s.project.as_ref()).as_deref(),
-            Some("top-project")
-        );
+        let fallback = Settings::from_vars([("GOOGLE_CLOUD_PROJECT", "other")]).unwrap();
+        assert_eq!(fallback.any_project().as_deref(), Some("other"));
+        assert_eq!(fallback.project, None);
     }
 
     #[test]
-    fn an_unknown_profile_lists_the_known_ones() {
-        let message = ConfigFile::parse(Path::new("/x/c.toml"), FILE, Some("prod"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            message.contains("no [profiles.prod]; its profiles: staging"),
-            "{message}"
-        );
+    fn the_setters_give_what_the_variables_would() {
+        let set = Settings::default()
+            .project("p")
+            .region("r")
+            .tag("canary")
+            .run_endpoint("http://127.0.0.1:1")
+            .service_url("hello-world", "http://127.0.0.1:2")
+            .profile("staging")
+            .test_timeout(Duration::from_secs(5))
+            .token_header(TokenHeader::XServerlessAuthorization);
+        let read = Settings::from_vars([
+            ("CLOUDRUN_TEST_PROJECT", "p"),
+            ("CLOUDRUN_TEST_REGION", "r"),
+            ("CLOUDRUN_TEST_TAG", "canary"),
+            ("CLOUDRUN_TEST_RUN_ENDPOINT", "http://127.0.0.1:1"),
+            ("CLOUDRUN_TEST_URL_HELLO_WORLD", "http://127.0.0.1:2"),
+            ("CLOUDRUN_TEST_PROFILE", "staging"),
+            ("CLOUDRUN_TEST_TIMEOUT", "5s"),
+            ("CLOUDRUN_TEST_TOKEN_HEADER", "x-serverless-authorization"),
+        ])
+        .unwrap();
+        assert_eq!(format!("{set:?}"), format!("{read:?}"));
     }
 
     #[test]
-    fn unknown_keys_and_bad_syntax_name_file_line_and_column() {
-        let message = ConfigFile::parse(
-            Path::new("/x/c.toml"),
-            "project = \"p\"\nregoin = \"r\"\n",
-            None,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(message.contains("/x/c.toml:2:1"), "{message}");
-        assert!(message.contains("regoin"), "{message}");
-
-        let message =
-            ConfigFile::parse(Path::new("/x/c.toml"), "[services.hello]\nurl = 3\n", None)
+    fn an_invalid_value_is_an_error_naming_variable_value_and_fix() {
+        for (name, value, expected) in [
+            ("CLOUDRUN_TEST_TIMEOUT", "soon", "which is no time limit"),
+            ("CLOUDRUN_TEST_TIMEOUT", "0", "zero is no time limit"),
+            (
+                "CLOUDRUN_TEST_TIMEOUT",
+                "99999999999999999999h",
+                "too large",
+            ),
+            (
+                "CLOUDRUN_TEST_TOKEN_HEADER",
+                "bearer",
+                "which is no token header",
+            ),
+        ] {
+            let message = Settings::from_vars([(name, value)])
                 .unwrap_err()
                 .to_string();
-        assert!(message.contains("/x/c.toml:2:7"), "{message}");
-
-        let message = ConfigFile::parse(Path::new("/x/c.toml"), "project = \"unterminated\n", None)
-            .unwrap_err()
-            .to_string();
-        assert!(message.contains("/x/c.toml:1:"), "{message}");
-    }
-
-    #[test]
-    fn gcloud_ini_values_are_read_per_section() {
-        let text = "[core]\naccount = a@b.c\nproject = my-proj\n\n[run]\nregion = us-central1\n";
-        assert_eq!(
-            ini_value(text, "core", "project").as_deref(),
-            Some("my-proj")
-        );
-        assert_eq!(
-            ini_value(text, "run", "region").as_deref(),
-            Some("us-central1")
-        );
-        assert_eq!(ini_value(text, "run", "project"), None);
-    }
-}
-
-/// Fuzzing the `cloudrun-test.toml` parser: arbitrary and near-valid files never panic,
-/// and every error names the file. Run longer by hand with `PROPTEST_CASES=100000`.
-#[cfg(test)]
-mod fuzz {
-    use proptest::prelude::*;
-    use proptest::test_runner::{Config, TestRunner};
-
-    use super::*;
-
-    fn check(text: &str) -> u64 {
-        for profile in [None, Some("staging")] {
-            if let Err(error) =
-                ConfigFile::parse(Path::new("/fuzz/cloudrun-test.toml"), text, profile)
-            {
-                let message = error.to_string();
-                assert!(message.contains("/fuzz/cloudrun-test.toml"), "{message}");
-                assert!(message.contains("fix:"), "{message}");
-            }
+            assert!(
+                message.starts_with(&format!("{name} is {value:?}")),
+                "{message}"
+            );
+            assert!(message.contains(expected), "{message}");
+            assert!(message.contains("fix: "), "{message}");
         }
-        1
-    }
-
-    fn fuzz<S: Strategy>(name: &str, strategy: S, property: impl Fn(S::Value) -> u64) {
-        let clean = std::sync::atomic::AtomicU64::new(0);
-        TestRunner::new(Config::default())
-            .run(&strategy, |input| {
-                clean.fetch_add(property(input), std::sync::atomic::Ordering::Relaxed);
-                Ok(())
-            })
-            .unwrap();
-        eprintln!(
-            "config fuzzing, {name}: {} inputs ran clean",
-            clean.into_inner()
-        );
-    }
-
-    #[test]
-    fn arbitrary_text_never_panics() {
-        fuzz("arbitrary text", ".{0,300}", |text: String| check(&text));
-    }
-
-    /// Lines drawn from the file's own grammar, with wrong types and stray tokens mixed in.
-    #[test]
-    fn near_valid_files_never_panic() {
-        let line = prop::sample::select(vec![
-            "project = \"p\"",
-            "region = \"r\"",
-            "run_endpoint = \"http://127.0.0.1:1\"",
-            "[services.hello]",
-            "[services.\"a b\"]",
-            "url = \"https://x.run.app\"",
-            "audience = \"aud\"",
-            "tag = \"canary\"",
-            "[profiles.staging]",
-            "[profiles.staging.services.hello]",
-            "[profiles.staging.profiles.x]",
-            "project = 3",
-            "url = [1, 2]",
-            "services = \"x\"",
-            "[[services]]",
-            "tag = { a = 1 }",
-            "unknown = true",
-            "project = \"unterminated",
-            "=",
-            "[",
-            "\u{feff}",
-            "# comment",
-        ]);
-        fuzz(
-            "near-valid files",
-            prop::collection::vec(line, 0..12),
-            |lines: Vec<&str>| check(&lines.join("\n")),
-        );
     }
 }
