@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use cloudrun_test::{Client, ClientBuilder, Credentials, Error, cloudrun_test};
+use cloudrun_test::{Client, ClientBuilder, Credentials, ErrorKind, cloudrun_test};
 use cloudrun_test_e2e::recorder::{Recorder, response};
 use cloudrun_test_e2e::{Fixture, TESTER, isolate, output_text};
 use cloudrun_test_emulator::Emulator;
@@ -328,17 +328,19 @@ async fn a_path_that_is_no_path() {
     assert!(message.contains("is neither a path nor a URL"), "{message}");
 }
 
-#[test]
-fn errors_are_never_empty_and_always_name_a_fix_or_a_cause() {
-    // The variants a user can meet, as built by the library, all end in a fix.
-    let not_ready = Error::NotReady {
-        url: "https://hello.run.app/".into(),
-        waited: "30.0s".into(),
-        last: "HTTP 503".into(),
-    };
+#[tokio::test]
+async fn a_service_that_never_gets_ready_says_how_long_and_its_last_answer() {
+    let service = Recorder::start(|_| response(503, &[], "starting"));
+    let (builder, _dir) = bare();
+    let client = builder.url(service.url.as_str()).build().await.unwrap();
+    let error = client
+        .wait_until_ready("/", Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::NotReady);
     assert_says(
-        &not_ready.to_string(),
-        &["not ready after 30.0s", "last answer: HTTP 503"],
+        &error.to_string(),
+        &["was not ready after 0.", "last answer: HTTP 503"],
     );
 }
 

@@ -136,10 +136,11 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, String> {
         Err(error) => {
             // A refused setting (e.g. a plain-http URL, which may not get a token) is no
             // failed mint.
-            let stage = match error {
-                cloudrun_test::Error::NoCredentials { .. }
-                | cloudrun_test::Error::CredentialsFile { .. }
-                | cloudrun_test::Error::TokenEndpoint { .. } => "Minting a token failed",
+            use cloudrun_test::ErrorKind;
+            let stage = match error.kind() {
+                ErrorKind::NoCredentials
+                | ErrorKind::CredentialsFile
+                | ErrorKind::TokenEndpoint => "Minting a token failed",
                 _ => "Setting up the client failed",
             };
             println!("\n{stage}: {error}");

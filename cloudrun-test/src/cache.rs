@@ -119,7 +119,7 @@ where
                         // and `finish` frees the slot for the next caller to try again.
                         let result = match FETCHER.spawn(fetch).await {
                             Ok(result) => result,
-                            Err(stopped) => Err(Error::Internal(format!(
+                            Err(stopped) => Err(Error::internal(format!(
                                 "the token fetch {}; the next request tries again",
                                 if stopped.is_panic() {
                                     "panicked (its message is on stderr)"
@@ -151,10 +151,9 @@ where
                 {
                     slots.remove(&key);
                 }
-                Err(Error::Internal(
+                Err(Error::internal(
                     "the background token fetch stopped without an answer; the next request \
-                     tries again"
-                        .into(),
+                     tries again",
                 ))
             }
         }
@@ -267,6 +266,7 @@ pub(crate) fn forget_id_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
 
     /// A fetch that panics, or fails, leaves nothing behind: every waiter gets an error
     /// and the next caller fetches again.
@@ -287,7 +287,9 @@ mod tests {
         );
         for result in [first, second] {
             match result {
-                Err(Error::Internal(problem)) => assert!(problem.contains("panicked"), "{problem}"),
+                Err(error) if error.kind() == ErrorKind::Internal => {
+                    assert!(error.to_string().contains("panicked"), "{error}")
+                }
                 other => panic!("expected the panic as an error, got {other:?}"),
             }
         }
@@ -301,7 +303,7 @@ mod tests {
         let failed = FLIGHTS.get_lazy(
             "other".into(),
             |_| true,
-            || async { Err(Error::Internal("refused".into())) },
+            || async { Err(Error::internal("refused")) },
         );
         assert!(failed.await.is_err());
         let after = FLIGHTS.get_lazy("other".into(), |_| true, || async { Ok(3) });

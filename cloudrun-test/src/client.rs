@@ -9,7 +9,7 @@ use reqwest::{Method, Url};
 use serde::Serialize;
 
 use crate::credentials::Credentials;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::resolve::{self, ServiceQuery, Target};
 use crate::retry::RetryPolicy;
 use crate::send::TokenHeader;
@@ -76,14 +76,13 @@ impl Client {
     pub async fn id_token(&self) -> Result<IdToken, Error> {
         match &self.inner.credentials {
             Some(credentials) => self.token(credentials).await.map(IdToken),
-            None => Err(Error::Setting {
-                problem: format!(
+            None => Err(Error::setting(
+                format!(
                     "the client for {} has no credentials (a local URL needs none)",
                     self.url()
                 ),
-                fix: "set GOOGLE_APPLICATION_CREDENTIALS or CLOUDRUN_TEST_ID_TOKEN to send tokens to local services too"
-                    .into(),
-            }),
+                "set GOOGLE_APPLICATION_CREDENTIALS or CLOUDRUN_TEST_ID_TOKEN to send tokens to local services too",
+            )),
         }
     }
 
@@ -143,15 +142,13 @@ impl Client {
 
     fn join(&self, path: &str) -> Result<Url, Error> {
         // An absolute URL stays as it is: `join` parses against the base.
-        self.inner
-            .target
-            .url
-            .join(path)
-            .map_err(|error| Error::Request {
-                method: "-".into(),
-                url: path.into(),
-                problem: format!("{path:?} is neither a path nor a URL ({error})"),
-            })
+        self.inner.target.url.join(path).map_err(|error| {
+            Error::request(
+                "-",
+                path,
+                format!("{path:?} is neither a path nor a URL ({error})"),
+            )
+        })
     }
 
     /// Waits until `path` answers something else than 429, 502, 503 or 504 or a failed
@@ -447,7 +444,7 @@ impl ClientBuilder {
         let credentials = match credentials {
             Ok(credentials) => Some(credentials),
             // A service on this machine (e.g. run by hand) may need no token at all.
-            Err(Error::NoCredentials { .. }) if is_local(&target.url) => None,
+            Err(error) if error.kind() == ErrorKind::NoCredentials && is_local(&target.url) => None,
             Err(error) => return Err(error),
         };
         if credentials.is_some() {
@@ -458,13 +455,12 @@ impl ClientBuilder {
         let credentials = match (&self.impersonate, credentials) {
             (Some(email), Some(credentials)) => Some(credentials.impersonate(email)),
             (Some(email), None) => {
-                return Err(Error::Setting {
-                    problem: format!(
+                return Err(Error::setting(
+                    format!(
                         "impersonating {email} needs credentials to impersonate it with, and none were found"
                     ),
-                    fix: "set GOOGLE_APPLICATION_CREDENTIALS (or see `cloudrun-test doctor`)"
-                        .into(),
-                });
+                    "set GOOGLE_APPLICATION_CREDENTIALS (or see `cloudrun-test doctor`)",
+                ));
             }
             (None, credentials) => credentials,
         };
@@ -487,7 +483,7 @@ impl ClientBuilder {
             http = http.timeout(limit);
         }
         let http = http.build().map_err(|error| {
-            Error::Internal(format!("building the HTTP client failed: {error}"))
+            Error::internal(format!("building the HTTP client failed: {error}"))
         })?;
         let client = Client {
             inner: Arc::new(Inner {

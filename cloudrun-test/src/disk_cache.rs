@@ -901,7 +901,7 @@ mod tests {
         let failed = setup
             .cache
             .get_or_look_up::<Answer, _>("failing", async {
-                Err(Error::Internal("refused".into()))
+                Err(Error::internal("refused"))
             })
             .await;
         assert!(failed.is_err());

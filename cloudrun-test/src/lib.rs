@@ -45,7 +45,7 @@ pub use client::{Client, ClientBuilder, RequestBuilder};
 pub use context::TestContext;
 pub use credentials::{ChainStep, Credentials, StepOutcome};
 pub use diagnose::Diagnosis;
-pub use error::Error;
+pub use error::{Error, ErrorKind};
 pub use retry::RetryPolicy;
 pub use send::TokenHeader;
 pub use token::{Claims, IdToken};

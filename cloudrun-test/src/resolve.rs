@@ -115,11 +115,10 @@ pub(crate) async fn resolve(
         return target(parse_url(url, "`url = ...`")?, project, region);
     }
     let Some(service) = service else {
-        return Err(Error::Setting {
-            problem: "no service to test: neither a service name nor a URL was given".into(),
-            fix: "write `#[cloudrun_test(service = \"NAME\")]` or `#[cloudrun_test(url = \"https://...\")]`"
-                .into(),
-        });
+        return Err(Error::setting(
+            "no service to test: neither a service name nor a URL was given",
+            "write `#[cloudrun_test(service = \"NAME\")]` or `#[cloudrun_test(url = \"https://...\")]`",
+        ));
     };
     let variable = url_variable(service);
     if let Some(url) = env(&variable) {
@@ -133,13 +132,15 @@ pub(crate) async fn resolve(
         return target(parse_url(&url, &file_name)?, project, region);
     }
 
-    let missing = |what: &str, variable: &str, gcloud: &str| Error::Setting {
-        problem: format!("cannot look Cloud Run service `{service}` up: no {what} is set"),
-        fix: format!(
-            "set {variable}, or `{what} = \"...\"` in the attribute or in {CONFIG_FILE_NAME}, \
+    let missing = |what: &str, variable: &str, gcloud: &str| {
+        Error::setting(
+            format!("cannot look Cloud Run service `{service}` up: no {what} is set"),
+            format!(
+                "set {variable}, or `{what} = \"...\"` in the attribute or in {CONFIG_FILE_NAME}, \
              or run `gcloud config set {gcloud}`; or skip the lookup by setting {} to the service's URL",
-            url_variable(service)
-        ),
+                url_variable(service)
+            ),
+        )
     };
     let project = project.ok_or_else(|| {
         missing(
@@ -179,11 +180,13 @@ pub(crate) async fn resolve(
     };
     let info = lookup(&credentials, endpoint, service_id).await?;
     let uri = match &tag {
-        None => info.uri.clone().ok_or_else(|| Error::AdminApi {
-            service: service.into(),
-            url: endpoint.url.to_owned(),
-            problem: "the service has no URL yet (is its first revision deployed?)".into(),
-            fix: format!("deploy it: `gcloud run deploy {service} --region {region}`"),
+        None => info.uri.clone().ok_or_else(|| {
+            Error::admin_api(
+                service,
+                endpoint.url.to_owned(),
+                "the service has no URL yet (is its first revision deployed?)",
+                format!("deploy it: `gcloud run deploy {service} --region {region}`"),
+            )
         })?,
         Some(tag) => tagged_uri(&info, service, tag, &region)?,
     };
@@ -215,8 +218,8 @@ fn tagged_uri(info: &ServiceInfo, service: &str, tag: &str, region: &str) -> Res
         .iter()
         .filter_map(|status| status.tag.as_deref())
         .collect();
-    Err(Error::Setting {
-        problem: format!(
+    Err(Error::setting(
+        format!(
             "service `{service}` has no traffic tag `{tag}`; its tags: {}",
             if known.is_empty() {
                 "none".into()
@@ -224,23 +227,25 @@ fn tagged_uri(info: &ServiceInfo, service: &str, tag: &str, region: &str) -> Res
                 known.join(", ")
             }
         ),
-        fix: format!(
+        format!(
             "deploy a revision with that tag: `gcloud run deploy {service} --region {region} --no-traffic --tag {tag}`, \
              or pick an existing tag with CLOUDRUN_TEST_TAG"
         ),
-    })
+    ))
 }
 
 fn parse_url(text: &str, from: &str) -> Result<Url, Error> {
-    let url = Url::parse(text).map_err(|error| Error::Setting {
-        problem: format!("the service URL {text:?} from {from} is not a URL ({error})"),
-        fix: "give a full URL such as https://hello-123456789.europe-west1.run.app".into(),
+    let url = Url::parse(text).map_err(|error| {
+        Error::setting(
+            format!("the service URL {text:?} from {from} is not a URL ({error})"),
+            "give a full URL such as https://hello-123456789.europe-west1.run.app",
+        )
     })?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(Error::Setting {
-            problem: format!("the service URL {text:?} from {from} is not an http(s) URL"),
-            fix: "give a full URL such as https://hello-123456789.europe-west1.run.app".into(),
-        });
+        return Err(Error::setting(
+            format!("the service URL {text:?} from {from} is not an http(s) URL"),
+            "give a full URL such as https://hello-123456789.europe-west1.run.app",
+        ));
     }
     Ok(url)
 }
@@ -313,12 +318,9 @@ async fn lookup(
     // The lookup carries an access token: refused before one is even minted unless the
     // endpoint is https or on this machine.
     let what = format!("the Cloud Run Admin API ({})", endpoint.from);
-    let parsed = Url::parse(&url).map_err(|error| Error::Setting {
-        problem: format!("{what} is not a URL: {:?} ({error})", endpoint.url),
-        fix: format!(
+    let parsed = Url::parse(&url).map_err(|error| Error::setting(format!("{what} is not a URL: {:?} ({error})", endpoint.url), format!(
             "set {RUN_ENDPOINT_VARIABLE} to the Admin API's base URL, e.g. {DEFAULT_RUN_ENDPOINT}"
-        ),
-    })?;
+        )))?;
     crate::transport::check_destination(&parsed, &what)?;
     let key = serde_json::json!([
         credentials.fingerprint(),
@@ -377,11 +379,8 @@ impl AdminRequest {
         // Minted only now: a lookup served from disk needs no access token.
         let access_token = credentials.access_token().await?;
         let identity = credentials.describe();
-        let admin_error = |problem: String, fix: String| Error::AdminApi {
-            service: service.clone(),
-            url: url.clone(),
-            problem,
-            fix,
+        let admin_error = |problem: String, fix: String| {
+            Error::admin_api(service.clone(), url.clone(), problem, fix)
         };
         // A read: tried again after a 5xx, a 429 or a failed connection.
         let request = http.get(parsed).bearer_auth(access_token.secret());
@@ -392,6 +391,7 @@ impl AdminRequest {
                     describe_http_error(&error),
                     "check the network, or set CLOUDRUN_TEST_RUN_ENDPOINT if the Admin API lives elsewhere".into(),
                 )
+                .with_source(error)
             })?;
         let status = response.status();
         let body = match crate::bounded::read_body(response, crate::bounded::BODY_LIMIT).await {
@@ -411,13 +411,13 @@ impl AdminRequest {
                     "check CLOUDRUN_TEST_RUN_ENDPOINT points at the Cloud Run Admin API".into(),
                 )
             }),
-            404 => Err(Error::ServiceNotFound {
-                env_suffix: env_suffix(&service),
-                service,
+            404 => Err(Error::service_not_found(
+                &service,
                 project,
                 region,
                 url,
-            }),
+                env_suffix(&service),
+            )),
             401 | 403 => Err(admin_error(
                 format!("HTTP {status}: {identity} may not read the service"),
                 format!(
@@ -425,7 +425,8 @@ impl AdminRequest {
                      --member=serviceAccount:EMAIL --role=roles/run.viewer`, or set {} to skip the lookup",
                     url_variable(&service)
                 ),
-            )),
+            )
+            .with_status(status)),
             _ => Err(admin_error(
                 if is_worth_repeating(status) {
                     format!("HTTP {status}, three times in a row")
@@ -433,7 +434,8 @@ impl AdminRequest {
                     format!("HTTP {status}")
                 },
                 "retry later; if it persists, check https://status.cloud.google.com".into(),
-            )),
+            )
+            .with_status(status)),
         }
     }
 }

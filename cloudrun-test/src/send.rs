@@ -66,13 +66,10 @@ impl TokenHeader {
         match value.trim().to_ascii_lowercase().as_str() {
             "authorization" => Ok(TokenHeader::Authorization),
             "x-serverless-authorization" => Ok(TokenHeader::XServerlessAuthorization),
-            other => Err(Error::Setting {
-                problem: format!(
-                    "CLOUDRUN_TEST_TOKEN_HEADER is {other:?}, which is no token header"
-                ),
-                fix: "set it to `authorization` (the default) or `x-serverless-authorization`"
-                    .into(),
-            }),
+            other => Err(Error::setting(
+                format!("CLOUDRUN_TEST_TOKEN_HEADER is {other:?}, which is no token header"),
+                "set it to `authorization` (the default) or `x-serverless-authorization`",
+            )),
         }
     }
 }
@@ -107,13 +104,15 @@ pub(crate) fn build(
     builder: Result<reqwest::RequestBuilder, Error>,
 ) -> Result<(Request, Url), Error> {
     let (url, builder) = (url?, builder?);
-    let request = builder.build().map_err(|error| Error::Request {
-        method: method.to_string(),
-        url: url.to_string(),
-        problem: format!(
-            "the request could not be built: {}",
-            crate::error::describe_http_error(&error)
-        ),
+    let request = builder.build().map_err(|error| {
+        Error::request(
+            method.to_string(),
+            url.to_string(),
+            format!(
+                "the request could not be built: {}",
+                crate::error::describe_http_error(&error)
+            ),
+        )
     })?;
     Ok((request, url))
 }
@@ -477,11 +476,11 @@ impl Attempts {
         let mut response = match outcome {
             Ok(response) => response,
             Err(error) => {
-                return Err(Error::Request {
-                    method: method.to_string(),
-                    url: url.to_string(),
-                    problem: diagnose::explain_no_answer(target, &url, &error, retries),
-                });
+                return Err(Error::request(
+                    method.to_string(),
+                    url.to_string(),
+                    diagnose::explain_no_answer(target, &url, &error, retries),
+                ));
             }
         };
         let status = response.status();
@@ -534,9 +533,11 @@ pub(crate) async fn wait_until_ready(
     limit: Duration,
 ) -> Result<(), Error> {
     let started = Instant::now();
-    let url = client.url().join(path).map_err(|error| Error::Setting {
-        problem: format!("the readiness path {path:?} is not a path ({error})"),
-        fix: "give a path such as \"/\" or \"/healthz\"".into(),
+    let url = client.url().join(path).map_err(|error| {
+        Error::setting(
+            format!("the readiness path {path:?} is not a path ({error})"),
+            "give a path such as \"/\" or \"/healthz\"",
+        )
     })?;
     let not_ready = [
         StatusCode::TOO_MANY_REQUESTS,
@@ -555,7 +556,7 @@ pub(crate) async fn wait_until_ready(
             .get(url.clone())
             .timeout(left.max(Duration::from_millis(1)))
             .build()
-            .map_err(|error| Error::Internal(error.to_string()))?;
+            .map_err(|error| Error::internal(error.to_string()))?;
         // Redirects followed, no retries: the polling here is the retry.
         let mut attempts =
             Attempts::new(client.clone(), Method::GET, copy_request(&request), false);
@@ -571,11 +572,11 @@ pub(crate) async fn wait_until_ready(
         };
         let delay = backoff.delay(attempt, None);
         if started.elapsed() + delay >= limit {
-            return Err(Error::NotReady {
-                url: url.to_string(),
-                waited: format!("{:.1}s", started.elapsed().as_secs_f64()),
+            return Err(Error::not_ready(
+                url.to_string(),
+                format!("{:.1}s", started.elapsed().as_secs_f64()),
                 last,
-            });
+            ));
         }
         tokio::time::sleep(delay).await;
     }

@@ -38,28 +38,27 @@ const NEVER_PROXIED: &str = "localhost,127.0.0.0/8,::1/128,::ffff:127.0.0.0/104,
 pub fn check_destination(url: &Url, what: &str) -> Result<(), Error> {
     // Under `cloudrun-test emulate` a credential stays on this machine.
     if crate::settings::Emulated::get()?.is_some() && !is_loopback(url) {
-        return Err(Error::Setting {
-            problem: format!(
+        return Err(Error::setting(
+            format!(
                 "refusing to send a credential to {what} at {}: under `cloudrun-test emulate` \
                  credentials go only to the emulator and loopback addresses",
                 origin_of(url)
             ),
-            fix: "call an emulated service (`cloudrun-test emulate --service NAME` exports \
-                  CLOUDRUN_TEST_URL_NAME), or run this outside `cloudrun-test emulate`"
-                .into(),
-        });
+            "call an emulated service (`cloudrun-test emulate --service NAME` exports \
+                  CLOUDRUN_TEST_URL_NAME), or run this outside `cloudrun-test emulate`",
+        ));
     }
     // A user or password in the URL would travel as a second credential, and show
     // wherever the URL is printed.
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(Error::Setting {
-            problem: format!(
+        return Err(Error::setting(
+            format!(
                 "refusing to send a credential to {what} at {}: its URL holds a user name or \
                  password",
                 origin_of(url)
             ),
-            fix: format!("give the URL of {what} without `user:password@`"),
-        });
+            format!("give the URL of {what} without `user:password@`"),
+        ));
     }
     if allows_credentials(url) {
         return proxy_for(url).map(|_| ());
@@ -70,16 +69,16 @@ pub fn check_destination(url: &Url, what: &str) -> Result<(), Error> {
     } else {
         "is not a transport cloudrun-test sends credentials over"
     };
-    Err(Error::Setting {
-        problem: format!(
+    Err(Error::setting(
+        format!(
             "refusing to send a credential to {what} at {}: `{scheme}` {why}",
             origin_of(url)
         ),
-        fix: format!(
+        format!(
             "use the https URL of {what} (plain http is allowed only to a loopback \
              address such as 127.0.0.1, e.g. under `cloudrun-test emulate`)"
         ),
-    })
+    ))
 }
 
 /// Whether `url` may receive a credential at all: `https`, or plain `http` to a
@@ -187,11 +186,12 @@ impl ProxyRules {
         let url = Url::parse(&with_scheme)
             .ok()
             .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
-            .ok_or_else(|| Error::Setting {
-                problem: "HTTPS_PROXY is not an http:// or https:// proxy URL".into(),
-                fix: "set HTTPS_PROXY to the proxy's URL, e.g. http://proxy.example:3128, or \
-                      unset it"
-                    .into(),
+            .ok_or_else(|| {
+                Error::setting(
+                    "HTTPS_PROXY is not an http:// or https:// proxy URL",
+                    "set HTTPS_PROXY to the proxy's URL, e.g. http://proxy.example:3128, or \
+                      unset it",
+                )
             })?;
         let mut never = NEVER_PROXIED.to_owned();
         if let Some(host) = metadata_host() {

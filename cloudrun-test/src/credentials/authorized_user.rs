@@ -101,11 +101,8 @@ impl AuthorizedUser {
             &network_fix,
         )
         .await?;
-        let endpoint_error = |problem: String, fix: String| Error::TokenEndpoint {
-            what: what.clone(),
-            url: self.token_uri.clone(),
-            problem,
-            fix,
+        let endpoint_error = |problem: String, fix: String| {
+            Error::token_endpoint(what.clone(), self.token_uri.clone(), problem, fix)
         };
         if !status.is_success() {
             return Err(endpoint_error(
@@ -165,16 +162,10 @@ impl CredentialSource for AuthorizedUser {
     ) -> BoxFuture<'a, Result<Token, Error>> {
         Box::pin(async move {
             let answer = self.refresh(http, "an identity token").await?;
-            let id_token = answer.id_token.ok_or_else(|| Error::TokenEndpoint {
-                what: format!("refreshing the user credentials of {}", self.path.display()),
-                url: self.token_uri.clone(),
-                problem: "the answer has no `id_token` (the login did not grant the `openid` scope)"
-                    .into(),
-                fix: format!(
+            let id_token = answer.id_token.ok_or_else(|| Error::token_endpoint(format!("refreshing the user credentials of {}", self.path.display()), self.token_uri.clone(), "the answer has no `id_token` (the login did not grant the `openid` scope)", format!(
                     "{FIX}, or impersonate a service account \
                      (CLOUDRUN_TEST_IMPERSONATE_SERVICE_ACCOUNT) for a token whose audience is the service"
-                ),
-            })?;
+                )))?;
             let token = Token::from_jwt(id_token);
             if token.claims().aud.as_deref() != Some(audience) {
                 tracing::debug!(
@@ -193,14 +184,16 @@ impl CredentialSource for AuthorizedUser {
     ) -> BoxFuture<'a, Result<Token, Error>> {
         Box::pin(async move {
             let answer = self.refresh(http, "an access token").await?;
-            let access_token = answer.access_token.ok_or_else(|| Error::TokenEndpoint {
-                what: format!("refreshing the user credentials of {}", self.path.display()),
-                url: self.token_uri.clone(),
-                problem: "the answer has no `access_token`".into(),
-                fix: format!(
-                    "check that `token_uri` in {} is Google's token endpoint",
-                    self.path.display()
-                ),
+            let access_token = answer.access_token.ok_or_else(|| {
+                Error::token_endpoint(
+                    format!("refreshing the user credentials of {}", self.path.display()),
+                    self.token_uri.clone(),
+                    "the answer has no `access_token`",
+                    format!(
+                        "check that `token_uri` in {} is Google's token endpoint",
+                        self.path.display()
+                    ),
+                )
             })?;
             Ok(Token::from_access_token(
                 access_token,

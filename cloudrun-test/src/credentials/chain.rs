@@ -206,12 +206,10 @@ pub(crate) fn explain() -> (Result<Credentials, Error>, Vec<ChainStep>) {
                 None => {
                     let names: Vec<&str> = SOURCES.iter().map(|(name, _, _)| *name).collect();
                     return (
-                        Err(Error::Setting {
-                            problem: format!(
-                                "{FORCE_VARIABLE} is `{name}`, which is no credential source"
-                            ),
-                            fix: format!("use one of {}, or unset it", names.join(", ")),
-                        }),
+                        Err(Error::setting(
+                            format!("{FORCE_VARIABLE} is `{name}`, which is no credential source"),
+                            format!("use one of {}, or unset it", names.join(", ")),
+                        )),
                         steps,
                     );
                 }
@@ -246,10 +244,10 @@ pub(crate) fn explain() -> (Result<Credentials, Error>, Vec<ChainStep>) {
                 continue;
             }
             // A forced source must be there.
-            Found::Absent(reason) => Error::Setting {
-                problem: format!("{FORCE_VARIABLE}={name}, but {looked_at}: {reason}"),
-                fix: format!("{setup}; or unset {FORCE_VARIABLE} to try every source"),
-            },
+            Found::Absent(reason) => Error::setting(
+                format!("{FORCE_VARIABLE}={name}, but {looked_at}: {reason}"),
+                format!("{setup}; or unset {FORCE_VARIABLE} to try every source"),
+            ),
             Found::Broken(error) => error,
         };
         // A present but broken source (or a forced, absent one) stops the chain.
@@ -273,12 +271,7 @@ pub(crate) fn explain() -> (Result<Credentials, Error>, Vec<ChainStep>) {
                 _ => None,
             })
             .collect();
-        return (
-            Err(Error::NoCredentials {
-                tried: tried.join("\n"),
-            }),
-            steps,
-        );
+        return (Err(Error::no_credentials(tried.join("\n"))), steps);
     };
     let source = match impersonate {
         None => source,

@@ -111,11 +111,7 @@ impl ExternalAccount {
     }
 
     fn source_error(&self, problem: String, fix: &str) -> Error {
-        Error::CredentialsFile {
-            path: self.path.clone(),
-            problem,
-            fix: fix.to_owned(),
-        }
+        Error::credentials_file(self.path.clone(), problem, fix.to_owned())
     }
 
     /// The subject token from the credential source.
@@ -169,14 +165,13 @@ impl ExternalAccount {
                 let (status, body) =
                     send(request, REQUEST_TIMEOUT, &what, &shown, &network_fix).await?;
                 if !status.is_success() {
-                    return Err(Error::TokenEndpoint {
+                    return Err(Error::token_endpoint(
                         what,
-                        url: shown,
-                        problem: refusal(status, &body),
-                        fix: "check `credential_source.headers` (e.g. the CI's request token) and \
-                              that the URL still serves tokens"
-                            .into(),
-                    });
+                        shown,
+                        refusal(status, &body),
+                        "check `credential_source.headers` (e.g. the CI's request token) and \
+                              that the URL still serves tokens",
+                    ));
                 }
                 self.extract(&body, format, "the answer of `credential_source.url`")
             }
@@ -271,21 +266,20 @@ impl ExternalAccount {
             "running `{command_line}` (`credential_source.executable` of {})",
             self.path.display()
         );
-        let failed = |problem: String, fix: &str| Error::TokenEndpoint {
-            what: what.clone(),
-            url: program.to_owned(),
-            problem,
-            fix: fix.to_owned(),
+        let failed = |problem: String, fix: &str| {
+            Error::token_endpoint(what.clone(), program.to_owned(), problem, fix.to_owned())
         };
         let finished = run(command, timeout).await.map_err(|error| match error {
             RunError::Spawn(error) => failed(
                 format!("it could not be started ({error})"),
                 "check `credential_source.executable.command`: an absolute path to an executable, then its arguments",
-            ),
+            )
+            .with_source(error),
             RunError::TimedOut => failed(
                 format!("it did not finish within {timeout:?} and was stopped"),
                 "make it faster, or raise `credential_source.executable.timeout_millis` (at most 120000)",
-            ),
+            )
+            .timed_out(),
             RunError::Wait(error) => failed(format!("waiting for it failed ({error})"), "retry"),
             RunError::TooMuchOutput { stream } => failed(
                 super::process::too_much_output("it", stream),
@@ -357,11 +351,8 @@ impl ExternalAccount {
             &network_fix,
         )
         .await?;
-        let failed = |problem: String, fix: String| Error::TokenEndpoint {
-            what: what.clone(),
-            url: self.token_url.clone(),
-            problem,
-            fix,
+        let failed = |problem: String, fix: String| {
+            Error::token_endpoint(what.clone(), self.token_url.clone(), problem, fix)
         };
         if !status.is_success() {
             return Err(failed(
@@ -629,26 +620,20 @@ impl CredentialSource for ExternalAccount {
             target
                 .generate_id_token(http, &federated, Some(&self.audience), audience)
                 .await
-                .map_err(|error| match error {
-                    Error::TokenEndpoint {
-                        what,
-                        url,
-                        problem,
-                        fix,
-                    } if problem.contains("HTTP 403") => Error::TokenEndpoint {
-                        what,
-                        url,
-                        problem,
-                        fix: format!(
+                .map_err(|error| match error.status() {
+                    Some(reqwest::StatusCode::FORBIDDEN) => {
+                        let fix = format!(
                             "let the pool's identities use {}: `gcloud iam service-accounts \
                              add-iam-policy-binding {} --role=roles/iam.workloadIdentityUser \
-                             --member={}` ({fix})",
+                             --member={}` ({})",
                             target.email,
                             target.email,
-                            self.pool_members()
-                        ),
-                    },
-                    other => other,
+                            self.pool_members(),
+                            error.fix().unwrap_or_default()
+                        );
+                        error.with_fix(fix)
+                    }
+                    _ => error,
                 })
         })
     }

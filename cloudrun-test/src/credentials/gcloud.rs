@@ -46,14 +46,16 @@ fn timeout_setting(text: &str) -> Result<Duration, Error> {
     crate::settings::parse_limit(TIMEOUT_VARIABLE, text)
         .ok()
         .filter(|limit| *limit <= MAX_TIMEOUT)
-        .ok_or_else(|| Error::Setting {
-            problem: format!(
-                "{TIMEOUT_VARIABLE} is {text:?}, which is no time limit between 1ms and 1h"
-            ),
-            fix: format!(
-                "write e.g. `30s` or `2m` (a bare number means seconds), or unset \
+        .ok_or_else(|| {
+            Error::setting(
+                format!(
+                    "{TIMEOUT_VARIABLE} is {text:?}, which is no time limit between 1ms and 1h"
+                ),
+                format!(
+                    "write e.g. `30s` or `2m` (a bare number means seconds), or unset \
                  {TIMEOUT_VARIABLE} for the default of 30 s"
-            ),
+                ),
+            )
         })
 }
 
@@ -147,24 +149,23 @@ impl GcloudCli {
         let shown = format!("gcloud {}", args.join(" "));
         let what = format!("{what} with `{shown}` (account {})", self.account);
         let url = self.program.display().to_string();
-        let failed = |problem: String, fix: String| Error::TokenEndpoint {
-            what: what.clone(),
-            url: url.clone(),
-            problem,
-            fix,
+        let failed = |problem: String, fix: String| {
+            Error::token_endpoint(what.clone(), url.clone(), problem, fix)
         };
         let finished = run(self.command(&args), self.timeout).await.map_err(|error| match error {
             RunError::Spawn(error) => failed(
                 format!("gcloud could not be started ({error})"),
                 "check the Google Cloud SDK installation, or set CLOUDRUN_TEST_GCLOUD to gcloud's path"
                     .into(),
-            ),
+            )
+            .with_source(error),
             RunError::TimedOut => failed(
                 format!("gcloud did not finish within {:?} and was stopped", self.timeout),
                 "check the network (gcloud calls Google's token endpoint), or allow more time with \
                  CLOUDRUN_TEST_GCLOUD_TIMEOUT=SECONDS"
                     .into(),
-            ),
+            )
+            .timed_out(),
             RunError::Wait(error) => failed(format!("waiting for gcloud failed ({error})"), "retry".into()),
             RunError::TooMuchOutput { stream } => failed(
                 too_much_output("gcloud", stream),
@@ -309,11 +310,7 @@ impl CredentialSource for GcloudCli {
                 args.push(format!("--audiences={audience}"));
             }
             let token = Token::from_jwt(self.print(args, "minting an identity token").await?);
-            self.check(&token, audience).map_err(|problem| Error::TokenEndpoint {
-                what: format!("minting an identity token with gcloud (account {})", self.account),
-                url: self.program.display().to_string(),
-                problem: format!("{problem}; the token was refused"),
-                fix: format!(
+            self.check(&token, audience).map_err(|problem| Error::token_endpoint(format!("minting an identity token with gcloud (account {})", self.account), self.program.display().to_string(), format!("{problem}; the token was refused"), format!(
                     "gcloud prints a cached token when it cannot mint a new one: run `gcloud auth \
                      print-identity-token{}` to see why",
                     if self.chooses_audience() {
@@ -321,8 +318,7 @@ impl CredentialSource for GcloudCli {
                     } else {
                         String::new()
                     }
-                ),
-            })?;
+                )))?;
             tracing::debug!(
                 identity = self.identity_email(),
                 audience,

@@ -53,14 +53,12 @@ impl CredentialSource for StaticIdToken {
                 .bytes()
                 .all(|byte| byte.is_ascii_graphic())
             {
-                return Err(Error::Setting {
-                    problem: "CLOUDRUN_TEST_ID_TOKEN holds spaces or control characters (a line \
-                              break?), which no identity token has"
-                        .into(),
-                    fix: "set it to the token alone, e.g. \
-                          CLOUDRUN_TEST_ID_TOKEN=\"$(gcloud auth print-identity-token)\""
-                        .into(),
-                });
+                return Err(Error::setting(
+                    "CLOUDRUN_TEST_ID_TOKEN holds spaces or control characters (a line \
+                              break?), which no identity token has",
+                    "set it to the token alone, e.g. \
+                          CLOUDRUN_TEST_ID_TOKEN=\"$(gcloud auth print-identity-token)\"",
+                ));
             }
             Ok(self.token.clone())
         })
@@ -71,14 +69,12 @@ impl CredentialSource for StaticIdToken {
         _http: &'a reqwest::Client,
     ) -> BoxFuture<'a, Result<Token, Error>> {
         Box::pin(async move {
-            Err(Error::Setting {
-                problem: "CLOUDRUN_TEST_ID_TOKEN gives an identity token only, and looking a \
-                          service up in the Cloud Run Admin API needs an access token"
-                    .into(),
-                fix: "give the service's URL: `url = \"https://...\"` in the attribute, or \
-                      CLOUDRUN_TEST_URL_<SERVICE>"
-                    .into(),
-            })
+            Err(Error::setting(
+                "CLOUDRUN_TEST_ID_TOKEN gives an identity token only, and looking a \
+                          service up in the Cloud Run Admin API needs an access token",
+                "give the service's URL: `url = \"https://...\"` in the attribute, or \
+                      CLOUDRUN_TEST_URL_<SERVICE>",
+            ))
         })
     }
 }

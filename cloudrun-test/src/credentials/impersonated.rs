@@ -168,14 +168,14 @@ impl IamTarget {
     }
 
     fn bad_answer(&self, url: &str, caller_name: Option<&str>, problem: &str) -> Error {
-        Error::TokenEndpoint {
-            what: self.what("a token", caller_name),
-            url: url.to_owned(),
-            problem: format!("the answer is not what IAM Credentials returns: {problem}"),
-            fix: format!(
+        Error::token_endpoint(
+            self.what("a token", caller_name),
+            url.to_owned(),
+            format!("the answer is not what IAM Credentials returns: {problem}"),
+            format!(
                 "check that {IAM_ENDPOINT_VARIABLE} (or the impersonation URL) names the IAM Credentials API"
             ),
-        }
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -233,12 +233,12 @@ impl IamTarget {
             ),
             _ => "retry later; if it persists, check https://status.cloud.google.com".to_owned(),
         };
-        Err(Error::TokenEndpoint {
+        Err(Error::token_endpoint(
             what,
-            url: url.to_owned(),
-            problem: refusal(status, &answer),
+            url.to_owned(),
+            refusal(status, &answer),
             fix,
-        })
+        ))
     }
 }
 

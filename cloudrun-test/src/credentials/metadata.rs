@@ -137,12 +137,12 @@ impl MetadataServer {
                 .to_owned(),
             _ => "retry; if it persists, check the workload's service account".to_owned(),
         };
-        Err(Error::TokenEndpoint {
+        Err(Error::token_endpoint(
             what,
-            url: url.to_owned(),
-            problem: refusal(status, &body),
+            url.to_owned(),
+            refusal(status, &body),
             fix,
-        })
+        ))
     }
 }
 
@@ -181,15 +181,15 @@ impl CredentialSource for MetadataServer {
                 .await?;
             let token = Token::from_jwt(body.trim().to_owned());
             if token.claims().aud.is_none() {
-                return Err(Error::TokenEndpoint {
-                    what: "minting an identity token from the metadata server".into(),
+                return Err(Error::token_endpoint(
+                    "minting an identity token from the metadata server",
                     url,
-                    problem: "the answer is not an identity token (a JWT)".into(),
-                    fix: format!(
+                    "the answer is not an identity token (a JWT)",
+                    format!(
                         "check that {} is a metadata server (GCE_METADATA_HOST)",
                         self.host
                     ),
-                });
+                ));
             }
             if let Some(email) = &token.claims().email {
                 let _ = self.email.set(email.clone());
@@ -205,21 +205,24 @@ impl CredentialSource for MetadataServer {
         Box::pin(async move {
             let url = self.url("token");
             let body = self.get(http, &url, &[], "an access token").await?;
-            let answer: AccessTokenAnswer =
-                serde_json::from_str(&body).map_err(|_| Error::TokenEndpoint {
-                    what: "minting an access token from the metadata server".into(),
-                    url: url.clone(),
-                    problem: "the answer is not a token response".into(),
-                    fix: format!(
+            let answer: AccessTokenAnswer = serde_json::from_str(&body).map_err(|_| {
+                Error::token_endpoint(
+                    "minting an access token from the metadata server",
+                    url.clone(),
+                    "the answer is not a token response",
+                    format!(
                         "check that {} is a metadata server (GCE_METADATA_HOST)",
                         self.host
                     ),
-                })?;
-            let token = answer.access_token.ok_or_else(|| Error::TokenEndpoint {
-                what: "minting an access token from the metadata server".into(),
-                url,
-                problem: "the answer has no `access_token`".into(),
-                fix: "check the workload's service account and scopes".into(),
+                )
+            })?;
+            let token = answer.access_token.ok_or_else(|| {
+                Error::token_endpoint(
+                    "minting an access token from the metadata server",
+                    url,
+                    "the answer has no `access_token`",
+                    "check the workload's service account and scopes",
+                )
             })?;
             Ok(Token::from_access_token(
                 token,

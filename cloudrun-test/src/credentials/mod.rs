@@ -141,14 +141,13 @@ impl Credentials {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Credentials, Error> {
         let path = path.as_ref();
         let text = bounded::read_file(path, bounded::FILE_LIMIT).map_err(|error| {
-            Error::CredentialsFile {
-                path: path.to_owned(),
-                problem: format!("cannot be read ({error})"),
-                fix: "point GOOGLE_APPLICATION_CREDENTIALS at an existing key file, e.g. one \
+            Error::credentials_file(
+                path.to_owned(),
+                format!("cannot be read ({error})"),
+                "point GOOGLE_APPLICATION_CREDENTIALS at an existing key file, e.g. one \
                       from `gcloud iam service-accounts keys create key.json \
-                      --iam-account=SA_EMAIL`"
-                    .into(),
-            }
+                      --iam-account=SA_EMAIL`",
+            )
         })?;
         Self::from_json(path, &text)
     }
@@ -242,14 +241,11 @@ fn parse_value(
         ))
     })?;
     let source: Arc<dyn CredentialSource> = match kind.as_str() {
-        "service_account" => Arc::new(
-            service_account::ServiceAccountKey::parse(path, value.clone()).map_err(|error| {
-                match nested_in {
-                    Some(field) => wire::nested_error(error, field),
-                    None => error,
-                }
-            })?,
-        ),
+        "service_account" => Arc::new(service_account::ServiceAccountKey::parse(
+            path,
+            value.clone(),
+            &prefix,
+        )?),
         "authorized_user" => Arc::new(authorized_user::AuthorizedUser::parse(&fields)?),
         "external_account" => Arc::new(external_account::ExternalAccount::parse(&fields)?),
         "impersonated_service_account" if nested_in.is_none() => {

@@ -40,33 +40,39 @@ impl fmt::Debug for ServiceAccountKey {
 }
 
 impl ServiceAccountKey {
-    pub(crate) fn parse(path: &Path, value: serde_json::Value) -> Result<Self, Error> {
-        let file_error = |problem: String| Error::CredentialsFile {
-            path: path.to_owned(),
-            problem,
-            fix: KEY_FILE_FIX.into(),
-        };
+    /// Reads a key object; `prefix` names where it sits in the file (`""` at the top
+    /// level, `"source_credentials."` inside an impersonated_service_account file).
+    pub(crate) fn parse(
+        path: &Path,
+        value: serde_json::Value,
+        prefix: &str,
+    ) -> Result<Self, Error> {
+        let file_error = |problem: String| Error::credentials_file(path, problem, KEY_FILE_FIX);
         let field = |name: &str| -> Result<Option<String>, Error> {
             match value.get(name) {
                 None | Some(serde_json::Value::Null) => Ok(None),
                 Some(serde_json::Value::String(text)) => Ok(Some(text.clone())),
-                Some(_) => Err(file_error(format!("field `{name}` is not a string"))),
+                Some(_) => Err(file_error(format!(
+                    "field `{prefix}{name}` is not a string"
+                ))),
             }
         };
         let required = |name: &str| -> Result<String, Error> {
             field(name)?
                 .filter(|text| !text.is_empty())
-                .ok_or_else(|| file_error(format!("has no `{name}`")))
+                .ok_or_else(|| file_error(format!("has no `{prefix}{name}`")))
         };
         let client_email = required("client_email")?;
         let private_key = required("private_key")?;
         let key_pair = parse_private_key(&private_key).map_err(|problem| {
-            file_error(format!("field `private_key` is not usable: {problem}"))
+            file_error(format!(
+                "field `{prefix}private_key` is not usable: {problem}"
+            ))
         })?;
         let token_uri = field("token_uri")?.unwrap_or_else(|| DEFAULT_TOKEN_URI.into());
         if reqwest::Url::parse(&token_uri).is_err() {
             return Err(file_error(format!(
-                "field `token_uri` is not a URL: {token_uri:?}"
+                "field `{prefix}token_uri` is not a URL: {token_uri:?}"
             )));
         }
         Ok(ServiceAccountKey {
@@ -106,9 +112,7 @@ impl ServiceAccountKey {
                 signing_input.as_bytes(),
                 &mut signature,
             )
-            .map_err(|_| {
-                Error::Internal("RS256 signing with the service-account key failed".into())
-            })?;
+            .map_err(|_| Error::internal("RS256 signing with the service-account key failed"))?;
         Ok(format!(
             "{signing_input}.{}",
             URL_SAFE_NO_PAD.encode(signature)
@@ -129,11 +133,13 @@ impl ServiceAccountKey {
             &format!("the token endpoint `token_uri` of {}", self.path.display()),
         )?;
         let assertion = self.assertion(extra_claim)?;
-        let endpoint_error = |problem: String, fix: String| Error::TokenEndpoint {
-            what: format!("minting {what} for {}", self.client_email),
-            url: self.token_uri.clone(),
-            problem,
-            fix,
+        let endpoint_error = |problem: String, fix: String| {
+            Error::token_endpoint(
+                format!("minting {what} for {}", self.client_email),
+                self.token_uri.clone(),
+                problem,
+                fix,
+            )
         };
         let network_fix = || {
             format!(
@@ -220,11 +226,13 @@ impl CredentialSource for ServiceAccountKey {
             let answer = self
                 .exchange(http, ("target_audience", audience), "an identity token")
                 .await?;
-            let id_token = answer.id_token.ok_or_else(|| Error::TokenEndpoint {
-                what: format!("minting an identity token for {}", self.client_email),
-                url: self.token_uri.clone(),
-                problem: "the answer has no `id_token`".into(),
-                fix: "check that `token_uri` is Google's OAuth token endpoint".into(),
+            let id_token = answer.id_token.ok_or_else(|| {
+                Error::token_endpoint(
+                    format!("minting an identity token for {}", self.client_email),
+                    self.token_uri.clone(),
+                    "the answer has no `id_token`",
+                    "check that `token_uri` is Google's OAuth token endpoint",
+                )
             })?;
             tracing::debug!(identity = %self.client_email, audience, "minted an identity token");
             Ok(Token::from_jwt(id_token))
@@ -239,11 +247,13 @@ impl CredentialSource for ServiceAccountKey {
             let answer = self
                 .exchange(http, ("scope", CLOUD_PLATFORM_SCOPE), "an access token")
                 .await?;
-            let access_token = answer.access_token.ok_or_else(|| Error::TokenEndpoint {
-                what: format!("minting an access token for {}", self.client_email),
-                url: self.token_uri.clone(),
-                problem: "the answer has no `access_token`".into(),
-                fix: "check that `token_uri` is Google's OAuth token endpoint".into(),
+            let access_token = answer.access_token.ok_or_else(|| {
+                Error::token_endpoint(
+                    format!("minting an access token for {}", self.client_email),
+                    self.token_uri.clone(),
+                    "the answer has no `access_token`",
+                    "check that `token_uri` is Google's OAuth token endpoint",
+                )
             })?;
             let lifetime = answer.expires_in.unwrap_or(Duration::from_secs(3600));
             tracing::debug!(identity = %self.client_email, "minted an access token");

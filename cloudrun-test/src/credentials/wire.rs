@@ -199,29 +199,7 @@ impl<'a> Fields<'a> {
 }
 
 pub(crate) fn file_error(path: &Path, problem: String, fix: &str) -> Error {
-    Error::CredentialsFile {
-        path: path.to_owned(),
-        problem,
-        fix: fix.to_owned(),
-    }
-}
-
-/// Rewrites the errors of a parser run on a nested object (`source_credentials`) so
-/// that they name the nested field.
-pub(crate) fn nested_error(error: Error, field: &str) -> Error {
-    match error {
-        Error::CredentialsFile { path, problem, fix } => {
-            let problem = if let Some(rest) = problem.strip_prefix("has no `") {
-                format!("has no `{field}.{rest}")
-            } else if let Some(rest) = problem.strip_prefix("field `") {
-                format!("field `{field}.{rest}")
-            } else {
-                format!("`{field}`: {problem}")
-            };
-            Error::CredentialsFile { path, problem, fix }
-        }
-        other => other,
-    }
+    Error::credentials_file(path.to_owned(), problem, fix.to_owned())
 }
 
 /// What a Google endpoint's refusal says: `HTTP {status}, {reason}` (see [`error_reason`]).
@@ -334,9 +312,11 @@ pub(crate) fn credential_request(
 /// `url` parsed, if it may receive a credential (see [`credential_request`]): for
 /// checking before a credential is even minted.
 pub(crate) fn credential_destination(url: &str, what: &str) -> Result<reqwest::Url, Error> {
-    let parsed = reqwest::Url::parse(url).map_err(|error| Error::Setting {
-        problem: format!("{what} is not a URL: {:?} ({error})", truncate(url, 100)),
-        fix: format!("give {what} as an https URL"),
+    let parsed = reqwest::Url::parse(url).map_err(|error| {
+        Error::setting(
+            format!("{what} is not a URL: {:?} ({error})", truncate(url, 100)),
+            format!("give {what} as an https URL"),
+        )
     })?;
     crate::transport::check_destination(&parsed, what)?;
     Ok(parsed)
@@ -358,12 +338,7 @@ pub(crate) async fn send(
     let failed = |error: reqwest::Error| {
         let (problem, fix) =
             crate::retry::token_failure(&error, timeout, url, network_fix.to_owned());
-        Error::TokenEndpoint {
-            what: what.to_owned(),
-            url: url.to_owned(),
-            problem,
-            fix,
-        }
+        Error::token_endpoint(what, url, problem, fix).with_source(error)
     };
     let response = crate::retry::send_repeatable(request, timeout)
         .await
@@ -374,14 +349,12 @@ pub(crate) async fn send(
         .await
         .map_err(|error| match error {
             crate::bounded::BodyError::Http(error) => failed(error),
-            crate::bounded::BodyError::TooLarge { limit } => Error::TokenEndpoint {
-                what: what.to_owned(),
-                url: url.to_owned(),
-                problem: crate::bounded::BodyError::too_large(limit),
-                fix: format!(
-                    "check that {url} is the endpoint it should be (Google's or the emulator)"
-                ),
-            },
+            crate::bounded::BodyError::TooLarge { limit } => Error::token_endpoint(
+                what.to_owned(),
+                url.to_owned(),
+                crate::bounded::BodyError::too_large(limit),
+                format!("check that {url} is the endpoint it should be (Google's or the emulator)"),
+            ),
         })?;
     Ok((status, body))
 }

@@ -41,26 +41,25 @@ pub(super) async fn resolve(
         return target(parse_url(url, from)?, from, project, region, Vec::new());
     }
     let Some(service) = query.service.as_deref() else {
-        return Err(Error::Setting {
-            problem: "no service to test: neither a service name nor a URL was given".into(),
-            fix: "write `#[cloudrun_test(service = \"NAME\")]` for a service given to \
-                  `cloudrun-test emulate --service NAME`"
-                .into(),
-        });
+        return Err(Error::setting(
+            "no service to test: neither a service name nor a URL was given",
+            "write `#[cloudrun_test(service = \"NAME\")]` for a service given to \
+                  `cloudrun-test emulate --service NAME`",
+        ));
     };
     if !emulated.services.iter().any(|name| name == service) {
-        return Err(Error::Setting {
-            problem: format!(
+        return Err(Error::setting(
+            format!(
                 "service `{service}` is not emulated: under `cloudrun-test emulate` a test reaches \
                  only the emulated services (emulated: {}), whatever the environment or \
                  cloudrun-test.toml say",
                 emulated.list()
             ),
-            fix: format!(
+            format!(
                 "emulate it too: add `--service {service}` (or `--serve {service}=COMMAND` for a \
                  local upstream) to `cloudrun-test emulate`"
             ),
-        });
+        ));
     }
     let tag = query.tag.clone().or_else(|| env("CLOUDRUN_TEST_TAG"));
     let variable = url_variable(service);
@@ -77,15 +76,17 @@ pub(super) async fn resolve(
     }
 
     // A tag (or no exported URL): the emulator's Admin API knows.
-    let missing = |variable: &str| Error::Setting {
-        problem: format!(
-            "cannot look emulated service `{service}` up in the emulator's Admin API: {variable} is not set"
-        ),
-        fix: format!(
-            "run the command under `cloudrun-test emulate`, which sets {variable}; or set {} \
+    let missing = |variable: &str| {
+        Error::setting(
+            format!(
+                "cannot look emulated service `{service}` up in the emulator's Admin API: {variable} is not set"
+            ),
+            format!(
+                "run the command under `cloudrun-test emulate`, which sets {variable}; or set {} \
              to the service's emulated URL",
-            url_variable(service)
-        ),
+                url_variable(service)
+            ),
+        )
     };
     let project = project.ok_or_else(|| missing("CLOUDRUN_TEST_PROJECT"))?;
     let region = region.ok_or_else(|| missing("CLOUDRUN_TEST_REGION"))?;
@@ -102,11 +103,13 @@ pub(super) async fn resolve(
     };
     let info = lookup(&credentials, endpoint, id).await?;
     let uri = match &tag {
-        None => info.uri.clone().ok_or_else(|| Error::AdminApi {
-            service: service.into(),
-            url: emulated.endpoint.clone(),
-            problem: "the emulator's Admin API gives the service no URL".into(),
-            fix: format!("emulate it with `cloudrun-test emulate --service {service}`"),
+        None => info.uri.clone().ok_or_else(|| {
+            Error::admin_api(
+                service,
+                emulated.endpoint.clone(),
+                "the emulator's Admin API gives the service no URL",
+                format!("emulate it with `cloudrun-test emulate --service {service}`"),
+            )
         })?,
         Some(tag) => tagged_uri(&info, service, tag, &region)?,
     };
@@ -128,15 +131,14 @@ fn on_this_machine(url: &Url, from: &str) -> Result<(), Error> {
     if crate::transport::is_loopback(url) {
         return Ok(());
     }
-    Err(Error::Setting {
-        problem: format!(
+    Err(Error::setting(
+        format!(
             "under `cloudrun-test emulate`, {from} gives {}, which is not on this machine: an \
              emulated test reaches only the emulator and loopback addresses, and no token is \
              minted for anywhere else",
             origin(url)
         ),
-        fix: "test an emulated service by name (`service = \"NAME\"` with `cloudrun-test emulate \
-              --service NAME`), or run this test outside `cloudrun-test emulate`"
-            .into(),
-    })
+        "test an emulated service by name (`service = \"NAME\"` with `cloudrun-test emulate \
+              --service NAME`), or run this test outside `cloudrun-test emulate`",
+    ))
 }
