@@ -9,7 +9,9 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::state::{Service, State};
+use crate::protocol::{api_error, bearer_token};
+use crate::services::Service;
+use crate::state::State;
 
 /// Scopes that grant `run.services.get`.
 const RUN_SCOPES: [&str; 3] = [
@@ -17,13 +19,6 @@ const RUN_SCOPES: [&str; 3] = [
     "https://www.googleapis.com/auth/cloud-platform.read-only",
     "https://www.googleapis.com/auth/run",
 ];
-
-/// A Google API error: `{"error": {"code", "message", "status"}}`.
-fn api_error(code: StatusCode, status: &str, message: impl Into<String>) -> Response {
-    let body =
-        json!({"error": {"code": code.as_u16(), "message": message.into(), "status": status}});
-    (code, Json(body)).into_response()
-}
 
 /// Why an Admin API call is refused before it is looked at.
 enum Refusal {
@@ -66,11 +61,19 @@ fn authenticate(state: &State, headers: &HeaderMap) -> Result<String, Refusal> {
     Ok(email)
 }
 
-/// The token of an `Authorization: Bearer TOKEN` value; the scheme is case-insensitive.
-pub(crate) fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+/// Answers an injected error as Google APIs do, if one is due; `None` lets the
+/// request through.
+fn injected_fault(state: &State) -> Option<Response> {
+    let status = state.faults.take_admin_error()?;
+    state.count_fault();
+    tracing::info!(%status, "Admin API request failed (injected fault: admin-error)");
+    let kind = if status.is_server_error() {
+        "UNAVAILABLE"
+    } else {
+        "FAILED_PRECONDITION"
+    };
+    let message = format!("injected fault: HTTP {status} (cloudrun-test emulator)");
+    Some(api_error(status, kind, message))
 }
 
 fn not_found(project: &str, region: &str, service: &str) -> Response {
@@ -90,7 +93,7 @@ pub(crate) async fn get_service(
     headers: HeaderMap,
 ) -> Response {
     state.count(|stats| stats.admin_lookups += 1);
-    if let Some(fault) = crate::faults::admin_request(&state) {
+    if let Some(fault) = injected_fault(&state) {
         return fault;
     }
     let email = match authenticate(&state, &headers) {
@@ -112,7 +115,7 @@ pub(crate) async fn list_services(
     Path((project, region)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(fault) = crate::faults::admin_request(&state) {
+    if let Some(fault) = injected_fault(&state) {
         return fault;
     }
     if let Err(refusal) = authenticate(&state, &headers) {

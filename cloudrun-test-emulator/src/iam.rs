@@ -12,9 +12,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::admin::bearer_token;
-use crate::identity::{api_error, rfc3339, sign_id_token, with_signing_key};
-use crate::state::{ACCESS_TOKEN_LIFETIME, State, now};
+use crate::clock::{now, rfc3339};
+use crate::mint::{sign_id_token, with_signing_key};
+use crate::protocol::{api_error, bearer_token};
+use crate::state::{ACCESS_TOKEN_LIFETIME, State};
 
 /// Scopes that allow calling IAM Credentials.
 const IAM_SCOPES: [&str; 2] = [
@@ -152,7 +153,7 @@ pub(crate) async fn service_account(
             .and_then(Value::as_bool)
             .unwrap_or(false);
         let signed = with_signing_key(&state, || {
-            let azp = state.identities.id_of(&state, &target);
+            let azp = state.id_of(&target);
             sign_id_token(&state, &target, audience, include_email, &azp)
         });
         return match signed {

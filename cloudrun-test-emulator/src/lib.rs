@@ -42,17 +42,46 @@
 //! let url = emulator.service_url("hello").unwrap();
 //! # Ok::<(), cloudrun_test_emulator::Error>(())
 //! ```
+//!
+//! # Layout
+//!
+//! This file is the whole public API: every public type, and every method of
+//! [`Emulator`] and [`EmulatorBuilder`]. The modules under it implement it, and
+//! depend on one another one way only (they may use this file's plain data types,
+//! never [`Emulator`]):
+//!
+//! - `server`: start-up, routing, listeners, shutdown; on top of
+//! - the endpoints: `oauth` (token endpoint, JWKS), `metadata`, `iam` (IAM
+//!   Credentials), `sts`, `admin` (Admin API, stats) and `front/` (the IAM front,
+//!   its pages, the echo app and the proxy); they share `mint` (signing ID tokens)
+//!   and `protocol` (wire shapes); on top of
+//! - `state`: what a running emulator knows, made of `services`, `accounts`,
+//!   `identity`, `faults/` (the faults in force and their text form) and `keys`;
+//! - at the bottom, helpers with no dependencies: `jwt`, `members` (IAM members),
+//!   `clock`, `locks`. `config` checks a builder; `environment` is what a command
+//!   run against the emulator sees.
 
+#![warn(missing_docs)]
+
+mod accounts;
 mod admin;
+mod clock;
+mod config;
+mod environment;
 mod faults;
 mod front;
 mod iam;
 mod identity;
 mod jwt;
 mod keys;
+mod locks;
+mod members;
 mod metadata;
+mod mint;
 mod oauth;
+mod protocol;
 mod server;
+mod services;
 mod state;
 mod sts;
 
@@ -60,13 +89,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// URLs as the emulator hands them out (re-exported from `reqwest`).
 pub use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
-pub use crate::faults::Fault;
+use crate::locks::write;
 use crate::state::State;
 
 /// A running emulator. Dropping it stops it: its listeners close and its thread ends.
@@ -76,8 +105,8 @@ use crate::state::State;
 /// tests that use it (it can live in a `static`).
 pub struct Emulator {
     state: Arc<State>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    /// Dropped after `state`'s key thread is told to stop (see `Drop`).
+    _serving: server::Serving,
 }
 
 /// Configures an [`Emulator`]; see [`Emulator::builder`].
@@ -115,8 +144,11 @@ pub enum Upstream {
 /// Also served as JSON at `GET {base_url}_emulator/stats`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
+    /// ID tokens issued, by every endpoint that issues them.
     pub id_tokens_minted: u64,
+    /// Access tokens issued, by every endpoint that issues them.
     pub access_tokens_minted: u64,
+    /// ID tokens issued, by audience.
     pub id_tokens_by_audience: BTreeMap<String, u64>,
     /// Requests the IAM front let through.
     pub front_accepted: u64,
@@ -133,20 +165,104 @@ pub struct Stats {
     pub admin_lookups: u64,
 }
 
-/// Why the emulator could not start.
+/// One fault to inject with [`Emulator::inject`]; it applies from the next request on.
+/// Every injected fault counts in [`Stats::faults_injected`].
+///
+/// As text (`FromStr`, `Display`), for command-line flags; durations are written as
+/// `humantime` writes them (`500ms`, `2s`, `1m30s`; a bare number is seconds):
+///
+/// | text | fault |
+/// |---|---|
+/// | `token-error=503x2` | the token endpoint answers 503 twice (`=503`: once) |
+/// | `token-delay=2s` | every token answer comes 2 s late (`0s` ends it) |
+/// | `token-hang` | token requests hang until [`Emulator::hang_token_requests`]`(false)` or [`Emulator::clear_faults`] |
+/// | `admin-error=503x2` | the Admin API answers 503 twice (`=503`: once) |
+/// | `service-error=hello:503x2` | service `hello` answers 503 twice |
+/// | `connection-reset=hello:x2` | the next 2 connections to `hello` are reset (`hello`: once) |
+/// | `cold-start=hello:3s` | `hello`'s next request waits 3 s |
+/// | `rotate-key` | the ID token signing key is replaced |
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// The token endpoint answers the next `times` requests with `status` and a
+    /// JSON OAuth error.
+    TokenErrors {
+        /// The HTTP status, 100–599.
+        status: u16,
+        /// How many requests fail.
+        times: u32,
+    },
+    /// Every token answer comes this late, until set back to zero.
+    TokenDelay(Duration),
+    /// Token requests get no answer until released.
+    TokenHang,
+    /// The Admin API answers the next `times` requests with `status` and a Google
+    /// API error.
+    AdminErrors {
+        /// The HTTP status, 100–599.
+        status: u16,
+        /// How many requests fail.
+        times: u32,
+    },
+    /// A service's front answers the next `times` requests with `status`, as Cloud
+    /// Run's front end does, before looking at the token.
+    ServiceErrors {
+        /// The service's name.
+        service: String,
+        /// The HTTP status, 100–599 (401, 429, 503...).
+        status: u16,
+        /// How many requests fail.
+        times: u32,
+    },
+    /// The next `times` connections to a service are reset before any answer.
+    ConnectionResets {
+        /// The service's name.
+        service: String,
+        /// How many connections are reset.
+        times: u32,
+    },
+    /// A service's next request waits first, as after a cold start.
+    ColdStart {
+        /// The service's name.
+        service: String,
+        /// How long the request waits.
+        delay: Duration,
+    },
+    /// The key that signs ID tokens is replaced: tokens issued before are answered
+    /// with 401 by every front.
+    RotateSigningKey,
+}
+
+/// Why the emulator could not start, or a fault could not be injected.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The builder's configuration, or a fault, is not one the emulator accepts;
+    /// the message says what is wrong and what to write.
     #[error("invalid emulator configuration: {0}")]
     Config(String),
+    /// A listener could not be bound.
     #[error("could not listen on 127.0.0.1 for {what}: {source}")]
     Bind {
+        /// What the listener was for (the Google endpoints, a service, a tag).
         what: String,
+        /// Why binding failed.
         #[source]
         source: std::io::Error,
     },
+    /// The emulator's thread or tokio runtime could not be started.
     #[error("could not start the emulator's thread or runtime: {0}")]
     Runtime(#[source] std::io::Error),
+}
+
+/// Whether environment variable `name`, inherited from outside the emulator, could
+/// choose credentials, a Google endpoint, a project or a service URL for
+/// `cloudrun-test` or Google's tools: every `CLOUDRUN_TEST_*` but a few
+/// behaviour switches (time limits, the token header, the disk cache switch, the curl
+/// program), and every `GOOGLE_*`, `CLOUDSDK_*`, `GCLOUD_*`, `GCE_METADATA*` and
+/// `NO_GCE_CHECK`. [`Emulator::make_hermetic`] removes them.
+pub fn is_outside_setting(name: &str) -> bool {
+    environment::is_outside_setting(name)
 }
 
 impl Emulator {
@@ -161,6 +277,8 @@ impl Emulator {
             identity: identity::IdentityConfig::default(),
         }
     }
+
+    // ---- Where things are ----
 
     /// The Google endpoints' base, `http://127.0.0.1:PORT/`.
     pub fn base_url(&self) -> &Url {
@@ -180,16 +298,39 @@ impl Emulator {
 
     /// The JWKS URL, `{base_url}oauth2/v3/certs`.
     pub fn jwks_uri(&self) -> Url {
-        self.state
-            .base_url
-            .join("oauth2/v3/certs")
-            .unwrap_or_else(|_| self.state.base_url.clone())
+        self.join("oauth2/v3/certs")
     }
 
+    /// The IAM Credentials API base (the same as [`Emulator::base_url`]), for
+    /// `CLOUDRUN_TEST_IAM_ENDPOINT`: it serves
+    /// `POST /v1/projects/-/serviceAccounts/EMAIL:generateIdToken` and `:generateAccessToken`.
+    pub fn iam_endpoint(&self) -> Url {
+        self.state.base_url.clone()
+    }
+
+    /// STS's token exchange, `{base_url}v1/token`: the `token_url` of `external_account` files.
+    pub fn sts_token_url(&self) -> Url {
+        self.join("v1/token")
+    }
+
+    /// `127.0.0.1:PORT`: the metadata server's host, for `GCE_METADATA_HOST`. It
+    /// serves `/computeMetadata/v1/instance/service-accounts/default/{identity,token,email}`
+    /// and `/computeMetadata/v1/project/project-id`, and wants `Metadata-Flavor: Google`.
+    pub fn metadata_host(&self) -> String {
+        let url = &self.state.base_url;
+        format!(
+            "{}:{}",
+            url.host_str().unwrap_or("127.0.0.1"),
+            url.port().unwrap_or(80)
+        )
+    }
+
+    /// The project id services live in.
     pub fn project(&self) -> &str {
         &self.state.project
     }
 
+    /// The region services live in.
     pub fn region(&self) -> &str {
         &self.state.region
     }
@@ -209,6 +350,8 @@ impl Emulator {
         Some(origin.url.clone())
     }
 
+    // ---- Identities ----
+
     /// Creates service account `email` (or returns the existing one) and returns its
     /// key file JSON, as Google issues it, with `token_uri` pointing at this emulator.
     ///
@@ -220,7 +363,8 @@ impl Emulator {
     pub fn service_account_key(&self, email: &str) -> String {
         let key_file = self
             .state
-            .account_or_create(email)
+            .accounts
+            .get_or_create(email, &self.state.keys)
             .and_then(|account| self.state.key_file(&account));
         match key_file {
             Ok(key_file) => key_file,
@@ -231,32 +375,66 @@ impl Emulator {
     /// Writes [`Emulator::service_account_key`] to a file in `dir` (readable by its
     /// owner only, mode 0600 on Unix) and returns the file's path.
     pub fn write_service_account_key(&self, email: &str, dir: &Path) -> std::io::Result<PathBuf> {
-        let key_file = self.service_account_key(email);
-        let id: String = serde_json::from_str::<serde_json::Value>(&key_file)
-            .ok()
-            .and_then(|json| {
-                json["private_key_id"]
-                    .as_str()
-                    .map(|id| id.chars().take(12).collect())
-            })
-            .unwrap_or_default();
-        let local: String = email
-            .split('@')
-            .next()
-            .unwrap_or_default()
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let path = dir.join(format!("{local}-{id}.json"));
-        write_private_file(&path, key_file.as_bytes())?;
-        Ok(path)
+        accounts::write_key_file(dir, email, &self.service_account_key(email))
     }
+
+    /// User credentials for `email`, as `gcloud auth application-default login` writes
+    /// them (`"type": "authorized_user"`), with a fresh refresh token and `token_uri`
+    /// pointing at this emulator. The client is gcloud's
+    /// (`32555940559.apps.googleusercontent.com`), so the ID tokens carry the audience
+    /// Cloud Run accepts for gcloud user accounts; the emulator does not check client
+    /// secrets. The refresh token also works with `gcloud auth activate-refresh-token`
+    /// when gcloud's `auth/token_host` is [`Emulator::token_uri`].
+    ///
+    /// Make the user an invoker with `ServiceConfig::invoker("user:EMAIL")`.
+    pub fn authorized_user_credentials(&self, email: &str) -> String {
+        let client_id = services::GCLOUD_CLIENT_ID;
+        let refresh_token = self.state.identities.add_user(email, client_id);
+        let mut text = serde_json::to_string_pretty(&serde_json::json!({
+            "account": "",
+            "client_id": client_id,
+            "client_secret": "emulated-client-secret",
+            "refresh_token": refresh_token,
+            "token_uri": self.state.token_uri().as_str(),
+            "type": "authorized_user",
+            "universe_domain": "googleapis.com",
+        }))
+        .unwrap_or_default();
+        text.push('\n');
+        text
+    }
+
+    /// The service account the metadata server hands out tokens for.
+    pub fn metadata_service_account(&self) -> String {
+        self.state.identities.metadata_account()
+    }
+
+    /// The audience of the emulated workload identity provider, for `external_account`
+    /// files: `//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/emulated-pool/providers/emulated-provider`.
+    pub fn workload_identity_audience(&self) -> String {
+        identity::workload_identity_audience()
+    }
+
+    /// Every principal of the emulated pool, as a member for [`EmulatorBuilder::token_creator`].
+    pub fn workload_identity_pool_members(&self) -> String {
+        identity::workload_identity_pool_members()
+    }
+
+    /// See [`EmulatorBuilder::token_creator`]; effective for the next request.
+    pub fn add_token_creator(&self, caller: &str, target: &str) {
+        self.state
+            .identities
+            .add_token_creator(caller.to_owned(), target.to_owned());
+    }
+
+    /// See [`EmulatorBuilder::workload_identity_subject`]; effective for the next request.
+    pub fn add_workload_identity_subject(&self, subject_token: &str, principal: &str) {
+        self.state
+            .identities
+            .add_subject(subject_token.to_owned(), principal);
+    }
+
+    // ---- Who may invoke a service ----
 
     /// Grants `member` (`serviceAccount:EMAIL`, `user:EMAIL`, `group:EMAIL`,
     /// `domain:DOMAIN`, bare `EMAIL`, `allUsers` or `allAuthenticatedUsers`) the right
@@ -267,14 +445,11 @@ impl Emulator {
             tracing::warn!(service, "add_invoker: no such service");
             return;
         };
-        if !state::member_is_valid(member) {
+        if !members::member_is_valid(member) {
             tracing::warn!(member, "add_invoker: not an IAM member");
             return;
         }
-        let mut invokers = service
-            .invokers
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut invokers = write(&service.invokers);
         if !invokers.iter().any(|existing| existing == member) {
             invokers.push(member.to_owned());
         }
@@ -283,13 +458,11 @@ impl Emulator {
     /// Revokes what [`Emulator::add_invoker`] (or [`ServiceConfig::invoker`]) granted.
     pub fn remove_invoker(&self, service: &str, member: &str) {
         if let Some(service) = self.state.service(service) {
-            let mut invokers = service
-                .invokers
-                .write()
-                .unwrap_or_else(|poison| poison.into_inner());
-            invokers.retain(|existing| existing != member);
+            write(&service.invokers).retain(|existing| existing != member);
         }
     }
+
+    // ---- The environment of a command using the emulator ----
 
     /// The environment that points `cloudrun-test` at this emulator, authenticating
     /// with the key file at `key_file` (see [`Emulator::write_service_account_key`]):
@@ -299,18 +472,7 @@ impl Emulator {
     /// tests of those settings want. `cloudrun-test emulate` gives its command
     /// [`Emulator::hermetic_environment`] instead, through [`Emulator::make_hermetic`].
     pub fn environment(&self, key_file: &Path) -> Vec<(String, String)> {
-        let base = self.base_url().as_str().trim_end_matches('/').to_owned();
-        vec![
-            (
-                "GOOGLE_APPLICATION_CREDENTIALS".into(),
-                key_file.display().to_string(),
-            ),
-            ("CLOUDRUN_TEST_PROJECT".into(), self.project().into()),
-            ("CLOUDRUN_TEST_REGION".into(), self.region().into()),
-            ("CLOUDRUN_TEST_RUN_ENDPOINT".into(), base.clone()),
-            // Impersonation (`impersonate = "..."`) mints through the emulated IAM.
-            ("CLOUDRUN_TEST_IAM_ENDPOINT".into(), base),
-        ]
+        environment::environment(&self.state, key_file)
     }
 
     /// [`Emulator::environment`] plus what keeps a command in the emulator's world,
@@ -329,33 +491,7 @@ impl Emulator {
     /// `scratch` is a folder that goes when the command ends (`emulate` uses its
     /// temporary folder).
     pub fn hermetic_environment(&self, key_file: &Path, scratch: &Path) -> Vec<(String, String)> {
-        let base = self.base_url().as_str().trim_end_matches('/').to_owned();
-        let mut environment = self.environment(key_file);
-        // The names are read by `cloudrun_test`'s settings (`Emulated`).
-        environment.push(("CLOUDRUN_TEST_EMULATOR".into(), base));
-        let names: Vec<&str> = self
-            .state
-            .services
-            .iter()
-            .map(|service| service.name.as_str())
-            .collect();
-        environment.push(("CLOUDRUN_TEST_EMULATED_SERVICES".into(), names.join(",")));
-        for service in &self.state.services {
-            let suffix = service.name.to_ascii_uppercase().replace('-', "_");
-            environment.push((
-                format!("CLOUDRUN_TEST_URL_{suffix}"),
-                service.url().as_str().trim_end_matches('/').to_owned(),
-            ));
-        }
-        for (name, path) in [
-            ("CLOUDRUN_TEST_CACHE_DIR", scratch.join("token-cache")),
-            ("CLOUDSDK_CONFIG", scratch.join("gcloud")),
-        ] {
-            environment.push((name.into(), path.display().to_string()));
-        }
-        environment.push(("GOOGLE_CLOUD_PROJECT".into(), self.project().into()));
-        environment.push(("NO_GCE_CHECK".into(), "true".into()));
-        environment
+        environment::hermetic_environment(&self.state, key_file, scratch)
     }
 
     /// Makes `command` hermetic: removes every inherited variable that
@@ -367,15 +503,10 @@ impl Emulator {
         key_file: &Path,
         scratch: &Path,
     ) {
-        for (name, _) in std::env::vars_os() {
-            if let Some(name) = name.to_str()
-                && is_outside_setting(name)
-            {
-                command.env_remove(name);
-            }
-        }
-        command.envs(self.hermetic_environment(key_file, scratch));
+        environment::make_hermetic(&self.state, command, key_file, scratch);
     }
+
+    // ---- Counters ----
 
     /// The counters so far.
     pub fn stats(&self) -> Stats {
@@ -386,34 +517,139 @@ impl Emulator {
     pub fn reset_stats(&self) {
         self.state.reset_stats();
     }
+
+    // ---- Faults ----
+
+    /// Injects `fault`; see [`Fault`]. Fails for an unknown service, an HTTP status
+    /// outside 100–599, or a 33rd key rotation.
+    pub fn inject(&self, fault: Fault) -> Result<(), Error> {
+        tracing::info!(%fault, "fault injected");
+        if fault != Fault::RotateSigningKey {
+            return self.state.faults.set(fault, &self.state.service_names());
+        }
+        match self.state.keys.rotate() {
+            Ok(Some(key)) => tracing::info!(kid = key.kid(), "signing key rotated"),
+            Ok(None) => {
+                return Err(Error::Config(format!(
+                    "the signing key was rotated {} times already; that is the limit",
+                    keys::MAX_ROTATIONS
+                )));
+            }
+            Err(error) => return Err(Error::Config(error.to_string())),
+        }
+        self.state.count_fault();
+        Ok(())
+    }
+
+    /// The token endpoint answers the next `times` token requests with `status`
+    /// (e.g. 503) and a JSON OAuth error.
+    ///
+    /// # Panics
+    /// If `status` is not an HTTP status.
+    pub fn fail_token_requests(&self, times: u32, status: u16) {
+        self.inject_or_panic(Fault::TokenErrors { status, times });
+    }
+
+    /// The Admin API answers the next `times` requests with `status` (e.g. 503).
+    ///
+    /// # Panics
+    /// If `status` is not an HTTP status.
+    pub fn fail_admin_requests(&self, times: u32, status: u16) {
+        self.inject_or_panic(Fault::AdminErrors { status, times });
+    }
+
+    /// Every token answer comes `delay` late, until set back to zero.
+    pub fn delay_token_requests(&self, delay: Duration) {
+        self.inject_or_panic(Fault::TokenDelay(delay));
+    }
+
+    /// While `true`, token requests get no answer; set `false` to let the held ones go on.
+    pub fn hang_token_requests(&self, hang: bool) {
+        if hang {
+            self.inject_or_panic(Fault::TokenHang);
+        } else {
+            self.state.faults.release_token_requests();
+        }
+    }
+
+    /// Service `service` answers its next `times` requests with `status` (401, 429,
+    /// 503...), as Cloud Run's front end does, before checking the token.
+    ///
+    /// # Panics
+    /// If there is no such service or `status` is not an HTTP status.
+    pub fn fail_service_requests(&self, service: &str, times: u32, status: u16) {
+        self.inject_or_panic(Fault::ServiceErrors {
+            service: service.to_owned(),
+            status,
+            times,
+        });
+    }
+
+    /// The next `times` connections to `service` are reset before any answer.
+    ///
+    /// # Panics
+    /// If there is no such service.
+    pub fn reset_service_connections(&self, service: &str, times: u32) {
+        self.inject_or_panic(Fault::ConnectionResets {
+            service: service.to_owned(),
+            times,
+        });
+    }
+
+    /// The next request to `service` waits `delay` first, as after a cold start.
+    ///
+    /// # Panics
+    /// If there is no such service.
+    pub fn cold_start(&self, service: &str, delay: Duration) {
+        self.inject_or_panic(Fault::ColdStart {
+            service: service.to_owned(),
+            delay,
+        });
+    }
+
+    /// Replaces the key that signs ID tokens: tokens issued so far are answered
+    /// with 401 by every front, new ones are signed with the new key.
+    ///
+    /// # Panics
+    /// After 32 rotations.
+    pub fn rotate_signing_key(&self) {
+        self.inject_or_panic(Fault::RotateSigningKey);
+    }
+
+    /// Ends every fault (a rotated key stays rotated) and releases held token requests.
+    pub fn clear_faults(&self) {
+        self.state.faults.clear();
+    }
+
+    fn inject_or_panic(&self, fault: Fault) {
+        if let Err(error) = self.inject(fault) {
+            panic!("{error}");
+        }
+    }
+
+    /// `{base_url}path`.
+    fn join(&self, path: &str) -> Url {
+        let base = &self.state.base_url;
+        base.join(path).unwrap_or_else(|_| base.clone())
+    }
 }
 
 impl fmt::Debug for Emulator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let services: Vec<&str> = self
-            .state
-            .services
-            .iter()
-            .map(|service| service.name.as_str())
-            .collect();
         f.debug_struct("Emulator")
             .field("base_url", &self.state.base_url.as_str())
             .field("project", &self.state.project)
             .field("region", &self.state.region)
-            .field("services", &services)
+            .field("services", &self.state.service_names())
             .finish_non_exhaustive()
     }
 }
 
 impl Drop for Emulator {
     fn drop(&mut self) {
+        // The background key thread stops early; the serving thread stops when
+        // `_serving` is dropped, right after this.
         self.state.keys.stop();
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -442,105 +678,46 @@ impl EmulatorBuilder {
         self
     }
 
+    /// The service account the metadata server's instance runs as (default
+    /// `compute@PROJECT.iam.gserviceaccount.com`).
+    pub fn metadata_service_account(mut self, email: &str) -> Self {
+        self.identity.metadata_account = Some(email.to_owned());
+        self
+    }
+
+    /// Lets `caller` mint tokens as service account `target` through IAM Credentials
+    /// (`roles/iam.serviceAccountTokenCreator`). `caller` is an IAM member:
+    /// `serviceAccount:EMAIL`, `user:EMAIL`, a bare email, a federated
+    /// `principal://...`, or `principalSet://.../workloadIdentityPools/POOL/*`
+    /// ([`Emulator::workload_identity_pool_members`]).
+    pub fn token_creator(mut self, caller: &str, target: &str) -> Self {
+        self.identity
+            .token_creators
+            .push((caller.to_owned(), target.to_owned()));
+        self
+    }
+
+    /// Makes STS accept `subject_token` (exactly, or every token starting with the
+    /// text before a final `*`) and turn it into federated principal `principal`
+    /// (a `principal://...` name, or a bare subject that becomes
+    /// `principal://iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/emulated-pool/subject/SUBJECT`).
+    pub fn workload_identity_subject(mut self, subject_token: &str, principal: &str) -> Self {
+        self.identity
+            .subjects
+            .push((subject_token.to_owned(), principal.to_owned()));
+        self
+    }
+
     /// Binds every listener, starts serving on the emulator's own thread and
     /// returns once requests are answered.
     pub fn start(self) -> Result<Emulator, Error> {
-        self.validate()?;
-        server::start(self)
+        config::validate(&self)?;
+        let (state, serving) = server::start(self)?;
+        Ok(Emulator {
+            state,
+            _serving: serving,
+        })
     }
-
-    fn validate(&self) -> Result<(), Error> {
-        let config = |message: String| Err(Error::Config(message));
-        for (what, value) in [("project", &self.project), ("region", &self.region)] {
-            if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                return config(format!(
-                    "{what} {value:?} must be non-empty letters, digits and '-'"
-                ));
-            }
-        }
-        for (index, service) in self.services.iter().enumerate() {
-            let name = &service.name;
-            if !is_resource_name(name) {
-                return config(format!(
-                    "service name {name:?} must start with a lower-case letter and hold only \
-                     lower-case letters, digits and '-' (as on Cloud Run)"
-                ));
-            }
-            if self.services[..index]
-                .iter()
-                .any(|other| &other.name == name)
-            {
-                return config(format!("service {name:?} is configured twice"));
-            }
-            for (tag_index, tag) in service.tags.iter().enumerate() {
-                if !is_resource_name(tag) {
-                    return config(format!(
-                        "tag {tag:?} of service {name:?} must start with a lower-case letter and hold \
-                         only lower-case letters, digits and '-'"
-                    ));
-                }
-                if service.tags[..tag_index].contains(tag) {
-                    return config(format!(
-                        "tag {tag:?} of service {name:?} is configured twice"
-                    ));
-                }
-            }
-            if let Some(member) = service
-                .invokers
-                .iter()
-                .find(|member| !state::member_is_valid(member))
-            {
-                return config(format!(
-                    "invoker {member:?} of service {name:?} is not an IAM member; use \
-                     serviceAccount:EMAIL, user:EMAIL, group:EMAIL, domain:DOMAIN, EMAIL or allUsers"
-                ));
-            }
-            if let Upstream::Url(url) = &service.upstream
-                && !matches!(url.scheme(), "http" | "https")
-            {
-                return config(format!(
-                    "upstream {url} of service {name:?} is not an http(s) URL"
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// `CLOUDRUN_TEST_*` variables that choose neither credentials nor where requests go,
-/// so a hermetic command keeps them: time limits, the token header, the disk cache
-/// switch, and the curl program.
-const KEPT_SETTINGS: [&str; 6] = [
-    "CLOUDRUN_TEST_TIMEOUT",
-    "CLOUDRUN_TEST_TOKEN_TIMEOUT",
-    "CLOUDRUN_TEST_GCLOUD_TIMEOUT",
-    "CLOUDRUN_TEST_TOKEN_HEADER",
-    "CLOUDRUN_TEST_DISK_CACHE",
-    "CLOUDRUN_TEST_CURL",
-];
-
-/// Whether environment variable `name`, inherited from outside the emulator, could
-/// choose credentials, a Google endpoint, a project or a service URL for
-/// `cloudrun-test` or Google's tools: every `CLOUDRUN_TEST_*` but a few
-/// behaviour switches, and every `GOOGLE_*`, `CLOUDSDK_*`, `GCLOUD_*`, `GCE_METADATA*`
-/// and `NO_GCE_CHECK`. Whole families rather than the names known today, so a new
-/// setting cannot slip through. [`Emulator::make_hermetic`] removes them.
-pub fn is_outside_setting(name: &str) -> bool {
-    if name.starts_with("CLOUDRUN_TEST_") {
-        return !KEPT_SETTINGS.contains(&name);
-    }
-    ["GOOGLE_", "CLOUDSDK_", "GCLOUD_", "GCE_METADATA"]
-        .iter()
-        .any(|prefix| name.starts_with(prefix))
-        || name == "NO_GCE_CHECK"
-}
-
-fn is_resource_name(name: &str) -> bool {
-    name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 impl ServiceConfig {
@@ -578,25 +755,5 @@ impl ServiceConfig {
     pub fn custom_audience(mut self, audience: &str) -> Self {
         self.custom_audiences.push(audience.to_owned());
         self
-    }
-}
-
-/// Writes a file only its owner can read.
-fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-        options.mode(0o600);
-        let mut file = options.open(path)?;
-        // `mode` applies to new files only.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        file.write_all(contents)
-    }
-    #[cfg(not(unix))]
-    {
-        options.open(path)?.write_all(contents)
     }
 }

@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::identity::{sign_id_token, with_signing_key};
+use crate::mint::{sign_id_token, with_signing_key};
 use crate::state::{ACCESS_TOKEN_LIFETIME, State};
 
 const FLAVOR: &str = "metadata-flavor";
@@ -71,7 +71,7 @@ pub(crate) async fn service_account(
             };
             let full = query.get("format").is_some_and(|format| format == "full");
             let signed = with_signing_key(&state, || {
-                let azp = state.identities.id_of(&state, &email);
+                let azp = state.id_of(&email);
                 sign_id_token(&state, &email, audience, full, &azp)
             });
             match signed {

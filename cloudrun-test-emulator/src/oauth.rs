@@ -1,5 +1,5 @@
-//! Google's OAuth 2.0 token endpoint (JWT-bearer grant for service-account keys)
-//! and the JWKS that verifies the ID tokens it issues.
+//! Google's OAuth 2.0 token endpoint (the JWT-bearer grant for service-account keys,
+//! the refresh grant for users) and the JWKS that verifies the ID tokens it issues.
 
 use std::sync::Arc;
 
@@ -10,8 +10,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::jwt::{self, Jwt};
-use crate::state::{ACCESS_TOKEN_LIFETIME, Account, State, now};
+use crate::accounts::Account;
+use crate::clock::now;
+use crate::jwt::Jwt;
+use crate::mint::{sign_id_token, with_signing_key};
+use crate::protocol::oauth_error;
+use crate::state::{ACCESS_TOKEN_LIFETIME, State};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// The audience Google's libraries and gcloud put in assertions, whatever `token_uri` says.
@@ -43,27 +47,44 @@ impl OAuthError {
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         tracing::info!(error = self.error, description = %self.description, "token request refused");
-        let body = json!({"error": self.error, "error_description": self.description});
-        (StatusCode::BAD_REQUEST, Json(body)).into_response()
+        oauth_error(StatusCode::BAD_REQUEST, self.error, &self.description)
     }
 }
 
 /// `POST /token`, form-encoded.
 pub(crate) async fn token(AxumState(state): AxumState<Arc<State>>, body: Bytes) -> Response {
-    if let Some(response) = crate::faults::token_request(&state).await {
+    if let Some(response) = injected_fault(&state).await {
         return response;
     }
-    let answer = || match grant(&state, &body) {
+    with_signing_key(&state, || match grant(&state, &body) {
         Ok(answer) => Json(answer).into_response(),
         Err(error) => error.into_response(),
-    };
-    if state.keys.signing_if_ready().is_some() {
-        answer()
-    } else {
-        // The signing key is still being generated in the background: wait for it
-        // without holding up the other requests on this worker.
-        tokio::task::block_in_place(answer)
+    })
+}
+
+/// Hangs, waits or answers an error as the injected faults say; `None` lets the
+/// request through.
+async fn injected_fault(state: &State) -> Option<Response> {
+    if let Some(hold) = state.faults.token_hold() {
+        state.count_fault();
+        tracing::info!("token request held (injected fault: token-hang)");
+        hold.released().await;
     }
+    let fault = state.faults.take_token_fault();
+    if !fault.delay.is_zero() {
+        state.count_fault();
+        tokio::time::sleep(fault.delay).await;
+    }
+    let status = fault.error?;
+    state.count_fault();
+    tracing::info!(%status, "token request failed (injected fault: token-error)");
+    let error = if status.is_server_error() {
+        "internal_failure"
+    } else {
+        "invalid_request"
+    };
+    let description = format!("injected fault: HTTP {status} (cloudrun-test emulator)");
+    Some(oauth_error(status, error, &description))
 }
 
 fn grant(state: &State, body: &[u8]) -> Result<Value, OAuthError> {
@@ -77,9 +98,7 @@ fn grant(state: &State, body: &[u8]) -> Result<Value, OAuthError> {
         OAuthError::new("invalid_request", "Missing required parameter: grant_type")
     })?;
     if grant_type == "refresh_token" {
-        // User credentials: see identity.rs.
-        return crate::identity::refresh_grant(state, |name| param(name).map(str::to_owned))
-            .map_err(|(error, description)| OAuthError::new(error, description));
+        return refresh_grant(state, param);
     }
     if grant_type != JWT_BEARER {
         return Err(OAuthError::new(
@@ -97,32 +116,8 @@ fn grant(state: &State, body: &[u8]) -> Result<Value, OAuthError> {
     let account = check_assertion(state, &assertion)?;
 
     if let Some(audience) = assertion.claim_str("target_audience") {
-        let key = state
-            .keys
-            .signing()
+        let id_token = sign_id_token(state, &account.email, audience, true, &account.client_id)
             .map_err(|error| OAuthError::new("internal_failure", error.to_string()))?;
-        let iat = now();
-        let lifetime = state.id_token_lifetime.as_secs().max(1) as i64;
-        let claims = json!({
-            "iss": "https://accounts.google.com",
-            "aud": audience,
-            "azp": account.client_id,
-            "sub": account.client_id,
-            "email": account.email,
-            "email_verified": true,
-            "iat": iat,
-            "exp": iat + lifetime,
-        });
-        let id_token = jwt::encode(&claims, key)
-            .map_err(|error| OAuthError::new("internal_failure", error.to_string()))?;
-        state.count(|stats| {
-            stats.id_tokens_minted += 1;
-            *stats
-                .id_tokens_by_audience
-                .entry(audience.to_owned())
-                .or_default() += 1;
-        });
-        tracing::info!(email = %account.email, audience, "issued an ID token");
         return Ok(json!({"id_token": id_token}));
     }
     let scopes: Vec<String> = assertion
@@ -146,12 +141,65 @@ fn grant(state: &State, body: &[u8]) -> Result<Value, OAuthError> {
     }))
 }
 
+/// `grant_type=refresh_token`: the user's access token and an ID token whose
+/// audience is the OAuth client id (Google offers no other).
+fn refresh_grant<'a>(
+    state: &State,
+    param: impl Fn(&str) -> Option<&'a str>,
+) -> Result<Value, OAuthError> {
+    let required = |name: &str| {
+        param(name)
+            .filter(|value| !value.is_empty())
+            .ok_or_else(|| {
+                OAuthError::new(
+                    "invalid_request",
+                    format!("Missing required parameter: {name}"),
+                )
+            })
+    };
+    let refresh_token = required("refresh_token")?;
+    let client_id = required("client_id")?;
+    // Like Google's, the client secret must be sent; unlike Google's, any value passes.
+    required("client_secret")?;
+    let (email, granted_client) = state.identities.user(refresh_token).ok_or_else(|| {
+        OAuthError::invalid_grant(
+            "Token has been expired or revoked. (the refresh token is unknown to this \
+             emulator; make one with Emulator::authorized_user_credentials)",
+        )
+    })?;
+    if granted_client != client_id {
+        return Err(OAuthError::new(
+            "unauthorized_client",
+            format!("Unauthorized (the refresh token was issued to client {granted_client})"),
+        ));
+    }
+    let scopes = vec![
+        "openid".to_owned(),
+        "https://www.googleapis.com/auth/userinfo.email".to_owned(),
+        "https://www.googleapis.com/auth/cloud-platform".to_owned(),
+    ];
+    let internal =
+        |error: crate::keys::KeyError| OAuthError::new("internal_failure", error.to_string());
+    let access_token = state
+        .issue_access_token(&email, scopes.clone())
+        .map_err(internal)?;
+    let id_token = sign_id_token(state, &email, client_id, true, client_id).map_err(internal)?;
+    tracing::info!(%email, "refreshed user credentials");
+    Ok(json!({
+        "access_token": access_token,
+        "expires_in": ACCESS_TOKEN_LIFETIME,
+        "scope": scopes.join(" "),
+        "token_type": "Bearer",
+        "id_token": id_token,
+    }))
+}
+
 /// Checks a service account's assertion as Google does; returns the account.
 fn check_assertion(state: &State, assertion: &Jwt) -> Result<Arc<Account>, OAuthError> {
     let issuer = assertion
         .claim_str("iss")
         .ok_or_else(|| OAuthError::invalid_grant("Invalid JWT: the assertion has no iss claim"))?;
-    let account = state.account(issuer).ok_or_else(|| {
+    let account = state.accounts.get(issuer).ok_or_else(|| {
         OAuthError::invalid_grant(format!(
             "Invalid grant: account not found ({issuer} is unknown to this emulator; \
              create it with Emulator::service_account_key)"

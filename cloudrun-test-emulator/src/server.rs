@@ -1,4 +1,6 @@
-//! Start-up: bind the listeners, build the state, serve on a dedicated thread.
+//! Start-up and shutdown: bind the listeners, build the state, route each path to
+//! its endpoint, serve on a dedicated thread; connection resets are injected here,
+//! at accept.
 //!
 //! The emulator owns its runtime (not the caller's) so that it works from plain
 //! `#[test]`s and from inside any runtime, and keeps serving while the per-test
@@ -6,21 +8,40 @@
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::{Arc, RwLock, mpsc};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt as _;
 
-use crate::faults::FaultyListener;
 use crate::front::{self, Front};
-use crate::state::{Origin, Service, State, random_uid};
-use crate::{Emulator, EmulatorBuilder, Error, Upstream, admin, iam, metadata, oauth, sts};
+use crate::services::{Origin, Service, random_uid};
+use crate::state::State;
+use crate::{EmulatorBuilder, Error, Upstream, admin, iam, metadata, oauth, sts};
 
 /// Two workers: enough for concurrent tests, cheap on small machines.
 const WORKER_THREADS: usize = 2;
 
-pub(crate) fn start(builder: EmulatorBuilder) -> Result<Emulator, Error> {
+/// The serving thread; dropping this stops it.
+pub(crate) struct Serving {
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Binds every listener and serves; returns once requests are answered.
+pub(crate) fn start(builder: EmulatorBuilder) -> Result<(Arc<State>, Serving), Error> {
     let (base_listener, base_url) = bind("the Google endpoints")?;
     let mut front_listeners = Vec::new();
     let mut services = Vec::new();
@@ -70,7 +91,7 @@ pub(crate) fn start(builder: EmulatorBuilder) -> Result<Emulator, Error> {
                 .iter()
                 .any(|service| matches!(service.upstream, Upstream::Url(_)))
             {
-                let _ = keys_state.http();
+                let _ = front::upstream_client(&keys_state);
             }
         })
         .map_err(Error::Runtime)?;
@@ -169,11 +190,11 @@ pub(crate) fn start(builder: EmulatorBuilder) -> Result<Emulator, Error> {
         services = state.services.len(),
         "cloudrun-test emulator started"
     );
-    Ok(Emulator {
-        state,
+    let serving = Serving {
         shutdown: Some(shutdown),
         thread: Some(thread),
-    })
+    };
+    Ok((state, serving))
 }
 
 /// Binds 127.0.0.1 on a port the OS chooses.
@@ -202,7 +223,12 @@ fn serve(
     {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         // Connection resets are injected at accept; `tap_io` keeps `ConnectInfo<SocketAddr>`.
-        let listener = FaultyListener::new(listener, Arc::clone(&state), service).tap_io(|_| ());
+        let listener = FaultyListener {
+            inner: listener,
+            state: Arc::clone(&state),
+            service,
+        }
+        .tap_io(|_| ());
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, service).await {
@@ -211,4 +237,40 @@ fn serve(
         });
     }
     Ok(())
+}
+
+/// A listener that resets connections while a `connection-reset` fault is due for
+/// its service: accepted, then closed with a TCP reset before any answer, as when
+/// an instance goes away during a cold start.
+struct FaultyListener {
+    inner: tokio::net::TcpListener,
+    state: Arc<State>,
+    /// The service whose front this is; `None` for the Google endpoints.
+    service: Option<usize>,
+}
+
+impl axum::serve::Listener for FaultyListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (stream, peer) = axum::serve::Listener::accept(&mut self.inner).await;
+            let service = self.service.map(|index| &self.state.services[index]);
+            match service {
+                Some(service) if self.state.faults.take_reset(&service.name) => {
+                    self.state.count_fault();
+                    tracing::info!(service = service.name, %peer, "connection reset (injected fault)");
+                    // SO_LINGER 0: close() sends RST instead of FIN.
+                    let _ = stream.set_zero_linger();
+                    drop(stream);
+                }
+                _ => return (stream, peer),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
 }

@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::protocol::oauth_error;
 use crate::state::{ACCESS_TOKEN_LIFETIME, State};
 
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -26,11 +27,7 @@ const SUBJECT_TOKEN_TYPES: [&str; 4] = [
 fn refuse(error: &str, description: impl Into<String>) -> Response {
     let description = description.into();
     tracing::info!(error, %description, "token exchange refused");
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({"error": error, "error_description": description})),
-    )
-        .into_response()
+    oauth_error(StatusCode::BAD_REQUEST, error, &description)
 }
 
 /// `POST /v1/token`, form-encoded (as Google's libraries send it).
