@@ -42,27 +42,24 @@
 //! let url = emulator.service_url("hello").unwrap();
 //! # Ok::<(), cloudrun_test_emulator::Error>(())
 //! ```
-//!
-//! # Layout
-//!
-//! This file is the whole public API: every public type, and every method of
-//! [`Emulator`] and [`EmulatorBuilder`]. The modules under it implement it, and
-//! depend on one another one way only (they may use this file's plain data types,
-//! never [`Emulator`]):
-//!
-//! - `server`: start-up, routing, listeners, shutdown; on top of
-//! - the endpoints: `oauth` (token endpoint, JWKS), `metadata`, `iam` (IAM
-//!   Credentials), `sts`, `admin` (Admin API, stats) and `front/` (the IAM front,
-//!   its pages, the echo app and the proxy); they share `mint` (signing ID tokens)
-//!   and `protocol` (wire shapes); on top of
-//! - `state`: what a running emulator knows, made of `services`, `accounts`,
-//!   `identity`, `faults/` (the faults in force and their text form) and `keys`;
-//! - at the bottom, helpers with no dependencies: `jwt`, `members` (IAM members),
-//!   `clock`, `locks`. `config` checks a builder; `environment` is what a command
-//!   run against the emulator sees.
 
 #![warn(missing_docs)]
 
+// Layout. This file is the whole public API: every public type, and every method of
+// `Emulator` and `EmulatorBuilder`. The modules below implement it and depend on one
+// another one way only (`.ci/module_cycles.py`); they may use this file's plain data
+// types (`Stats`, `Fault`, `Upstream`, the builder's configuration), never `Emulator`.
+// From the top down:
+// - `server`: start-up, routing, listeners (connection resets), shutdown;
+// - the endpoints: `oauth` (token endpoint, JWKS), `metadata`, `iam` (IAM
+//   Credentials), `sts`, `admin` (Admin API, stats) and `front/` (the IAM check, its
+//   pages, the echo app and the proxy); they share `mint` (signing ID tokens) and
+//   `protocol` (wire shapes), and each answers its own injected faults;
+// - `state`: what a running emulator knows, made of `services`, `accounts`,
+//   `identity` and `faults/` (the faults in force and their text form);
+// - at the bottom: `keys` and `jwt` (RSA, JWTs), `members` (IAM members), `clock`,
+//   `locks`. Beside them, `config` checks a builder and `environment` is what a
+//   command run against the emulator sees.
 mod accounts;
 mod admin;
 mod clock;
