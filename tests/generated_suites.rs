@@ -81,6 +81,9 @@ fn forty_tests_starting_together_mint_one_token() {
 
 #[test]
 fn forty_tests_under_nextest_mint_one_token_across_forty_processes() {
+    if !cloudrun_test_e2e::tier::tool("cargo-nextest") {
+        return;
+    }
     forty_tests_mint_once(
         &[
             "nextest",

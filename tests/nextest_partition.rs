@@ -21,6 +21,9 @@ fn passed(text: &str) -> Vec<String> {
 
 #[test]
 fn two_partitions_run_every_test_once_and_pass() {
+    if !cloudrun_test_e2e::tier::tool("cargo-nextest") {
+        return;
+    }
     let fixture = Fixture::start(
         Emulator::builder()
             .project("emulated-project")

@@ -181,6 +181,9 @@ fn emulate_lets_a_token_creator_impersonate_the_invoker() {
 /// The README's first command: the example suite, its service started by `--serve`.
 #[test]
 fn the_example_suite_passes_under_emulate() {
+    if !cloudrun_test_e2e::tier::slow() {
+        return;
+    }
     let root = workspace_root();
     let manifest = root.join("examples/hello/Cargo.toml");
     let manifest = manifest.to_str().unwrap();

@@ -496,6 +496,9 @@ fn gcloud_env(home: &Path, config: &Path) -> Vec<(String, String)> {
 /// `--include-email`, without which Cloud Run would refuse the token).
 #[test]
 fn gcloud_service_account_and_its_impersonation_property() {
+    if !cloudrun_test_e2e::tier::slow() || !cloudrun_test_e2e::tier::gcloud() {
+        return;
+    }
     let fixture =
         fixture(|builder| builder.token_creator(&format!("serviceAccount:{TESTER}"), DEPLOYER));
     let home = tempfile::tempdir().unwrap();
@@ -538,6 +541,9 @@ fn gcloud_service_account_and_its_impersonation_property() {
 /// for users: the token's audience is gcloud's client id, which the front accepts.
 #[test]
 fn gcloud_user_account_through_token_host() {
+    if !cloudrun_test_e2e::tier::slow() || !cloudrun_test_e2e::tier::gcloud() {
+        return;
+    }
     let fixture = fixture(|builder| builder);
     let home = tempfile::tempdir().unwrap();
     let config = home.path().join("gcloud");
@@ -667,6 +673,9 @@ fn no_credentials_fail_fast() {
 /// both minted by impersonation from the same key.
 #[test]
 fn per_test_impersonation_allows_one_principal_and_denies_another() {
+    if !cloudrun_test_e2e::tier::slow() {
+        return;
+    }
     const ALLOWED: &str = "allowed@emulated-project.iam.gserviceaccount.com";
     const DENIED: &str = "denied@emulated-project.iam.gserviceaccount.com";
     let fixture = Fixture::start(

@@ -29,8 +29,9 @@ use cloudrun_test_e2e::{Fixture, GeneratedCrate, TESTER, isolate, output_text, w
 use cloudrun_test_emulator::{Emulator, ServiceConfig};
 
 const CHILD: &str = "CLOUDRUN_TEST_BENCH_CHILD";
-/// `cargo bench` builds optimised; CI runs this with `--profile dev` to reuse the test
-/// build, and then times less and judges no timing (unoptimised code says little).
+/// `cargo bench` builds optimised; the slow tier (`cargo test-slow`) runs this under the
+/// test profile, reusing the test build, and then times less and judges no timing
+/// (unoptimised code says little).
 const OPTIMISED: bool = !cfg!(debug_assertions);
 
 fn main() -> ExitCode {

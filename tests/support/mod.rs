@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use cloudrun_test_emulator::{Emulator, EmulatorBuilder};
 
 pub mod recorder;
+pub mod tier;
 
 /// The service account the tests run as, invoker of the services they call.
 pub const TESTER: &str = "tester@emulated-project.iam.gserviceaccount.com";
