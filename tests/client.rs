@@ -1,5 +1,6 @@
 //! The library against the emulator, in process: real HTTP on loopback, real RS256.
 
+use cloudrun_test::Settings;
 use cloudrun_test::reqwest::StatusCode;
 use cloudrun_test_e2e::{Fixture, OUTSIDER, TESTER};
 use cloudrun_test_emulator::{Emulator, ServiceConfig};
@@ -209,4 +210,145 @@ fn a_request_made_outside_a_runtime_is_sent_when_polled() {
     let echo: Value = runtime.block_on(response.json()).unwrap();
     assert_eq!(echo["caller"], TESTER);
     assert_eq!(echo["path"], "/outside");
+}
+
+/// The echo of `GET /` on service `hello`, with `toml` as the `cloudrun-test.toml` and
+/// `settings` passed directly: the environment is not read.
+async fn hello_answer(fixture: &Fixture, toml: &str, settings: Settings) -> Value {
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(folder.path().join("cloudrun-test.toml"), toml).unwrap();
+    let client = fixture
+        .client_for(TESTER, "hello")
+        .config_dir(folder.path())
+        .settings(settings)
+        .build()
+        .await
+        .unwrap();
+    client.get("/").send().await.unwrap().json().await.unwrap()
+}
+
+fn config_fixture() -> Fixture {
+    let invoker = format!("serviceAccount:{TESTER}");
+    Fixture::start(
+        Emulator::builder()
+            .project("emulated-project")
+            .region("europe-west1")
+            .service(ServiceConfig::new("hello").invoker(&invoker).tag("canary"))
+            .service(ServiceConfig::new("hello-staging").invoker(&invoker)),
+    )
+}
+
+#[tokio::test]
+async fn a_profile_switches_service_url_and_the_file_can_pick_a_tag() {
+    let fixture = config_fixture();
+    let staging = fixture.emulator.service_url("hello-staging").unwrap();
+    let toml = format!(
+        "[services.hello]\ntag = \"canary\"\n\n[profiles.staging.services.hello]\nurl = \"{staging}\"\n"
+    );
+
+    let echo = hello_answer(&fixture, &toml, Settings::default()).await;
+    assert_eq!(
+        (&echo["service"], &echo["tag"]),
+        (&"hello".into(), &"canary".into())
+    );
+
+    let echo = hello_answer(&fixture, &toml, Settings::default().profile("staging")).await;
+    assert_eq!(echo["service"], "hello-staging", "{echo}");
+}
+
+#[tokio::test]
+async fn settings_win_over_the_file() {
+    let fixture = config_fixture();
+    let staging = fixture.emulator.service_url("hello-staging").unwrap();
+    let toml = "[services.hello]\nurl = \"http://127.0.0.1:9\"\n";
+    let settings = Settings::default().service_url("hello", staging.as_str());
+    let echo = hello_answer(&fixture, toml, settings).await;
+    assert_eq!(echo["service"], "hello-staging", "{echo}");
+}
+
+/// `RequestBuilder::probe` sends once: no retry after a 503, no new token after a 401,
+/// and the answer comes with the engine's verdict.
+#[tokio::test]
+async fn a_probe_sends_once_and_says_what_the_answer_means() {
+    use cloudrun_test::Probe;
+    use cloudrun_test::diagnose::Cause;
+
+    let fixture = fixture();
+    let client = fixture.client_for(TESTER, "hello").build().await.unwrap();
+    let verdict = |probe: Probe| match probe {
+        Probe::Answered { verdict, .. } => verdict,
+        Probe::Unanswered { cause, .. } => panic!("no answer: {cause:?}"),
+    };
+
+    let probe = client.get("/").probe().await.unwrap();
+    assert!(probe.ok());
+    assert_eq!(verdict(probe).cause, Cause::Accepted);
+
+    fixture.emulator.fail_service_requests("hello", 1, 503);
+    let before = fixture.emulator.stats();
+    let probe = verdict(client.get("/").probe().await.unwrap());
+    assert_eq!((probe.status, probe.cause), (503, Cause::ServiceFailed));
+    let after = fixture.emulator.stats();
+    assert_eq!(after.faults_injected - before.faults_injected, 1);
+    assert_eq!(after.front_accepted, before.front_accepted, "retried");
+
+    fixture.emulator.fail_service_requests("hello", 1, 401);
+    let probe = verdict(client.get("/").probe().await.unwrap());
+    assert_eq!((probe.status, probe.cause), (401, Cause::BadSignature));
+    assert_eq!(
+        fixture.emulator.stats().id_tokens_minted,
+        after.id_tokens_minted,
+        "a new token was forced"
+    );
+
+    let probe = verdict(client.without_auth().get("/").probe().await.unwrap());
+    assert_eq!((probe.status, probe.cause), (403, Cause::NoToken));
+
+    let outsider = fixture.client_for(OUTSIDER, "hello").build().await.unwrap();
+    let probe = verdict(outsider.get("/").probe().await.unwrap());
+    assert_eq!(probe.cause, Cause::NotInvoker);
+    assert_eq!(
+        probe.fix.unwrap(),
+        format!(
+            "gcloud run services add-iam-policy-binding hello --region europe-west1 \
+             --project emulated-project --member=serviceAccount:{OUTSIDER} --role=roles/run.invoker"
+        )
+    );
+}
+
+/// `ClientBuilder::without_auth` needs no credentials, even for a remote URL; a probe
+/// that gets no answer says why and where the service lives (here from its URL).
+#[tokio::test]
+async fn a_client_without_auth_needs_no_credentials_and_a_probe_without_answer_says_why() {
+    use cloudrun_test::diagnose::NoAnswer;
+    use cloudrun_test::{Client, Probe};
+
+    let client = Client::builder()
+        .url("https://hello-123456789.europe-west1.invalid")
+        .without_auth()
+        .build()
+        .await
+        .unwrap();
+    assert!(client.id_token().await.is_err());
+    match client.get("/").probe().await.unwrap() {
+        Probe::Unanswered { cause, place, .. } => {
+            assert_eq!(cause, NoAnswer::Dns);
+            assert_eq!(place.service.as_deref(), Some("hello"));
+        }
+        Probe::Answered { response, .. } => panic!("answered {}", response.status()),
+    }
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let client = Client::builder()
+        .url(format!("http://127.0.0.1:{port}"))
+        .without_auth()
+        .build()
+        .await
+        .unwrap();
+    match client.get("/").probe().await.unwrap() {
+        Probe::Unanswered { cause, .. } => assert_eq!(cause, NoAnswer::Connect),
+        Probe::Answered { response, .. } => panic!("answered {}", response.status()),
+    }
 }

@@ -46,7 +46,8 @@ mod expansion_snapshot;
 ///
 /// Arguments: `service = "name"` or `url = "https://..."` (exactly one), and optionally
 /// `audience`, `tag`, `project`, `region` (strings), `timeout` (`"500ms"`, `"30s"`, `"2m"`,
-/// `"1h"`, compounds such as `"1m30s"`, or a number of seconds; default
+/// `"1h"`, `"1m30s"`: the `humantime` syntax of every cloudrun-test duration, or a
+/// number of seconds; default
 /// `CLOUDRUN_TEST_TIMEOUT`, else 10 minutes), `flavor` (`"current_thread"`, the default, or
 /// `"multi_thread"`), `worker_threads = N` (with `"multi_thread"`), and `crate = "path"`
 /// when `cloudrun_test` is not reachable as `::cloudrun_test`.

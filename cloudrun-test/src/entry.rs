@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use crate::client::Client;
+use crate::client::{Client, ClientBuilder};
 use crate::context::TestContext;
 use crate::error::Error;
 use crate::settings::Settings;
@@ -174,9 +174,13 @@ fn test_limit(attribute: Option<Duration>, setting: Option<Duration>) -> Limit {
 }
 
 /// The test's context: a client built from the attribute's arguments, over `settings`.
-async fn context_for(spec: &TestSpec, settings: Settings) -> Result<TestContext, Error> {
+async fn context_for(
+    spec: &TestSpec,
+    settings: Settings,
+    builder: ClientBuilder,
+) -> Result<TestContext, Error> {
     // The test's own limit (see `run_test`) bounds every request.
-    let mut builder = Client::builder().settings(settings).no_timeout();
+    let mut builder = builder.settings(settings).no_timeout();
     if !spec.manifest_dir.is_empty() {
         builder = builder.config_dir(spec.manifest_dir);
     }
@@ -211,9 +215,21 @@ pub fn run_test<F, Args>(spec: TestSpec, test_fn: F)
 where
     F: TestFn<Args>,
 {
-    // The environment's settings, read once per process; an invalid one fails every
-    // test with its fix, before anything else is tried.
-    let settings = match Settings::from_env() {
+    run(spec, Settings::from_env(), Client::builder(), test_fn);
+}
+
+/// [`run_test`] over `settings` (the environment's, read once per process), with the
+/// test's client built from `builder` (the unit tests give theirs credentials).
+fn run<F, Args>(
+    spec: TestSpec,
+    settings: Result<Settings, Error>,
+    builder: ClientBuilder,
+    test_fn: F,
+) where
+    F: TestFn<Args>,
+{
+    // An invalid setting fails every test with its fix, before anything else is tried.
+    let settings = match settings {
         Ok(settings) => settings,
         Err(error) => panic!("cloudrun_test setup failed for `{}`: {error}", spec.name),
     };
@@ -223,7 +239,7 @@ where
         // The timeout covers the setup too: a hanging token endpoint must not hang the test.
         let set_up = std::cell::Cell::new(false);
         let run = async {
-            let context = match context_for(&spec, settings).await {
+            let context = match context_for(&spec, settings, builder).await {
                 Ok(context) => context,
                 Err(error) => {
                     return Err(format!(
@@ -327,5 +343,70 @@ mod tests {
             timeout_setting("10 minutes"),
             Ok(Some(Duration::from_secs(600)))
         );
+    }
+
+    async fn slow(_client: Client) {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+
+    /// What `run` panics with for a test whose body sleeps a minute, given `settings`
+    /// directly: a ready token, a service URL on this machine that is never called, and
+    /// an empty folder for `cloudrun-test.toml`, so nothing outside is read or asked.
+    fn failure(timeout: Option<Duration>, settings: Result<Settings, Error>) -> String {
+        let folder = tempfile::tempdir().unwrap();
+        let builder = Client::builder()
+            .config_dir(folder.path())
+            .credentials(crate::Credentials::from_id_token("a.b.c"));
+        let spec = TestSpec {
+            name: "unit::slow",
+            url: Some("http://127.0.0.1:9"),
+            timeout,
+            ..TestSpec::DEFAULT
+        };
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run(spec, settings, builder, slow)
+        }))
+        .expect_err("the test fails");
+        panic.downcast_ref::<String>().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn the_settings_limit_a_test_without_a_timeout_of_its_own() {
+        let settings = Settings::default().test_timeout(Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        let message = failure(None, Ok(settings.clone()));
+        assert!(started.elapsed() < Duration::from_secs(10), "{message}");
+        assert_eq!(
+            message,
+            "`unit::slow` did not finish within its timeout of 200ms (set by \
+             CLOUDRUN_TEST_TIMEOUT; `timeout = \"...\"` on the test overrides it)"
+        );
+
+        let message = failure(Some(Duration::from_millis(100)), Ok(settings));
+        assert!(
+            message.contains("within its timeout of 100ms (set with `timeout"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_invalid_setting_fails_the_test_with_its_fix_before_anything_runs() {
+        for (name, value) in [
+            ("CLOUDRUN_TEST_TIMEOUT", "soon"),
+            ("CLOUDRUN_TEST_TOKEN_TIMEOUT", "a while"),
+        ] {
+            let message = failure(None, Settings::from_vars([(name, value)]));
+            assert!(
+                message.starts_with(&format!(
+                    "cloudrun_test setup failed for `unit::slow`: {name} is {value:?}, which is \
+                     no time limit"
+                )),
+                "{message}"
+            );
+            assert!(
+                message.contains("fix: write a duration such as"),
+                "{message}"
+            );
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! Settings that are not in the attribute: environment variables, `cloudrun-test.toml`
-//! and gcloud's configuration files.
+//! Settings that are not in the attribute: environment variables ([`Settings`], read
+//! once per process), `cloudrun-test.toml` ([`ConfigFile`]) and gcloud's configuration
+//! files ([`gcloud_property`]).
 //!
 //! Precedence, highest first: attribute arguments, environment variables,
 //! `cloudrun-test.toml` (its `CLOUDRUN_TEST_PROFILE` profile over its top level), then
@@ -89,6 +90,10 @@ pub struct Settings {
     pub(crate) token_header: Option<TokenHeader>,
     /// `CARGO_MANIFEST_DIR`: where `cloudrun-test.toml` is looked for by default.
     pub(crate) manifest_dir: Option<PathBuf>,
+    /// `CLOUDRUN_TEST_TOKEN_TIMEOUT`: the limit of each call to a token endpoint. Those
+    /// calls serve every client of the process through its token cache, so only the
+    /// environment's value counts ([`token_timeout`]); it is checked with the rest.
+    token_timeout: Option<Duration>,
 }
 
 impl Settings {
@@ -97,12 +102,6 @@ impl Settings {
     /// not seen). A value that is invalid (say `CLOUDRUN_TEST_TIMEOUT=soon`) is an
     /// error naming the variable, its value and the fix, on every call.
     pub fn from_env() -> Result<Settings, Error> {
-        static FROM_ENV: LazyLock<Result<Settings, Error>> = LazyLock::new(|| {
-            // Names or values that are not UTF-8 count as unset, as `std::env::var` has it.
-            Settings::from_vars(std::env::vars_os().filter_map(|(name, value)| {
-                Some((name.into_string().ok()?, value.into_string().ok()?))
-            }))
-        });
         FROM_ENV.clone()
     }
 
@@ -124,6 +123,9 @@ impl Settings {
         let test_timeout = get(TEST_TIMEOUT_VARIABLE)
             .map(|text| parse_limit(TEST_TIMEOUT_VARIABLE, &text))
             .transpose()?;
+        let token_timeout = get(TOKEN_TIMEOUT_VARIABLE)
+            .map(|text| parse_limit(TOKEN_TIMEOUT_VARIABLE, &text))
+            .transpose()?;
         let token_header = get(TOKEN_HEADER_VARIABLE)
             .map(|text| TokenHeader::parse_setting(&text))
             .transpose()?;
@@ -142,6 +144,7 @@ impl Settings {
             test_timeout,
             token_header,
             manifest_dir: get("CARGO_MANIFEST_DIR").map(PathBuf::from),
+            token_timeout,
         })
     }
 
@@ -245,16 +248,21 @@ impl TokenHeader {
     }
 }
 
-/// `CLOUDRUN_TEST_TOKEN_TIMEOUT`, read and checked once per process: it bounds every
-/// call to a token endpoint, and those calls are shared by all the process's clients
-/// through the token cache, so it is no per-client setting.
-pub(crate) fn token_timeout() -> Result<Option<Duration>, Error> {
-    static TOKEN_TIMEOUT: LazyLock<Result<Option<Duration>, Error>> = LazyLock::new(|| {
-        env(TOKEN_TIMEOUT_VARIABLE)
-            .map(|text| parse_limit(TOKEN_TIMEOUT_VARIABLE, &text))
-            .transpose()
+/// The environment's settings, read on first use.
+static FROM_ENV: LazyLock<Result<Settings, Error>> =
+    LazyLock::new(|| {
+        // Names or values that are not UTF-8 count as unset, as `std::env::var` has it.
+        Settings::from_vars(std::env::vars_os().filter_map(|(name, value)| {
+            Some((name.into_string().ok()?, value.into_string().ok()?))
+        }))
     });
-    TOKEN_TIMEOUT.clone()
+
+/// `CLOUDRUN_TEST_TOKEN_TIMEOUT` of the environment's settings ([`Settings::from_env`]).
+pub(crate) fn token_timeout() -> Result<Option<Duration>, Error> {
+    FROM_ENV
+        .as_ref()
+        .map(|settings| settings.token_timeout)
+        .map_err(Clone::clone)
 }
 
 #[cfg(test)]
@@ -272,6 +280,7 @@ mod tests {
             ("CLOUDRUN_TEST_PROFILE", "staging"),
             ("CLOUDRUN_TEST_TIMEOUT", "1m30s"),
             ("CLOUDRUN_TEST_TOKEN_HEADER", "X-Serverless-Authorization"),
+            ("CLOUDRUN_TEST_TOKEN_TIMEOUT", "2.5s"),
             ("UNRELATED", "x"),
         ])
         .unwrap();
@@ -292,6 +301,7 @@ mod tests {
             settings.token_header,
             Some(TokenHeader::XServerlessAuthorization)
         );
+        assert_eq!(settings.token_timeout, Some(Duration::from_millis(2500)));
 
         let fallback = Settings::from_vars([("GOOGLE_CLOUD_PROJECT", "other")]).unwrap();
         assert_eq!(fallback.any_project().as_deref(), Some("other"));
@@ -337,6 +347,11 @@ mod tests {
                 "CLOUDRUN_TEST_TOKEN_HEADER",
                 "bearer",
                 "which is no token header",
+            ),
+            (
+                "CLOUDRUN_TEST_TOKEN_TIMEOUT",
+                "a while",
+                "which is no time limit",
             ),
         ] {
             let message = Settings::from_vars([(name, value)])
