@@ -48,7 +48,11 @@ pub(crate) fn fetcher_http() -> &'static reqwest::Client {
         // (`transport::check_destination` names the variable), and the metadata server,
         // which gets no credential, is never proxied anyway.
         crate::transport::configure(builder())
-            .unwrap_or_else(|_| builder().no_proxy())
+            .unwrap_or_else(|_| {
+                builder()
+                    .no_proxy()
+                    .dns_resolver(Arc::new(crate::dns::Resolver))
+            })
             .build()
             .expect("building the token fetcher's HTTP client failed")
     });

@@ -29,6 +29,7 @@ mod context;
 mod credentials;
 pub mod diagnose;
 mod disk_cache;
+mod dns;
 mod entry;
 mod error;
 mod owner_only;

@@ -143,52 +143,22 @@ pub(crate) fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// Whether the failure is one a second try may not meet: the connection was refused,
-/// reset or closed early, as when an instance is starting or going away. Timeouts
-/// and name resolution failures are not.
+/// Whether a failed request is worth sending again: its connection was refused, reset
+/// or closed early, as when an instance is starting or going away
+/// ([`crate::error::is_connection_failure`], which [`crate::Error::is_transient`] also
+/// asks). Timeouts are not: their time is spent.
 pub(crate) fn is_transient(error: &reqwest::Error) -> bool {
-    if error.is_timeout() {
-        return false;
-    }
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            if matches!(
-                io.kind(),
-                ConnectionReset
-                    | ConnectionAborted
-                    | ConnectionRefused
-                    | BrokenPipe
-                    | UnexpectedEof
-                    | NotConnected
-            ) {
-                return true;
-            }
-        }
-        // hyper's IncompleteMessage: the server closed the connection before answering.
-        if cause
-            .to_string()
-            .contains("connection closed before message completed")
-        {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
+    !error.is_timeout()
+        && std::iter::successors(
+            Some(error as &(dyn std::error::Error + 'static)),
+            |&cause| cause.source(),
+        )
+        .any(crate::error::is_connection_failure)
 }
 
 /// Whether `error` is a failure to resolve the host name.
 pub(crate) fn is_dns_failure(error: &reqwest::Error) -> bool {
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if text.contains("dns error") || text.contains("failed to lookup address") {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
+    crate::dns::is_unresolved(error)
 }
 
 /// The `Retry-After` header in seconds (the HTTP-date form is not worth parsing here).
@@ -203,53 +173,26 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
         .map(Duration::from_secs)
 }
 
-/// How long one call to a token endpoint (OAuth, metadata server, IAM Credentials,
-/// STS) may take: `CLOUDRUN_TEST_TOKEN_TIMEOUT` (`500ms`, `10s`, `1m`; a bare number
-/// is seconds) if set, else the endpoint's own `default`. A value that is no limit is
-/// an error, not ignored.
-pub(crate) fn token_timeout(default: Duration) -> Result<Duration, crate::error::Error> {
-    match crate::settings::env("CLOUDRUN_TEST_TOKEN_TIMEOUT") {
-        Some(text) => crate::settings::parse_limit("CLOUDRUN_TEST_TOKEN_TIMEOUT", &text),
-        None => Ok(default),
-    }
-}
-
-/// What to say when a call to the token endpoint at `url` failed: (problem, fix).
-/// A timeout names the limit and how to raise it; other failures get `network_fix`.
-pub(crate) fn token_failure(
-    error: &reqwest::Error,
-    timeout: Duration,
-    url: &str,
-    network_fix: String,
-) -> (String, String) {
-    if error.is_timeout() {
-        (
-            format!("no answer within {timeout:?}"),
-            format!(
-                "check that {url} is up and reachable from here (proxy, firewall); if it is just \
-                 slow, raise the limit with CLOUDRUN_TEST_TOKEN_TIMEOUT=60s"
-            ),
-        )
-    } else {
-        (crate::error::describe_http_error(error), network_fix)
-    }
-}
-
 /// Google's endpoints get this many retries after a 5xx, a 429 or a failed connection.
 const REPEAT_RETRIES: u32 = 2;
+/// How many times in all [`send_repeatable`] sends a request that keeps failing: the
+/// first try and its retries. Messages quote it rather than spell a number out.
+pub(crate) const REPEAT_TRIES: u32 = REPEAT_RETRIES + 1;
 const REPEAT_BACKOFF: Duration = Duration::from_millis(100);
 const REPEAT_MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Whether [`send_repeatable`] tries again after an answer with `status` (a 5xx or a
-/// 429): a final answer with it came after the retries ran out.
+/// Whether [`send_repeatable`] tries again after an answer with `status`: a transient
+/// one ([`crate::error::is_transient_status`], a 5xx or a 429); a final answer with it
+/// came after the retries ran out.
 pub(crate) fn is_worth_repeating(status: StatusCode) -> bool {
-    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+    crate::error::is_transient_status(status)
 }
 
 /// Sends a request that is safe to repeat to one of Google's endpoints (a token
-/// request, an Admin API read), each try bounded by `timeout`, and tries again (twice
-/// at most, after about 100 ms then 200 ms) when the endpoint answers a 5xx or 429 or
-/// the connection fails. The last answer or failure is returned as is.
+/// request, an Admin API read), each try bounded by `timeout`, and tries again (at most
+/// [`REPEAT_RETRIES`] times, after [`REPEAT_BACKOFF`], doubling up to
+/// [`REPEAT_MAX_BACKOFF`]) when the endpoint answers a 5xx or 429 or the connection
+/// fails. The last answer or failure is returned as is.
 pub(crate) async fn send_repeatable(
     request: reqwest::RequestBuilder,
     timeout: Duration,

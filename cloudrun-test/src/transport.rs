@@ -140,7 +140,10 @@ pub(crate) fn configure(builder: reqwest::ClientBuilder) -> Result<reqwest::Clie
         std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
         std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0)),
     ];
-    let builder = builder.no_proxy().resolve_to_addrs("localhost", &loopback);
+    let builder = builder
+        .no_proxy()
+        .dns_resolver(std::sync::Arc::new(crate::dns::Resolver))
+        .resolve_to_addrs("localhost", &loopback);
     Ok(match &rules.https {
         None => builder,
         Some(_) => builder.proxy(reqwest::Proxy::custom(|url| {

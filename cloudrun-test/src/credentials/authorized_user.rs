@@ -16,7 +16,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
-use super::wire::{Fields, credential_request, refusal, send};
+use super::token_endpoint::TokenEndpoint;
+use super::wire::{Fields, credential_request};
 use super::{BoxFuture, CredentialSource};
 use crate::error::Error;
 use crate::token::Token;
@@ -72,11 +73,31 @@ impl AuthorizedUser {
         })
     }
 
-    async fn refresh(&self, http: &reqwest::Client, what: &str) -> Result<RefreshAnswer, Error> {
-        let what = format!(
-            "refreshing the user credentials of {} ({what})",
-            self.path.display()
-        );
+    /// The call to `token_uri` that refreshes these credentials for `what`.
+    fn endpoint(&self, what: &str) -> TokenEndpoint<'_> {
+        TokenEndpoint {
+            what: format!(
+                "refreshing the user credentials of {} ({what})",
+                self.path.display()
+            ),
+            url: &self.token_uri,
+            timeout: REQUEST_TIMEOUT,
+            unreachable_fix: format!(
+                "check that {} is reachable from here (proxy, firewall, DNS)",
+                self.token_uri
+            ),
+            wrong_answer_fix: format!(
+                "check that `token_uri` in {} is Google's token endpoint",
+                self.path.display()
+            ),
+        }
+    }
+
+    async fn refresh(
+        &self,
+        http: &reqwest::Client,
+        endpoint: &TokenEndpoint<'_>,
+    ) -> Result<RefreshAnswer, Error> {
         let request = credential_request(
             http,
             reqwest::Method::POST,
@@ -89,39 +110,14 @@ impl AuthorizedUser {
             ("client_secret", self.client_secret.as_str()),
             ("refresh_token", self.refresh_token.as_str()),
         ]);
-        let network_fix = format!(
-            "check that {} is reachable from here (proxy, firewall, DNS)",
-            self.token_uri
-        );
-        let (status, body) = send(
-            request,
-            REQUEST_TIMEOUT,
-            &what,
-            &self.token_uri,
-            &network_fix,
-        )
-        .await?;
-        let endpoint_error = |problem: String, fix: String| {
-            Error::token_endpoint(what.clone(), self.token_uri.clone(), problem, fix)
-        };
-        if !status.is_success() {
-            return Err(endpoint_error(
-                refusal(status, &body),
+        endpoint
+            .json(request, |_| {
                 format!(
-                    "the refresh token may have been revoked or expired (re-authentication policies \
-                     end sessions after hours): {FIX}"
-                ),
-            ));
-        }
-        serde_json::from_str(&body).map_err(|error| {
-            endpoint_error(
-                format!("the answer is not a token response ({error})"),
-                format!(
-                    "check that `token_uri` in {} is Google's token endpoint",
-                    self.path.display()
-                ),
-            )
-        })
+                    "the refresh token may have been revoked or expired (re-authentication \
+                     policies end sessions after hours): {FIX}"
+                )
+            })
+            .await
     }
 }
 
@@ -161,11 +157,18 @@ impl CredentialSource for AuthorizedUser {
         audience: &'a str,
     ) -> BoxFuture<'a, Result<Token, Error>> {
         Box::pin(async move {
-            let answer = self.refresh(http, "an identity token").await?;
-            let id_token = answer.id_token.ok_or_else(|| Error::token_endpoint(format!("refreshing the user credentials of {}", self.path.display()), self.token_uri.clone(), "the answer has no `id_token` (the login did not grant the `openid` scope)", format!(
-                    "{FIX}, or impersonate a service account \
-                     (CLOUDRUN_TEST_IMPERSONATE_SERVICE_ACCOUNT) for a token whose audience is the service"
-                )))?;
+            let endpoint = self.endpoint("an identity token");
+            let answer = self.refresh(http, &endpoint).await?;
+            let id_token = answer.id_token.ok_or_else(|| {
+                endpoint.error(
+                    "the answer has no `id_token` (the login did not grant the `openid` scope)",
+                    format!(
+                        "{FIX}, or impersonate a service account \
+                         (CLOUDRUN_TEST_IMPERSONATE_SERVICE_ACCOUNT) for a token whose audience \
+                         is the service"
+                    ),
+                )
+            })?;
             let token = Token::from_jwt(id_token);
             if token.claims().aud.as_deref() != Some(audience) {
                 tracing::debug!(
@@ -183,18 +186,11 @@ impl CredentialSource for AuthorizedUser {
         http: &'a reqwest::Client,
     ) -> BoxFuture<'a, Result<Token, Error>> {
         Box::pin(async move {
-            let answer = self.refresh(http, "an access token").await?;
-            let access_token = answer.access_token.ok_or_else(|| {
-                Error::token_endpoint(
-                    format!("refreshing the user credentials of {}", self.path.display()),
-                    self.token_uri.clone(),
-                    "the answer has no `access_token`",
-                    format!(
-                        "check that `token_uri` in {} is Google's token endpoint",
-                        self.path.display()
-                    ),
-                )
-            })?;
+            let endpoint = self.endpoint("an access token");
+            let answer = self.refresh(http, &endpoint).await?;
+            let access_token = answer
+                .access_token
+                .ok_or_else(|| endpoint.missing("access_token"))?;
             Ok(Token::from_access_token(
                 access_token,
                 answer.expires_in.unwrap_or(Duration::from_secs(3600)),

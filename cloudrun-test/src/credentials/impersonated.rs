@@ -13,9 +13,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::token_endpoint::TokenEndpoint;
 use super::wire::{
-    Fields, credential_destination, credential_request, lifetime_until, parse_rfc3339_utc, refusal,
-    send,
+    Fields, credential_destination, credential_request, lifetime_until, parse_rfc3339_utc,
 };
 use super::{BoxFuture, CLOUD_PLATFORM_SCOPE, CredentialSource};
 use crate::error::Error;
@@ -98,22 +98,18 @@ impl IamTarget {
             "includeEmail": true,
             "delegates": self.delegate_names(),
         });
-        let answer = self
+        let endpoint = self.endpoint(&url, "an identity token", caller_name);
+        let answer: IdTokenAnswer = self
             .call(
                 http,
-                &url,
+                &endpoint,
                 caller,
                 caller_name,
                 &body,
-                "an identity token",
                 "roles/iam.serviceAccountOpenIdTokenCreator",
             )
             .await?;
-        let answer: IdTokenAnswer = serde_json::from_str(&answer)
-            .map_err(|error| self.bad_answer(&url, caller_name, &error.to_string()))?;
-        let token = answer
-            .token
-            .ok_or_else(|| self.bad_answer(&url, caller_name, "it has no `token`"))?;
+        let token = answer.token.ok_or_else(|| endpoint.missing("token"))?;
         tracing::debug!(identity = %self.email, audience, "minted an identity token by impersonation");
         Ok(Token::from_jwt(token))
     }
@@ -131,22 +127,20 @@ impl IamTarget {
             "delegates": self.delegate_names(),
             "lifetime": "3600s",
         });
-        let answer = self
+        let endpoint = self.endpoint(&url, "an access token", caller_name);
+        let answer: AccessTokenAnswer = self
             .call(
                 http,
-                &url,
+                &endpoint,
                 caller,
                 caller_name,
                 &body,
-                "an access token",
                 "roles/iam.serviceAccountTokenCreator",
             )
             .await?;
-        let answer: AccessTokenAnswer = serde_json::from_str(&answer)
-            .map_err(|error| self.bad_answer(&url, caller_name, &error.to_string()))?;
         let token = answer
             .access_token
-            .ok_or_else(|| self.bad_answer(&url, caller_name, "it has no `accessToken`"))?;
+            .ok_or_else(|| endpoint.missing("accessToken"))?;
         let lifetime = answer
             .expire_time
             .as_deref()
@@ -167,40 +161,56 @@ impl IamTarget {
         format!("minting {kind} for {} (impersonated{by}{via})", self.email)
     }
 
-    fn bad_answer(&self, url: &str, caller_name: Option<&str>, problem: &str) -> Error {
-        Error::token_endpoint(
-            self.what("a token", caller_name),
-            url.to_owned(),
-            format!("the answer is not what IAM Credentials returns: {problem}"),
-            format!(
-                "check that {IAM_ENDPOINT_VARIABLE} (or the impersonation URL) names the IAM Credentials API"
+    /// The call to `url` (`generateIdToken` or `generateAccessToken`) that mints `kind`.
+    fn endpoint<'a>(
+        &self,
+        url: &'a str,
+        kind: &str,
+        caller_name: Option<&str>,
+    ) -> TokenEndpoint<'a> {
+        TokenEndpoint {
+            what: self.what(kind, caller_name),
+            url,
+            timeout: REQUEST_TIMEOUT,
+            unreachable_fix: format!(
+                "check that {} is reachable from here, or set {IAM_ENDPOINT_VARIABLE}",
+                self.endpoint
             ),
-        )
+            wrong_answer_fix: format!(
+                "check that {IAM_ENDPOINT_VARIABLE} (or the impersonation URL) names the IAM \
+                 Credentials API"
+            ),
+        }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn call(
+    /// Calls IAM Credentials with `caller`'s token; a refusal's fix names the grants
+    /// (`role` on each hop) that let the caller through.
+    async fn call<T: serde::de::DeserializeOwned>(
         &self,
         http: &reqwest::Client,
-        url: &str,
+        endpoint: &TokenEndpoint<'_>,
         caller: &Token,
         caller_name: Option<&str>,
         body: &serde_json::Value,
-        kind: &str,
         role: &str,
-    ) -> Result<String, Error> {
-        let what = self.what(kind, caller_name);
-        let request = credential_request(http, reqwest::Method::POST, url, IAM_WHAT)?
+    ) -> Result<T, Error> {
+        let request = credential_request(http, reqwest::Method::POST, endpoint.url, IAM_WHAT)?
             .bearer_auth(caller.secret())
             .json(body);
-        let network_fix = format!(
-            "check that {} is reachable from here, or set {IAM_ENDPOINT_VARIABLE}",
-            self.endpoint
-        );
-        let (status, answer) = send(request, REQUEST_TIMEOUT, &what, url, &network_fix).await?;
-        if status.is_success() {
-            return Ok(answer);
-        }
+        endpoint
+            .json(request, |status| {
+                self.refused_fix(status, caller_name, role)
+            })
+            .await
+    }
+
+    /// What to do when IAM Credentials refuses `caller_name` with `status`.
+    fn refused_fix(
+        &self,
+        status: reqwest::StatusCode,
+        caller_name: Option<&str>,
+        role: &str,
+    ) -> String {
         let member = caller_name.map_or_else(|| "MEMBER".to_owned(), member_of);
         let mut hops: Vec<&str> = self.delegates.iter().map(String::as_str).collect();
         hops.push(&self.email);
@@ -214,7 +224,7 @@ impl IamTarget {
                 Some(command)
             })
             .collect();
-        let fix = match status.as_u16() {
+        match status.as_u16() {
             401 => format!(
                 "the caller's access token was refused: check the credentials that do the \
                  impersonation ({})",
@@ -232,13 +242,7 @@ impl IamTarget {
                 self.email, self.email
             ),
             _ => "retry later; if it persists, check https://status.cloud.google.com".to_owned(),
-        };
-        Err(Error::token_endpoint(
-            what,
-            url.to_owned(),
-            refusal(status, &answer),
-            fix,
-        ))
+        }
     }
 }
 

@@ -11,7 +11,7 @@
 //!    sandboxes have no DMI data).
 //!
 //! `NO_GCE_CHECK=true` (as in Google's Python library) turns 2 and 3 off. Every
-//! request is bounded (5 s).
+//! request is bounded ([`REQUEST_TIMEOUT`]).
 //!
 //! Requests go to the server directly, never through a proxy (as Google's Go metadata
 //! client does): they are plain http, which `crate::transport` never proxies, and the
@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::wire::{refusal, send};
+use super::token_endpoint::TokenEndpoint;
 use super::{BoxFuture, CredentialSource};
 use crate::error::Error;
 use crate::settings::env;
@@ -104,45 +104,48 @@ impl MetadataServer {
         )
     }
 
-    async fn get(
+    /// The call to `url` that mints `what`.
+    fn endpoint<'a>(&self, url: &'a str, what: &str) -> TokenEndpoint<'a> {
+        TokenEndpoint {
+            what: format!("minting {what} from the metadata server ({})", self.why),
+            url,
+            timeout: REQUEST_TIMEOUT,
+            unreachable_fix: format!(
+                "the metadata server at {} did not answer: outside Google Cloud, unset \
+                 GCE_METADATA_HOST (or fix it); on Google Cloud, check the workload's network",
+                self.host
+            ),
+            wrong_answer_fix: format!(
+                "check that {} is a metadata server (GCE_METADATA_HOST)",
+                self.host
+            ),
+        }
+    }
+
+    /// A metadata request (the server answers only with `Metadata-Flavor: Google`).
+    fn request(
         &self,
         http: &reqwest::Client,
         url: &str,
         query: &[(&str, &str)],
-        what: &str,
-    ) -> Result<String, Error> {
-        let what = format!("minting {what} from the metadata server ({})", self.why);
-        let request = http
-            .get(url)
+    ) -> reqwest::RequestBuilder {
+        http.get(url)
             .query(query)
-            .header("Metadata-Flavor", "Google");
-        let network_fix = format!(
-            "the metadata server at {} did not answer: outside Google Cloud, unset GCE_METADATA_HOST \
-             (or fix it); on Google Cloud, check the workload's network",
-            self.host
-        );
-        let (status, body) = send(request, REQUEST_TIMEOUT, &what, url, &network_fix).await?;
-        if status.is_success() {
-            return Ok(body);
-        }
-        let fix = match status.as_u16() {
-            404 => {
-                "the workload has no service account attached: give the VM, Cloud Run service or \
-                    build a service account (e.g. `gcloud run services update SERVICE \
-                    --service-account=SA_EMAIL`)"
-                    .to_owned()
-            }
-            403 => "the metadata server refused the request (a proxy may have added \
-                    X-Forwarded-For, or the VM's scopes are too narrow)"
-                .to_owned(),
-            _ => "retry; if it persists, check the workload's service account".to_owned(),
-        };
-        Err(Error::token_endpoint(
-            what,
-            url.to_owned(),
-            refusal(status, &body),
-            fix,
-        ))
+            .header("Metadata-Flavor", "Google")
+    }
+}
+
+/// What to do when the metadata server refuses with `status`.
+fn refused_fix(status: reqwest::StatusCode) -> String {
+    match status.as_u16() {
+        404 => "the workload has no service account attached: give the VM, Cloud Run service or \
+                build a service account (e.g. `gcloud run services update SERVICE \
+                --service-account=SA_EMAIL`)"
+            .to_owned(),
+        403 => "the metadata server refused the request (a proxy may have added \
+                X-Forwarded-For, or the VM's scopes are too narrow)"
+            .to_owned(),
+        _ => "retry; if it persists, check the workload's service account".to_owned(),
     }
 }
 
@@ -171,25 +174,12 @@ impl CredentialSource for MetadataServer {
     ) -> BoxFuture<'a, Result<Token, Error>> {
         Box::pin(async move {
             let url = self.url("identity");
-            let body = self
-                .get(
-                    http,
-                    &url,
-                    &[("audience", audience), ("format", "full")],
-                    "an identity token",
-                )
-                .await?;
+            let endpoint = self.endpoint(&url, "an identity token");
+            let request = self.request(http, &url, &[("audience", audience), ("format", "full")]);
+            let body = endpoint.text(request, refused_fix).await?;
             let token = Token::from_jwt(body.trim().to_owned());
             if token.claims().aud.is_none() {
-                return Err(Error::token_endpoint(
-                    "minting an identity token from the metadata server",
-                    url,
-                    "the answer is not an identity token (a JWT)",
-                    format!(
-                        "check that {} is a metadata server (GCE_METADATA_HOST)",
-                        self.host
-                    ),
-                ));
+                return Err(endpoint.wrong_answer("the answer is not an identity token (a JWT)"));
             }
             if let Some(email) = &token.claims().email {
                 let _ = self.email.set(email.clone());
@@ -204,22 +194,12 @@ impl CredentialSource for MetadataServer {
     ) -> BoxFuture<'a, Result<Token, Error>> {
         Box::pin(async move {
             let url = self.url("token");
-            let body = self.get(http, &url, &[], "an access token").await?;
-            let answer: AccessTokenAnswer = serde_json::from_str(&body).map_err(|_| {
-                Error::token_endpoint(
-                    "minting an access token from the metadata server",
-                    url.clone(),
-                    "the answer is not a token response",
-                    format!(
-                        "check that {} is a metadata server (GCE_METADATA_HOST)",
-                        self.host
-                    ),
-                )
-            })?;
+            let endpoint = self.endpoint(&url, "an access token");
+            let answer: AccessTokenAnswer = endpoint
+                .json(self.request(http, &url, &[]), refused_fix)
+                .await?;
             let token = answer.access_token.ok_or_else(|| {
-                Error::token_endpoint(
-                    "minting an access token from the metadata server",
-                    url,
+                endpoint.error(
                     "the answer has no `access_token`",
                     "check the workload's service account and scopes",
                 )

@@ -10,6 +10,7 @@ mod impersonated;
 mod metadata;
 mod process;
 mod service_account;
+mod token_endpoint;
 mod wire;
 
 pub use chain::{ChainStep, StepOutcome};

@@ -12,6 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::Deserialize;
 
+use super::token_endpoint::TokenEndpoint;
 use super::{BoxFuture, CLOUD_PLATFORM_SCOPE, CredentialSource};
 use crate::error::Error;
 use crate::token::Token;
@@ -119,11 +120,30 @@ impl ServiceAccountKey {
         ))
     }
 
+    /// The call to `token_uri` that mints `what` (e.g. "an identity token").
+    fn endpoint(&self, what: &str) -> TokenEndpoint<'_> {
+        TokenEndpoint {
+            what: format!("minting {what} for {}", self.client_email),
+            url: &self.token_uri,
+            timeout: Duration::from_secs(30),
+            unreachable_fix: format!(
+                "check that {} is reachable from here (proxy, firewall, DNS), or that `token_uri` in {} is right",
+                self.token_uri,
+                self.path.display()
+            ),
+            wrong_answer_fix: format!(
+                "check that `token_uri` in {} is Google's OAuth token endpoint",
+                self.path.display()
+            ),
+        }
+    }
+
+    /// Trades a signed assertion carrying `extra_claim` for a token.
     async fn exchange(
         &self,
         http: &reqwest::Client,
         extra_claim: (&str, &str),
-        what: &str,
+        endpoint: &TokenEndpoint<'_>,
     ) -> Result<TokenAnswer, Error> {
         // Checked before anything is signed: an assertion goes over https or to loopback only.
         let request = super::wire::credential_request(
@@ -133,56 +153,27 @@ impl ServiceAccountKey {
             &format!("the token endpoint `token_uri` of {}", self.path.display()),
         )?;
         let assertion = self.assertion(extra_claim)?;
-        let endpoint_error = |problem: String, fix: String| {
-            Error::token_endpoint(
-                format!("minting {what} for {}", self.client_email),
-                self.token_uri.clone(),
-                problem,
-                fix,
-            )
-        };
-        let network_fix = || {
-            format!(
-                "check that {} is reachable from here (proxy, firewall, DNS), or that `token_uri` in {} is right",
-                self.token_uri,
-                self.path.display()
-            )
-        };
-        // 5xx answers and failed connections are tried again, twice at most.
         let request = request.form(&[
             ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
             ("assertion", assertion.as_str()),
         ]);
-        let (status, body) = super::wire::send(
-            request,
-            Duration::from_secs(30),
-            &format!("minting {what} for {}", self.client_email),
-            &self.token_uri,
-            &network_fix(),
-        )
-        .await?;
-        if !status.is_success() {
-            let fix = if crate::retry::is_worth_repeating(status) {
-                format!(
-                    "the token endpoint failed three times in a row; try again later, and check \
-                     https://status.cloud.google.com (or that `token_uri` in {} is right)",
-                    self.path.display()
-                )
-            } else {
-                format!(
-                    "the key in {} may have been deleted or disabled; {KEY_FILE_FIX}",
-                    self.path.display()
-                )
-            };
-            // Redacted: an endpoint may echo what it was sent.
-            return Err(endpoint_error(super::wire::refusal(status, &body), fix));
-        }
-        serde_json::from_str(&body).map_err(|error| {
-            endpoint_error(
-                format!("the answer is not a token response ({error})"),
-                network_fix(),
-            )
-        })
+        endpoint
+            .json(request, |status| {
+                if crate::error::is_transient_status(status) {
+                    format!(
+                        "the token endpoint failed {} times in a row; try again later, and check \
+                         https://status.cloud.google.com (or that `token_uri` in {} is right)",
+                        crate::retry::REPEAT_TRIES,
+                        self.path.display()
+                    )
+                } else {
+                    format!(
+                        "the key in {} may have been deleted or disabled; {KEY_FILE_FIX}",
+                        self.path.display()
+                    )
+                }
+            })
+            .await
     }
 }
 
@@ -223,17 +214,13 @@ impl CredentialSource for ServiceAccountKey {
         audience: &'a str,
     ) -> BoxFuture<'a, Result<Token, Error>> {
         Box::pin(async move {
+            let endpoint = self.endpoint("an identity token");
             let answer = self
-                .exchange(http, ("target_audience", audience), "an identity token")
+                .exchange(http, ("target_audience", audience), &endpoint)
                 .await?;
-            let id_token = answer.id_token.ok_or_else(|| {
-                Error::token_endpoint(
-                    format!("minting an identity token for {}", self.client_email),
-                    self.token_uri.clone(),
-                    "the answer has no `id_token`",
-                    "check that `token_uri` is Google's OAuth token endpoint",
-                )
-            })?;
+            let id_token = answer
+                .id_token
+                .ok_or_else(|| endpoint.missing("id_token"))?;
             tracing::debug!(identity = %self.client_email, audience, "minted an identity token");
             Ok(Token::from_jwt(id_token))
         })
@@ -244,17 +231,13 @@ impl CredentialSource for ServiceAccountKey {
         http: &'a reqwest::Client,
     ) -> BoxFuture<'a, Result<Token, Error>> {
         Box::pin(async move {
+            let endpoint = self.endpoint("an access token");
             let answer = self
-                .exchange(http, ("scope", CLOUD_PLATFORM_SCOPE), "an access token")
+                .exchange(http, ("scope", CLOUD_PLATFORM_SCOPE), &endpoint)
                 .await?;
-            let access_token = answer.access_token.ok_or_else(|| {
-                Error::token_endpoint(
-                    format!("minting an access token for {}", self.client_email),
-                    self.token_uri.clone(),
-                    "the answer has no `access_token`",
-                    "check that `token_uri` is Google's OAuth token endpoint",
-                )
-            })?;
+            let access_token = answer
+                .access_token
+                .ok_or_else(|| endpoint.missing("access_token"))?;
             let lifetime = answer.expires_in.unwrap_or(Duration::from_secs(3600));
             tracing::debug!(identity = %self.client_email, "minted an access token");
             Ok(Token::from_access_token(access_token, lifetime))

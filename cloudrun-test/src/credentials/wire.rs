@@ -202,55 +202,6 @@ pub(crate) fn file_error(path: &Path, problem: String, fix: &str) -> Error {
     Error::credentials_file(path.to_owned(), problem, fix.to_owned())
 }
 
-/// What a Google endpoint's refusal says: `HTTP {status}, {reason}` (see [`error_reason`]).
-pub(crate) fn refusal(status: reqwest::StatusCode, body: &str) -> String {
-    format!("HTTP {status}, {}", error_reason(body))
-}
-
-/// The reason in an error answer of a Google endpoint: OAuth's
-/// `{"error","error_description"}`, the APIs' `{"error":{"code","message","status"}}`,
-/// or, for a body that is not JSON, only its size. Of a JSON answer only these fields are
-/// quoted (an allowlist: whatever else it holds, tokens included, is left out), and
-/// they are redacted too.
-pub(crate) fn error_reason(body: &str) -> String {
-    match serde_json::from_str::<Value>(body) {
-        Ok(Value::Object(answer)) => json_error_reason(&answer),
-        Ok(_) => "a JSON answer that is not an object".to_owned(),
-        // Not quoted at all: a page, a log dump or a form can spell a secret in more
-        // ways than any redaction knows. The status and the endpoint (in the error)
-        // say what failed; the size says what kind of answer came.
-        Err(_) if body.trim().is_empty() => "an empty answer".to_owned(),
-        Err(_) => format!("a non-JSON answer of {} bytes", body.len()),
-    }
-}
-
-/// `error: error_description`, `status: message`, or what of `code`, `status` and
-/// `message` the answer has at its top level; each value redacted and cut short.
-fn json_error_reason(answer: &Map<String, Value>) -> String {
-    let safe = |object: &Map<String, Value>, field: &str| match object.get(field) {
-        Some(Value::String(text)) if !text.trim().is_empty() => {
-            Some(truncate(&redact(text.trim()), 300).to_owned())
-        }
-        Some(number @ Value::Number(_)) => Some(number.to_string()),
-        _ => None,
-    };
-    let parts = match answer.get("error") {
-        Some(Value::Object(error)) => vec![safe(error, "status"), safe(error, "message")],
-        Some(Value::String(_)) => vec![safe(answer, "error"), safe(answer, "error_description")],
-        _ => vec![
-            safe(answer, "code"),
-            safe(answer, "status"),
-            safe(answer, "message"),
-        ],
-    };
-    let parts: Vec<String> = parts.into_iter().flatten().collect();
-    if parts.is_empty() {
-        "a JSON answer without an error message".to_owned()
-    } else {
-        parts.join(": ")
-    }
-}
-
 /// The crate's one redaction ([`crate::redact`]), for the credential sources.
 pub(crate) use crate::redact::redact;
 
@@ -322,99 +273,9 @@ pub(crate) fn credential_destination(url: &str, what: &str) -> Result<reqwest::U
     Ok(parsed)
 }
 
-/// Sends `request` (bounded by `timeout`) and reads the answer's status and body.
-/// A network failure becomes a [`Error::TokenEndpoint`] saying `what` failed at
-/// `url`, with `network_fix`.
-pub(crate) async fn send(
-    request: reqwest::RequestBuilder,
-    timeout: Duration,
-    what: &str,
-    url: &str,
-    network_fix: &str,
-) -> Result<(reqwest::StatusCode, String), Error> {
-    // CLOUDRUN_TEST_TOKEN_TIMEOUT overrides every endpoint's limit; 5xx answers and
-    // failed connections are tried again, twice at most.
-    let timeout = crate::retry::token_timeout(timeout)?;
-    let failed = |error: reqwest::Error| {
-        let (problem, fix) =
-            crate::retry::token_failure(&error, timeout, url, network_fix.to_owned());
-        Error::token_endpoint(what, url, problem, fix).with_source(error)
-    };
-    let response = crate::retry::send_repeatable(request, timeout)
-        .await
-        .map_err(failed)?;
-    let status = response.status();
-    // Bounded: an endless or huge answer ends here, with the endpoint named.
-    let body = crate::bounded::read_body(response, crate::bounded::BODY_LIMIT)
-        .await
-        .map_err(|error| match error {
-            crate::bounded::BodyError::Http(error) => failed(error),
-            crate::bounded::BodyError::TooLarge { limit } => Error::token_endpoint(
-                what.to_owned(),
-                url.to_owned(),
-                crate::bounded::BodyError::too_large(limit),
-                format!("check that {url} is the endpoint it should be (Google's or the emulator)"),
-            ),
-        })?;
-    Ok((status, body))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_google_error_answers() {
-        assert_eq!(
-            error_reason(r#"{"error":"invalid_grant","error_description":"Bad Request"}"#),
-            "invalid_grant: Bad Request"
-        );
-        assert_eq!(
-            error_reason(
-                r#"{"error":{"code":403,"message":"Permission denied","status":"PERMISSION_DENIED"}}"#
-            ),
-            "PERMISSION_DENIED: Permission denied"
-        );
-        assert_eq!(
-            error_reason(r#"{"error":"invalid_request"}"#),
-            "invalid_request"
-        );
-        assert_eq!(error_reason(r#"{"code":401,"message":"no"}"#), "401: no");
-        assert_eq!(error_reason(""), "an empty answer");
-        assert_eq!(error_reason("[1]"), "a JSON answer that is not an object");
-    }
-
-    #[test]
-    fn quotes_only_the_safe_fields_of_a_json_answer_and_redacts_them() {
-        let answer = r#"{"error": "invalid_grant",
-            "error_description": "refresh_token=SECRET1 is revoked",
-            "access_token": "SECRET2", "debug": {"assertion": "SECRET3"}, "hint": "SECRET4"}"#;
-        let reason = error_reason(answer);
-        assert_eq!(reason, "invalid_grant: refresh_token=<redacted> is revoked");
-        let answer = r#"{"token": "SECRET5", "detail": "SECRET6"}"#;
-        assert_eq!(
-            error_reason(answer),
-            "a JSON answer without an error message"
-        );
-    }
-
-    #[test]
-    fn a_body_that_is_not_json_is_described_not_quoted() {
-        for body in [
-            "<html>oops Authorization: Bearer SECRET1</html>",
-            "<input name=\"refresh_token\" value=\"SECRET2\">",
-            "<id_token>SECRET3</id_token>",
-            "refresh_token%3DSECRET4",
-            "access_token\tSECRET5",
-            "refresh_token => SECRET6",
-            "X-Goog-Iam-Authorization-Token SECRET7",
-        ] {
-            let reason = error_reason(body);
-            assert_eq!(reason, format!("a non-JSON answer of {} bytes", body.len()));
-            assert!(!reason.contains("SECRET"), "{reason}");
-        }
-        assert_eq!(error_reason(" \n"), "an empty answer");
-    }
 
     #[test]
     fn parses_expire_times() {
