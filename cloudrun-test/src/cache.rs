@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::credentials::CredentialSource;
 use crate::disk_cache::DiskCache;
 use crate::error::Error;
 use crate::token::Token;
@@ -198,7 +197,8 @@ type TokenKey = String;
 
 static TOKENS: LazyLock<SingleFlight<TokenKey, Token>> = LazyLock::new(SingleFlight::new);
 
-fn id_token_key(fingerprint: &str, audience: &str) -> TokenKey {
+/// The key of an identity token for `audience` minted with the credential `fingerprint`.
+pub(crate) fn id_token_key(fingerprint: &str, audience: &str) -> TokenKey {
     let mut key = String::with_capacity(fingerprint.len() + 4 + audience.len());
     key.push_str(fingerprint);
     key.push_str("|id:");
@@ -206,64 +206,50 @@ fn id_token_key(fingerprint: &str, audience: &str) -> TokenKey {
     key
 }
 
-pub(crate) async fn id_token(
-    source: &Arc<dyn CredentialSource>,
-    fingerprint: &str,
-    audience: &str,
-) -> Result<Token, Error> {
-    let key = id_token_key(fingerprint, audience);
+/// The key of an access token minted with the credential `fingerprint`.
+pub(crate) fn access_token_key(fingerprint: &str) -> TokenKey {
+    format!("{fingerprint}|access-token")
+}
+
+/// The token for `key`: the cached one while it is fresh, else the result of one
+/// shared run of the future `mint` builds (on a miss only), on the fetcher runtime,
+/// through the disk cache when `on_disk`. The future takes [`fetcher_http`] itself
+/// when it runs, so that a disk cache hit builds no HTTP client.
+pub(crate) async fn token<F>(
+    key: TokenKey,
+    on_disk: bool,
+    mint: impl FnOnce() -> F,
+) -> Result<Token, Error>
+where
+    F: Future<Output = Result<Token, Error>> + Send + 'static,
+{
     // The hot path: a fresh token, with nothing built for a fetch.
     if let Some(token) = TOKENS.ready(&key, Token::is_fresh) {
         return Ok(token);
     }
-    let source = Arc::clone(source);
-    let audience = audience.to_owned();
     let disk_key = key.clone();
     TOKENS
-        .get_lazy(key, Token::is_fresh, move || async move {
-            let mint = async { source.mint_id_token(fetcher_http(), &audience).await };
-            match DiskCache::get().filter(|_| source.worth_caching_on_disk()) {
-                Some(disk) => disk.get_or_mint(&disk_key, mint).await,
-                None => mint.await,
+        .get_lazy(key, Token::is_fresh, move || {
+            let mint = mint();
+            async move {
+                match DiskCache::get().filter(|_| on_disk) {
+                    Some(disk) => disk.get_or_mint(&disk_key, mint).await,
+                    None => mint.await,
+                }
             }
         })
         .await
 }
 
-pub(crate) async fn access_token(
-    source: &Arc<dyn CredentialSource>,
-    fingerprint: &str,
-) -> Result<Token, Error> {
-    let key = format!("{fingerprint}|access-token");
-    if let Some(token) = TOKENS.ready(&key, Token::is_fresh) {
-        return Ok(token);
-    }
-    let source = Arc::clone(source);
-    let disk_key = key.clone();
-    TOKENS
-        .get_lazy(key, Token::is_fresh, move || async move {
-            let mint = async { source.mint_access_token(fetcher_http()).await };
-            match DiskCache::get().filter(|_| source.worth_caching_on_disk()) {
-                Some(disk) => disk.get_or_mint(&disk_key, mint).await,
-                None => mint.await,
-            }
-        })
-        .await
-}
-
-pub(crate) fn forget_id_token(
-    source: &Arc<dyn CredentialSource>,
-    fingerprint: &str,
-    audience: &str,
-    bad: &Token,
-) {
-    let key = id_token_key(fingerprint, audience);
+/// Drops `bad` from the cache (and the disk cache when `on_disk`) if it is still the
+/// token for `key`, so that the next request mints a new one.
+pub(crate) fn forget(key: &TokenKey, on_disk: bool, bad: &Token) {
     // The same mint, not the same text: a re-mint within the same second gives the
     // same text, which a late 401 on the old token must not make us mint again.
-    TOKENS.forget_if(&key, |cached| cached.same_mint(bad));
+    TOKENS.forget_if(key, |cached| cached.same_mint(bad));
     // Else the re-mint after a 401 would be served the same token from disk.
-    if let Some(disk) = DiskCache::get().filter(|_| source.worth_caching_on_disk()) {
-        disk.forget(&key, bad);
+    if let Some(disk) = DiskCache::get().filter(|_| on_disk) {
+        disk.forget(key, bad);
     }
 }
 

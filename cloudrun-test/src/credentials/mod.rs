@@ -205,20 +205,32 @@ impl Credentials {
 
     /// An identity token for `audience`, from the process-wide cache.
     pub async fn id_token(&self, audience: &str) -> Result<IdToken, Error> {
-        cache::id_token(&self.source, &self.fingerprint, audience)
-            .await
-            .map(IdToken)
+        let key = cache::id_token_key(&self.fingerprint, audience);
+        let on_disk = self.source.worth_caching_on_disk();
+        cache::token(key, on_disk, || {
+            let (source, audience) = (Arc::clone(&self.source), audience.to_owned());
+            async move { source.mint_id_token(cache::fetcher_http(), &audience).await }
+        })
+        .await
+        .map(IdToken)
     }
 
     /// An access token for Google APIs (cloud-platform scope), from the same cache.
     pub(crate) async fn access_token(&self) -> Result<Token, Error> {
-        cache::access_token(&self.source, &self.fingerprint).await
+        let key = cache::access_token_key(&self.fingerprint);
+        let on_disk = self.source.worth_caching_on_disk();
+        cache::token(key, on_disk, || {
+            let source = Arc::clone(&self.source);
+            async move { source.mint_access_token(cache::fetcher_http()).await }
+        })
+        .await
     }
 
     /// Drops `token` from the cache if it is still the cached one, so the next request
     /// mints a new one (after the service answered 401).
     pub(crate) fn forget_id_token(&self, audience: &str, token: &Token) {
-        cache::forget_id_token(&self.source, &self.fingerprint, audience, token);
+        let key = cache::id_token_key(&self.fingerprint, audience);
+        cache::forget(&key, self.source.worth_caching_on_disk(), token);
     }
 }
 
