@@ -317,7 +317,7 @@ async fn a_probe_sends_once_and_says_what_the_answer_means() {
 }
 
 /// `ClientBuilder::without_auth` needs no credentials, even for a remote URL; a probe
-/// that gets no answer says why and where the service lives (here from its URL).
+/// that gets no answer says why.
 #[tokio::test]
 async fn a_client_without_auth_needs_no_credentials_and_a_probe_without_answer_says_why() {
     use cloudrun_test::diagnose::NoAnswer;
@@ -331,10 +331,7 @@ async fn a_client_without_auth_needs_no_credentials_and_a_probe_without_answer_s
         .unwrap();
     assert!(client.id_token().await.is_err());
     match client.get("/").probe().await.unwrap() {
-        Probe::Unanswered { cause, place, .. } => {
-            assert_eq!(cause, NoAnswer::Dns);
-            assert_eq!(place.service.as_deref(), Some("hello"));
-        }
+        Probe::Unanswered { cause, .. } => assert_eq!(cause, NoAnswer::Dns),
         Probe::Answered { response, .. } => panic!("answered {}", response.status()),
     }
 

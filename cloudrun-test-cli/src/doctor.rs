@@ -4,9 +4,9 @@
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cloudrun_test::{ChainStep, Client, Credentials, IdToken, StepOutcome, Url};
-
-use crate::doctor_request;
+use cloudrun_test::diagnose::{NoAnswer, Place};
+use cloudrun_test::reqwest::{self, StatusCode};
+use cloudrun_test::{ChainStep, Client, Credentials, IdToken, Probe, StepOutcome, Url};
 
 /// Explain the credential choice: the source used and why earlier ones were skipped,
 /// the identity, and the audience and expiry of a token (never the token).
@@ -39,6 +39,10 @@ pub struct DoctorArgs {
 
 /// For messages when no audience was asked for.
 const PLACEHOLDER_AUDIENCE: &str = "https://cloudrun-test-doctor.invalid";
+/// The limit for the live request.
+const TIMEOUT: Duration = Duration::from_secs(30);
+/// The emulator's explanation of a 401/403 (real Cloud Run sends no such header).
+const EMULATOR_REASON: &str = "x-cloudrun-test-emulator-reason";
 
 pub fn run(args: DoctorArgs) -> Result<ExitCode, String> {
     let (credentials, steps) = Credentials::from_env_explained();
@@ -54,17 +58,21 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, String> {
                 );
             }
             // What the service says to a caller without a token.
-            if let Some(url) = args.url.as_deref().and_then(|url| Url::parse(url).ok()) {
-                let place = doctor_request::Place::find(&url, None);
-                let audience = url.origin().ascii_serialization();
-                if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            if let Some(url) = args.url.as_deref().filter(|url| Url::parse(url).is_ok())
+                && let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                {
-                    let outcome = runtime
-                        .block_on(doctor_request::check(&url, &audience, None, None, &place));
-                    println!("{}", outcome.report);
-                }
+            {
+                let report = runtime.block_on(async {
+                    match Client::builder().url(url).without_auth().build().await {
+                        Ok(client) => live_request(&client, false).await.1,
+                        Err(error) => format!(
+                            "\nLive request: GET {url} (without a token)\nVerdict: NOT SENT\n  {}",
+                            indent(&error.to_string())
+                        ),
+                    }
+                });
+                println!("{report}");
             }
             return Ok(ExitCode::FAILURE);
         }
@@ -118,16 +126,9 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, String> {
                 return Ok(ExitCode::SUCCESS);
             };
             // The live request: does the service accept the token?
-            let place = doctor_request::Place::find(client.url(), args.service.as_deref());
-            let outcome = runtime.block_on(doctor_request::check(
-                client.url(),
-                client.audience(),
-                Some(&token),
-                credentials.identity(),
-                &place,
-            ));
-            println!("{}", outcome.report);
-            Ok(if outcome.ok {
+            let (ok, report) = runtime.block_on(live_request(&client, true));
+            println!("{report}");
+            Ok(if ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -147,6 +148,119 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, String> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// One `GET` of the service URL, sent once through the client (no retry, no redirect
+/// followed, no new token forced), and what the answer (or the failure to get one)
+/// means, with the fix: whether all is well, and the report.
+async fn live_request(client: &Client, with_token: bool) -> (bool, String) {
+    let url = client.url();
+    let mut report = format!("\nLive request: GET {url}");
+    if !with_token {
+        report.push_str(" (without a token)");
+    }
+    let probe = client.get(url.as_str()).timeout(TIMEOUT).probe().await;
+    match probe {
+        Ok(Probe::Answered {
+            response, verdict, ..
+        }) => {
+            let status = response.status();
+            report.push_str(&format!(" -> {status}"));
+            report.push_str(&format!(
+                "\nVerdict: {}",
+                if verdict.ok() { "OK" } else { "REFUSED" }
+            ));
+            report.push_str(&format!("\n  {}: {}", verdict.status, verdict.evidence));
+            if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+                && let Some(reason) = response
+                    .headers()
+                    .get(EMULATOR_REASON)
+                    .and_then(|value| value.to_str().ok())
+            {
+                let reason = cloudrun_test::redact(reason);
+                report.push_str(&format!("\n  (the emulator says: {reason})"));
+            }
+            if let Some(fix) = &verdict.fix {
+                report.push_str(&format!("\n  fix: {fix}"));
+            }
+            (verdict.ok(), report)
+        }
+        Ok(Probe::Unanswered {
+            cause,
+            error,
+            place,
+            ..
+        }) => {
+            report.push_str(&unreachable_report(url, &place, cause, &error));
+            (false, report)
+        }
+        Err(error) => {
+            report.push_str(&format!(
+                "\nVerdict: NOT SENT\n  {}",
+                indent(&error.to_string())
+            ));
+            (false, report)
+        }
+    }
+}
+
+/// A multi-line message under a verdict line: its later lines indented alike.
+fn indent(text: &str) -> String {
+    text.replace('\n', "\n  ")
+}
+
+/// No answer at all: DNS, connection, TLS or time-out, and what to check.
+fn unreachable_report(url: &Url, place: &Place, cause: NoAnswer, error: &reqwest::Error) -> String {
+    let mut chain = String::new();
+    // reqwest's own message repeats the URL: start from its causes.
+    let mut source: Option<&dyn std::error::Error> =
+        std::error::Error::source(error).or(Some(error as &dyn std::error::Error));
+    while let Some(cause) = source {
+        if !chain.is_empty() {
+            chain.push_str(": ");
+        }
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    let host = url.host_str().unwrap_or("?");
+    let port = url.port_or_known_default().unwrap_or(0);
+    let service = place.service.as_deref().unwrap_or("SERVICE");
+    let region = place
+        .region
+        .as_deref()
+        .map(|region| format!(" --region {region}"))
+        .unwrap_or_default();
+    let describe = format!("gcloud run services describe {service}{region}");
+    // The client's rules for telling the causes apart, with doctor's words.
+    let (what, fix) = match cause {
+        NoAnswer::Dns => (
+            format!("the host {host} does not resolve (DNS)"),
+            format!(
+                "check the URL for typos; the service's URL is shown by `{describe} --format='value(status.url)'`"
+            ),
+        ),
+        NoAnswer::Timeout => (
+            format!("no answer within {}s", TIMEOUT.as_secs()),
+            format!(
+                "a cold start this long means the container starts slowly or hangs; see its logs \
+                 (`gcloud run services logs read {service}{region}`); if the connection itself never \
+                 opens, check the service's ingress (below)"
+            ),
+        ),
+        NoAnswer::Connect => (
+            format!("could not connect to {host}:{port}"),
+            format!(
+                "check the URL (`{describe} --format='value(status.url)'`); a service whose ingress is \
+                 `internal` or `internal-and-cloud-load-balancing` is reachable only from its VPC or \
+                 through its load balancer: `{describe} --format='value(metadata.annotations.\"run.googleapis.com/ingress\")'`"
+            ),
+        ),
+        _ => (
+            "the request failed".to_owned(),
+            format!("check the URL (`{describe} --format='value(status.url)'`)"),
+        ),
+    };
+    format!("\nVerdict: UNREACHABLE\n  {what}: {chain}\n  fix: {fix}")
 }
 
 /// The chain, one numbered line per source looked at.

@@ -5,7 +5,6 @@
 
 mod curl;
 mod doctor;
-mod doctor_request;
 mod emulate;
 mod token;
 

@@ -1,19 +1,22 @@
 //! The authenticated client a test receives.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, Url};
 use serde::Serialize;
 
+use crate::auth::Auth;
 use crate::credentials::Credentials;
 use crate::error::{Error, ErrorKind};
-use crate::resolve::{self, ServiceQuery, Target};
+use crate::probe::Probe;
+use crate::resolve::{self, ServiceQuery};
 use crate::retry::RetryPolicy;
-use crate::send::TokenHeader;
-use crate::token::{IdToken, Token};
+use crate::send::Sender;
+use crate::settings::{Settings, TokenHeader};
+use crate::token::IdToken;
 
 /// An HTTP client for one Cloud Run service. Paths are relative to the service URL,
 /// and the identity token is attached only to requests for the service's own origin.
@@ -23,19 +26,7 @@ use crate::token::{IdToken, Token};
 /// runtimes through the process-wide cache, so that costs no extra mint.)
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    http: reqwest::Client,
-    target: Target,
-    /// `None` when the service needs no token (a local URL and no credentials).
-    credentials: Option<Credentials>,
-    retry: RetryPolicy,
-    token_header: TokenHeader,
-    /// The last token this client got from the process-wide cache: while it is fresh,
-    /// a request needs no lookup in the shared map.
-    token: Mutex<Option<Token>>,
+    inner: Arc<Sender>,
 }
 
 impl fmt::Debug for Client {
@@ -43,7 +34,7 @@ impl fmt::Debug for Client {
         f.debug_struct("Client")
             .field("url", &self.inner.target.url.as_str())
             .field("audience", &self.inner.target.audience)
-            .field("credentials", &self.inner.credentials)
+            .field("credentials", &self.inner.auth.credentials())
             .finish()
     }
 }
@@ -67,35 +58,24 @@ impl Client {
     /// The principal the client authenticates as, when known.
     pub fn identity(&self) -> Option<String> {
         self.inner
-            .credentials
-            .as_ref()
+            .auth
+            .credentials()
             .and_then(Credentials::identity)
     }
 
     /// The current identity token for the service, from the process-wide cache.
     pub async fn id_token(&self) -> Result<IdToken, Error> {
-        match &self.inner.credentials {
-            Some(credentials) => self.token(credentials).await.map(IdToken),
-            None => Err(Error::setting(
-                format!(
-                    "the client for {} has no credentials (a local URL needs none)",
-                    self.url()
-                ),
-                "set GOOGLE_APPLICATION_CREDENTIALS or CLOUDRUN_TEST_ID_TOKEN to send tokens to local services too",
-            )),
-        }
+        self.inner.auth.token().await.map(IdToken)
     }
 
     /// The same service, without a token: to assert that it really is private.
     pub fn without_auth(&self) -> Client {
         Client {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Sender {
                 http: self.inner.http.clone(),
                 target: self.inner.target.clone(),
-                credentials: None,
+                auth: self.inner.auth.without_token(),
                 retry: self.inner.retry.clone(),
-                token_header: self.inner.token_header,
-                token: Mutex::new(None),
             }),
         }
     }
@@ -155,81 +135,7 @@ impl Client {
     /// connection (a service still starting), for at most `limit`; see
     /// [`ClientBuilder::wait_until_ready`].
     pub async fn wait_until_ready(&self, path: &str, limit: Duration) -> Result<(), Error> {
-        crate::send::wait_until_ready(self, path, limit).await
-    }
-
-    pub(crate) fn http(&self) -> &reqwest::Client {
-        &self.inner.http
-    }
-
-    pub(crate) fn target(&self) -> &Target {
-        &self.inner.target
-    }
-
-    pub(crate) fn credentials(&self) -> Option<&Credentials> {
-        self.inner.credentials.as_ref()
-    }
-
-    pub(crate) fn retry_policy(&self) -> &RetryPolicy {
-        &self.inner.retry
-    }
-
-    pub(crate) fn token_header(&self) -> TokenHeader {
-        self.inner.token_header
-    }
-
-    /// The token for the service: this client's own copy while it is fresh, else one
-    /// from the process-wide cache (which mints when it has none).
-    pub(crate) async fn token(&self, credentials: &Credentials) -> Result<Token, Error> {
-        if let Some(token) = self.fresh_token() {
-            return Ok(token);
-        }
-        // Boxed: the cache's future is large, and every request would otherwise carry
-        // (and copy) its space although a fresh token needs none of it.
-        let token = Box::pin(credentials.id_token(self.audience())).await?.0;
-        *self.kept_token() = Some(token.clone());
-        Ok(token)
-    }
-
-    /// After the service refused `sent`: forgets it here and in the shared caches, and
-    /// gets a new one (the same text if nothing changed, e.g. within the same second).
-    pub(crate) async fn renew_token(
-        &self,
-        credentials: &Credentials,
-        sent: &Token,
-    ) -> Result<Token, Error> {
-        {
-            let mut kept = self.kept_token();
-            if kept.as_ref().is_some_and(|token| token.same_secret(sent)) {
-                *kept = None;
-            }
-        }
-        credentials.forget_id_token(self.audience(), sent);
-        self.token(credentials).await
-    }
-
-    /// This client's own copy of the token, if it is fresh: no waiting.
-    pub(crate) fn fresh_token(&self) -> Option<Token> {
-        self.kept_token()
-            .as_ref()
-            .filter(|token| token.is_fresh())
-            .cloned()
-    }
-
-    fn kept_token(&self) -> MutexGuard<'_, Option<Token>> {
-        // The slot is only ever replaced whole: a poisoned lock still holds a valid value.
-        self.inner
-            .token
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-    }
-
-    /// Whether `url` is the service's origin, the only one that may see its token (and
-    /// which `build` checked is https or on this machine; checked again for every hop).
-    pub(crate) fn sends_token_to(&self, url: &Url) -> bool {
-        self.inner.credentials.is_some()
-            && crate::send::same_origin(url, &self.inner.target.url)
-            && crate::transport::allows_credentials(url)
+        crate::ready::wait_until_ready(&self.inner, path, limit).await
     }
 }
 
@@ -310,7 +216,31 @@ impl RequestBuilder {
             builder,
         } = self;
         let request = crate::send::build(&method, url, builder);
-        crate::send::send(client, method, request)
+        crate::send::send(client.inner, method, request)
+    }
+
+    /// Sends the request once, as it was built, and says what the answer means: no
+    /// retry, no redirect followed, no new token forced after a 401, nothing printed.
+    /// The token goes with it as with [`send`](Self::send), to the service's origin
+    /// only. For checking a setup (what `cloudrun-test doctor` does), or asserting why
+    /// the service refuses a request:
+    ///
+    /// ```no_run
+    /// # async fn f(client: cloudrun_test::Client) {
+    /// use cloudrun_test::{Probe, diagnose::Cause};
+    ///
+    /// match client.without_auth().get("/").probe().await.unwrap() {
+    ///     Probe::Answered { verdict, .. } => assert_eq!(verdict.cause, Cause::NoToken),
+    ///     Probe::Unanswered { cause, .. } => panic!("no answer: {cause:?}"),
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// An error means the request was not sent: it could not be built, or no token
+    /// could be had.
+    pub async fn probe(self) -> Result<Probe, Error> {
+        let request = crate::send::build(&self.method, self.url, self.builder);
+        crate::probe::probe(self.client.inner, request).await
     }
 }
 
@@ -326,9 +256,13 @@ pub struct ClientBuilder {
     /// `None`: [`DEFAULT_REQUEST_TIMEOUT`]; `Some(None)`: no limit per request.
     timeout: Option<Option<Duration>>,
     impersonate: Option<String>,
+    /// Whether the client sends no token ([`ClientBuilder::without_auth`]).
+    without_auth: bool,
     retry: Option<RetryPolicy>,
     token_header: Option<TokenHeader>,
     ready: Option<(String, Duration)>,
+    /// `None`: [`Settings::from_env`].
+    settings: Option<Settings>,
 }
 
 impl ClientBuilder {
@@ -379,9 +313,25 @@ impl ClientBuilder {
         self
     }
 
+    /// Settings to use instead of the environment's ([`Settings::from_env`]): the
+    /// project, region, service URLs... that `CLOUDRUN_TEST_*` variables would give.
+    /// The builder's own arguments still win over them.
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = Some(settings);
+        self
+    }
+
     /// Credentials to use instead of those from the environment.
     pub fn credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = Some(credentials);
+        self
+    }
+
+    /// A client that sends no token and so needs no credentials (but for a lookup of
+    /// the service by name), as [`Client::without_auth`] makes from a built one: to
+    /// see what the service says to a caller without a token.
+    pub fn without_auth(mut self) -> Self {
+        self.without_auth = true;
         self
     }
 
@@ -436,12 +386,17 @@ impl ClientBuilder {
     /// Resolves the service and fetches a first token, so that setup problems surface
     /// here with their fix rather than at the first request.
     pub async fn build(self) -> Result<Client, Error> {
+        let settings = match self.settings {
+            Some(settings) => settings,
+            None => Settings::from_env()?,
+        };
         let credentials = match self.credentials {
             Some(credentials) => Ok(credentials),
             None => Credentials::from_env(),
         };
-        let target = resolve::resolve(&self.query, &credentials).await?;
+        let target = resolve::resolve(&self.query, &settings, &credentials).await?;
         let credentials = match credentials {
+            _ if self.without_auth => None,
             Ok(credentials) => Some(credentials),
             // A service on this machine (e.g. run by hand) may need no token at all.
             Err(error) if error.kind() == ErrorKind::NoCredentials && is_local(&target.url) => None,
@@ -454,6 +409,7 @@ impl ClientBuilder {
         }
         let credentials = match (&self.impersonate, credentials) {
             (Some(email), Some(credentials)) => Some(credentials.impersonate(email)),
+            (Some(_), None) if self.without_auth => None,
             (Some(email), None) => {
                 return Err(Error::setting(
                     format!(
@@ -468,10 +424,10 @@ impl ClientBuilder {
             Some(credentials) => Some(credentials.id_token(&target.audience).await?.0),
             None => None,
         };
-        let token_header = match self.token_header {
-            Some(header) => header,
-            None => TokenHeader::from_env()?.unwrap_or_default(),
-        };
+        let token_header = self
+            .token_header
+            .or(settings.token_header)
+            .unwrap_or_default();
         // Proxies by `transport`'s rules only (HTTPS_PROXY through CONNECT, never for
         // loopback), not reqwest's own, which would also send plain http through
         // HTTP_PROXY or ALL_PROXY, token and all.
@@ -485,14 +441,19 @@ impl ClientBuilder {
         let http = http.build().map_err(|error| {
             Error::internal(format!("building the HTTP client failed: {error}"))
         })?;
+        let auth = Auth::new(
+            credentials,
+            target.url.clone(),
+            target.audience.clone(),
+            token_header,
+            first_token,
+        );
         let client = Client {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Sender {
                 http,
                 target,
-                credentials,
+                auth,
                 retry: self.retry.unwrap_or_default(),
-                token_header,
-                token: Mutex::new(first_token),
             }),
         };
         if let Some((path, limit)) = &self.ready {
@@ -503,6 +464,6 @@ impl ClientBuilder {
 }
 
 /// Whether the service runs on this machine (and so may need no token).
-pub(crate) fn is_local(url: &Url) -> bool {
+fn is_local(url: &Url) -> bool {
     crate::transport::is_loopback(url)
 }

@@ -17,6 +17,10 @@ use crate::resolve::{Target, origin};
 use crate::retry;
 use crate::token::{Claims, IdToken, Token};
 
+mod place;
+
+pub use place::Place;
+
 /// The audience of the identity tokens gcloud prints for user accounts; Cloud Run
 /// accepts it for development.
 const GCLOUD_CLIENT_ID: &str = "32555940559.apps.googleusercontent.com";
@@ -74,6 +78,28 @@ pub struct Sent<'a> {
     pub region: Option<&'a str>,
     /// See [`Sent::service`].
     pub project: Option<&'a str>,
+}
+
+impl<'a> Sent<'a> {
+    /// What a client sent to `url`, for the service `target` living at `place`.
+    pub(crate) fn by_client(
+        target: &'a Target,
+        place: &'a Place,
+        url: &'a Url,
+        token: Option<&'a IdToken>,
+        identity: Option<&'a str>,
+    ) -> Sent<'a> {
+        Sent {
+            url,
+            audience: &target.audience,
+            accepted_audiences: &target.accepted_audiences,
+            token,
+            identity,
+            service: place.service.as_deref(),
+            region: place.region.as_deref(),
+            project: place.project.as_deref(),
+        }
+    }
 }
 
 /// What an answer says went wrong (or right).
@@ -384,16 +410,14 @@ pub(crate) fn explain_refusal(refusal: &Refusal<'_>) -> String {
         ..
     } = refusal;
     let token = IdToken((*refusal.token).clone());
-    let sent = Sent {
+    let place = Place::of(target);
+    let sent = Sent::by_client(
+        target,
+        &place,
         url,
-        audience: &target.audience,
-        accepted_audiences: &target.accepted_audiences,
-        token: Some(&token),
-        identity: refusal.identity.as_deref(),
-        service: target.service.as_deref(),
-        region: target.region.as_deref(),
-        project: target.project.as_deref(),
-    };
+        Some(&token),
+        refusal.identity.as_deref(),
+    );
     // Unredacted: the caller redacts the whole message.
     let verdict = verdict(status.as_u16(), &sent);
     let identity = identity(&sent);
@@ -612,7 +636,7 @@ pub(crate) fn explain_no_answer(
              from outside Google Cloud"
         ),
         NoAnswer::Connect => {
-            let local = crate::client::is_local(url);
+            let local = crate::transport::is_loopback(url);
             let hint = if local {
                 format!(
                     "is the service running on {host}:{}?",

@@ -22,6 +22,7 @@
 //! `CLOUDRUN_TEST_URL_<SERVICE>`, or the Cloud Run Admin API (with
 //! `CLOUDRUN_TEST_PROJECT` and `CLOUDRUN_TEST_REGION`).
 
+mod auth;
 mod bounded;
 mod cache;
 mod client;
@@ -30,9 +31,15 @@ mod credentials;
 pub mod diagnose;
 mod disk_cache;
 mod dns;
+mod duration;
 mod entry;
 mod error;
+mod host;
+mod outcome;
 mod owner_only;
+mod probe;
+mod ready;
+mod redirect;
 mod redact;
 mod remint;
 mod resolve;
@@ -47,8 +54,10 @@ pub use context::TestContext;
 pub use credentials::{ChainStep, Credentials, StepOutcome};
 pub use diagnose::Diagnosis;
 pub use error::{Error, ErrorKind};
+pub use probe::Probe;
 pub use retry::RetryPolicy;
-pub use send::TokenHeader;
+pub use duration::parse_duration;
+pub use settings::{Settings, TokenHeader};
 pub use token::{Claims, IdToken};
 
 /// Removes secrets (tokens, keys, passwords in their `key=value`, `key: value` and JSON

@@ -1,100 +1,46 @@
 //! Sending one request to the service: what `RequestBuilder::send` does.
 //!
-//! - The token goes only to the service's origin (scheme, host and port), in
-//!   `Authorization` or, if chosen, `X-Serverless-Authorization`. Redirects are
-//!   followed here, not by reqwest: reqwest drops `Authorization` on a cross-host
-//!   redirect but would carry a custom header such as `X-Serverless-Authorization`
-//!   anywhere. Here every hop gets the token only if it is the service's origin, and
-//!   a hop to another origin loses every credential header, the app's own included.
+//! - Every hop carries the token if it is for the service's origin ([`crate::auth`]);
+//!   redirects are followed here, not by reqwest ([`crate::redirect`]).
 //! - A 401 from the service makes one fresh mint and one retry (keys may have rotated).
 //!   When the fresh token is refused too (a wrong audience, most often), no new token
-//!   is forced again for these credentials and this audience for a minute
-//!   ([`crate::remint`]): the requests in between get their 401 at once, explained.
+//!   is forced again for these credentials and this audience for
+//!   [`crate::remint::HOLD_OFF`]: the requests in between get their 401 at once, explained.
 //! - 429/503 answers and failed or reset connections are retried as the client's
 //!   [`RetryPolicy`] says (idempotent methods, bounded exponential backoff, jitter).
-//! - A final 401/403, 429/503 or failed connection is explained with its fix.
+//! - A final 401/403, 429/503 or failed connection is explained with its fix
+//!   ([`crate::outcome`]).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{
-    AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HeaderName, LOCATION,
-    PROXY_AUTHORIZATION, TRANSFER_ENCODING, WWW_AUTHENTICATE,
-};
 use reqwest::{Method, Request, Response, StatusCode, Url};
 
-use crate::client::Client;
-use crate::diagnose::{self, Diagnosis, Refusal, Reminted};
+use crate::auth::Auth;
+use crate::credentials::Credentials;
+use crate::diagnose::Reminted;
 use crate::error::Error;
+use crate::outcome::{self, Last};
+use crate::redirect;
 use crate::remint;
+use crate::resolve::Target;
 use crate::retry::{self, RetryPolicy};
 use crate::token::Token;
 
-/// reqwest's default limit, kept.
-const MAX_REDIRECTS: usize = 10;
-
-const X_SERVERLESS_AUTHORIZATION: HeaderName =
-    HeaderName::from_static("x-serverless-authorization");
-
-/// Which header carries the identity token to the service.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TokenHeader {
-    /// `Authorization: Bearer <token>` (the default).
-    #[default]
-    Authorization,
-    /// `X-Serverless-Authorization: Bearer <token>`: Cloud Run checks it first and
-    /// leaves `Authorization` to the application (e.g. for its own user tokens).
-    XServerlessAuthorization,
-}
-
-impl TokenHeader {
-    fn name(self) -> HeaderName {
-        match self {
-            TokenHeader::Authorization => AUTHORIZATION,
-            TokenHeader::XServerlessAuthorization => X_SERVERLESS_AUTHORIZATION,
-        }
-    }
-
-    /// `CLOUDRUN_TEST_TOKEN_HEADER`: `authorization` or `x-serverless-authorization`.
-    pub(crate) fn from_env() -> Result<Option<TokenHeader>, Error> {
-        crate::settings::env("CLOUDRUN_TEST_TOKEN_HEADER")
-            .map(|value| TokenHeader::parse_setting(&value))
-            .transpose()
-    }
-
-    fn parse_setting(value: &str) -> Result<TokenHeader, Error> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "authorization" => Ok(TokenHeader::Authorization),
-            "x-serverless-authorization" => Ok(TokenHeader::XServerlessAuthorization),
-            other => Err(Error::setting(
-                format!("CLOUDRUN_TEST_TOKEN_HEADER is {other:?}, which is no token header"),
-                "set it to `authorization` (the default) or `x-serverless-authorization`",
-            )),
-        }
-    }
-}
-
-/// Headers that carry credentials: they never follow a redirect to another origin.
-const CREDENTIAL_HEADERS: [HeaderName; 5] = [
-    AUTHORIZATION,
-    X_SERVERLESS_AUTHORIZATION,
-    COOKIE,
-    PROXY_AUTHORIZATION,
-    WWW_AUTHENTICATE,
-];
-
-/// Same scheme, host and port: `Url::origin` without its allocations.
-pub(crate) fn same_origin(a: &Url, b: &Url) -> bool {
-    a.scheme() == b.scheme()
-        && a.host() == b.host()
-        && a.port_or_known_default() == b.port_or_known_default()
+/// What a client sends with, shared by its clones (a `Client` is an `Arc<Sender>`).
+pub(crate) struct Sender {
+    pub http: reqwest::Client,
+    /// Where the service is, and the audience of its tokens.
+    pub target: Target,
+    pub auth: Auth,
+    pub retry: RetryPolicy,
 }
 
 /// The last hop of a request: its outcome, its URL and the token it carried.
-struct Hop {
-    outcome: Result<Response, reqwest::Error>,
-    url: Url,
-    token: Option<Token>,
+pub(crate) struct Hop {
+    pub outcome: Result<Response, reqwest::Error>,
+    pub url: Url,
+    pub token: Option<Token>,
 }
 
 /// The request a `RequestBuilder` describes, and its URL.
@@ -106,8 +52,8 @@ pub(crate) fn build(
     let (url, builder) = (url?, builder?);
     let request = builder.build().map_err(|error| {
         Error::request(
-            method.to_string(),
-            url.to_string(),
+            method,
+            &url,
             format!(
                 "the request could not be built: {}",
                 crate::error::describe_http_error(&error)
@@ -125,21 +71,21 @@ pub(crate) fn build(
 /// reqwest's request under way (boxed by reqwest) rather than the request itself, and
 /// is small to create and move, which happens for every request.
 pub(crate) fn send(
-    client: Client,
+    sender: Arc<Sender>,
     method: Method,
     request: Result<(Request, Url), Error>,
 ) -> impl Future<Output = Result<Response, Error>> + Send {
     let (mut attempts, mut first) = match request {
         Ok((request, url)) => {
-            let attempts = Attempts::new(client, method, copy_request(&request), true);
-            let first = match start(&attempts.client, request, url) {
+            let attempts = Attempts::new(sender, method, copy_request(&request), true);
+            let first = match start(&attempts.sender, request, url) {
                 Ok(started) => First::Started(started),
                 Err(unstarted) => First::Unstarted(unstarted),
             };
             (attempts, first)
         }
         Err(error) => (
-            Attempts::new(client, method, None, true),
+            Attempts::new(sender, method, None, true),
             First::Failed(error),
         ),
     };
@@ -156,7 +102,7 @@ pub(crate) fn send(
             },
             First::Unstarted(unstarted) => {
                 let Unstarted { request, url } = *unstarted;
-                Box::pin(send_hop(&attempts.client, request, url)).await?
+                Box::pin(send_hop(&attempts.sender, request, url)).await?
             }
             First::Failed(error) => return Err(error),
         };
@@ -199,7 +145,7 @@ struct Unstarted {
 /// Starts a hop now if it needs no token or the client holds a fresh one; else hands
 /// the request back for [`send_hop`], which mints first.
 fn start(
-    client: &Client,
+    sender: &Sender,
     request: Request,
     url: Url,
 ) -> Result<
@@ -211,31 +157,29 @@ fn start(
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(Box::new(Unstarted { request, url }));
     }
-    let token = if client.sends_token_to(&url) {
-        match client.fresh_token() {
+    let token = if sender.auth.sends_token_to(&url) {
+        match sender.auth.fresh_token() {
             Some(token) => Some(token),
             None => return Err(Box::new(Unstarted { request, url })),
         }
     } else {
         None
     };
-    Ok(dispatch(client, request, url, token))
+    Ok(dispatch(sender, request, url, token))
 }
 
 /// Puts `token`, if any, on the request and hands it to reqwest.
 fn dispatch(
-    client: &Client,
+    sender: &Sender,
     mut request: Request,
     url: Url,
     token: Option<Token>,
 ) -> Started<impl Future<Output = Result<Response, reqwest::Error>> + Send + Unpin + use<>> {
     if let Some(token) = &token {
-        request
-            .headers_mut()
-            .insert(client.token_header().name(), token.authorization());
+        sender.auth.attach(&mut request, token);
     }
     Started {
-        response: client.http().execute(request),
+        response: sender.http.execute(request),
         url,
         token,
     }
@@ -262,12 +206,13 @@ fn copy_request(request: &Request) -> Option<Request> {
 
 /// One hop: the token if `url` is the service's origin (minted if need be), and the
 /// request.
-async fn send_hop(client: &Client, request: Request, url: Url) -> Result<Hop, Error> {
-    let token = match client.credentials() {
-        Some(credentials) if client.sends_token_to(&url) => Some(client.token(credentials).await?),
-        _ => None,
+pub(crate) async fn send_hop(sender: &Sender, request: Request, url: Url) -> Result<Hop, Error> {
+    let token = if sender.auth.sends_token_to(&url) {
+        Some(sender.auth.token().await?)
+    } else {
+        None
     };
-    Ok(dispatch(client, request, url, token).finish().await)
+    Ok(dispatch(sender, request, url, token).finish().await)
 }
 
 /// What to do after a hop.
@@ -283,7 +228,7 @@ enum Next {
 
 /// One request's way through redirects and retries.
 struct Attempts {
-    client: Client,
+    sender: Arc<Sender>,
     method: Method,
     /// A copy of the request as built, without a token: redirects are built from it,
     /// and a retry starts again from it. `None` for a streaming body, which cannot be
@@ -301,9 +246,9 @@ struct Attempts {
 
 impl Attempts {
     /// `first` is the copy of the first request ([`copy_request`]).
-    fn new(client: Client, method: Method, first: Option<Request>, retry: bool) -> Attempts {
+    fn new(sender: Arc<Sender>, method: Method, first: Option<Request>, retry: bool) -> Attempts {
         Attempts {
-            client,
+            sender,
             method,
             first: first.map(Box::new),
             redirects: 0,
@@ -331,12 +276,12 @@ impl Attempts {
         }
         // Made only when needed: the usual request is sent once.
         let again = || self.first.as_deref().and_then(copy_request);
-        let policy = self.client.retry_policy();
+        let policy = &self.sender.retry;
         let retries_left = self.retries < policy.max_retries_for(&self.method);
         let unauthorized =
             matches!(&hop.outcome, Ok(response) if response.status() == StatusCode::UNAUTHORIZED);
-        if let (Some(credentials), Some(sent)) = (self.client.credentials(), &hop.token) {
-            let (fingerprint, audience) = (credentials.fingerprint(), self.client.audience());
+        if let (Some(credentials), Some(sent)) = (self.sender.auth.credentials(), &hop.token) {
+            let (fingerprint, audience) = (credentials.fingerprint(), self.sender.auth.audience());
             match self.reminted {
                 Reminted::No if unauthorized => {
                     match remint::held_off(fingerprint, audience, sent) {
@@ -387,40 +332,13 @@ impl Attempts {
     /// stays on the service's origin, and no credential header leaves it.
     fn redirect(&self, hop: &Hop, unsent_hop: Option<&Request>) -> Option<(Request, Url)> {
         let response = hop.outcome.as_ref().ok()?;
-        if !response.status().is_redirection() || self.redirects >= MAX_REDIRECTS {
+        if self.redirects >= redirect::MAX_REDIRECTS {
             return None;
         }
-        let location = response.headers().get(LOCATION)?.to_str().ok()?;
-        let location = hop.url.join(location).ok()?;
+        let location = redirect::location(response, &hop.url)?;
         let template = unsent_hop.or(self.first.as_deref())?;
         let mut next = copy_request(template)?;
-        match response.status() {
-            StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND | StatusCode::SEE_OTHER => {
-                // As browsers and reqwest do: the next request is a GET without a body.
-                if next.method() != Method::HEAD {
-                    *next.method_mut() = Method::GET;
-                }
-                *next.body_mut() = None;
-                for name in [
-                    CONTENT_TYPE,
-                    CONTENT_LENGTH,
-                    CONTENT_ENCODING,
-                    TRANSFER_ENCODING,
-                ] {
-                    next.headers_mut().remove(name);
-                }
-            }
-            StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT => {}
-            // 300, 304, 305...: not a redirect to follow.
-            _ => return None,
-        }
-        if !same_origin(&hop.url, &location) {
-            for name in &CREDENTIAL_HEADERS {
-                next.headers_mut().remove(name);
-            }
-        }
-        tracing::debug!(from = %hop.url, to = %location, status = %response.status(), "following a redirect");
-        *next.url_mut() = location.clone();
+        redirect::prepare(&mut next, response.status(), &hop.url, &location);
         Some((next, location))
     }
 
@@ -434,7 +352,7 @@ impl Attempts {
                 Next::Follow(request, location) => {
                     self.redirects += 1;
                     let unsent = copy_request(&request);
-                    hop = send_hop(&self.client, request, location).await?;
+                    hop = send_hop(&self.sender, request, location).await?;
                     next = self.next_step(&hop, unsent.as_ref());
                     continue;
                 }
@@ -443,9 +361,8 @@ impl Attempts {
                     // once more, and try once more even if the text is the same (clock
                     // skew, a blip).
                     self.reminted = Reminted::Forced;
-                    if let (Some(credentials), Some(sent)) = (self.client.credentials(), &hop.token)
-                    {
-                        self.client.renew_token(credentials, sent).await?;
+                    if let Some(sent) = &hop.token {
+                        self.sender.auth.renew(sent).await?;
                     }
                     tracing::debug!(url = %hop.url, "401 from the service; retrying once with a new token");
                     self.redirects = 0;
@@ -459,7 +376,7 @@ impl Attempts {
             };
             // Again from the start: the first hop's URL, not where a redirect led.
             let url = request.url().clone();
-            hop = send_hop(&self.client, request, url).await?;
+            hop = send_hop(&self.sender, request, url).await?;
             next = self.next_step(&hop, None);
         }
     }
@@ -471,143 +388,52 @@ impl Attempts {
             url,
             token,
         } = hop;
-        let (client, method, retries) = (&self.client, &self.method, self.retries);
-        let target = client.target();
-        let mut response = match outcome {
-            Ok(response) => response,
-            Err(error) => {
-                return Err(Error::request(
-                    method.to_string(),
-                    url.to_string(),
-                    diagnose::explain_no_answer(target, &url, &error, retries),
-                ));
-            }
-        };
-        let status = response.status();
-        let message = match &token {
-            Some(token) if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
-                let reason = response
-                    .headers()
-                    .get("x-cloudrun-test-emulator-reason")
-                    .and_then(|value| value.to_str().ok());
-                Some(diagnose::explain_refusal(&Refusal {
-                    target,
-                    identity: client.identity(),
-                    token,
-                    reminted: self.reminted,
-                    method,
-                    url: &url,
-                    status,
-                    reason,
-                }))
-            }
-            _ if retries > 0 && client.retry_policy().retries_status(status) => {
-                Some(diagnose::explain_unavailable(
-                    target,
-                    method,
-                    &url,
-                    status,
-                    retries,
+        let retried_for = match &outcome {
+            Ok(response)
+                if self.retries > 0 && self.sender.retry.retries_status(response.status()) =>
+            {
+                Some(
                     self.retrying_since
                         .map_or(Duration::ZERO, |since| since.elapsed()),
-                ))
+                )
             }
             _ => None,
         };
-        if let Some(message) = message {
-            // The emulator's reason and the URL come from outside: nothing secret shows.
-            let message = crate::redact::redact(&message);
-            // Captured by the test harness and shown when the test fails.
-            eprintln!("{message}");
-            response.extensions_mut().insert(Diagnosis::new(message));
-        }
-        Ok(response)
+        let last = Last {
+            target: &self.sender.target,
+            identity: self
+                .sender
+                .auth
+                .credentials()
+                .and_then(Credentials::identity),
+            method: &self.method,
+            url: &url,
+            token: token.as_ref(),
+            reminted: self.reminted,
+            retries: self.retries,
+            retried_for,
+        };
+        outcome::finish(outcome, &last)
     }
 }
 
-/// Waits until `path` answers something else than 429, 502, 503 or 504 (or a failed
-/// connection), polling with backoff, for at most `limit`.
-pub(crate) async fn wait_until_ready(
-    client: &Client,
-    path: &str,
-    limit: Duration,
-) -> Result<(), Error> {
-    let started = Instant::now();
-    let url = client.url().join(path).map_err(|error| {
-        Error::setting(
-            format!("the readiness path {path:?} is not a path ({error})"),
-            "give a path such as \"/\" or \"/healthz\"",
-        )
-    })?;
-    let not_ready = [
-        StatusCode::TOO_MANY_REQUESTS,
-        StatusCode::BAD_GATEWAY,
-        StatusCode::SERVICE_UNAVAILABLE,
-        StatusCode::GATEWAY_TIMEOUT,
-    ];
-    let backoff =
-        RetryPolicy::default().backoff(Duration::from_millis(100), Duration::from_secs(2));
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let left = limit.saturating_sub(started.elapsed());
-        let request = client
-            .http()
-            .get(url.clone())
-            .timeout(left.max(Duration::from_millis(1)))
-            .build()
-            .map_err(|error| Error::internal(error.to_string()))?;
-        // Redirects followed, no retries: the polling here is the retry.
-        let mut attempts =
-            Attempts::new(client.clone(), Method::GET, copy_request(&request), false);
-        let hop = send_hop(client, request, url.clone()).await?;
-        let hop = attempts.go_on(hop).await?;
-        let last = match &hop.outcome {
-            Ok(response) if !not_ready.contains(&response.status()) => {
-                tracing::debug!(%url, status = %response.status(), attempt, "the service is ready");
-                return Ok(());
-            }
-            Ok(response) => format!("HTTP {}", response.status()),
-            Err(error) => crate::error::describe_http_error(error),
-        };
-        let delay = backoff.delay(attempt, None);
-        if started.elapsed() + delay >= limit {
-            return Err(Error::not_ready(
-                url.to_string(),
-                format!("{:.1}s", started.elapsed().as_secs_f64()),
-                last,
-            ));
-        }
-        tokio::time::sleep(delay).await;
-    }
+/// Sends `request` once, following redirects (with the token rules) but retrying
+/// nothing and forcing no new token: the last hop.
+pub(crate) async fn follow(sender: &Arc<Sender>, request: Request) -> Result<Hop, Error> {
+    let mut attempts = Attempts::new(
+        Arc::clone(sender),
+        request.method().clone(),
+        copy_request(&request),
+        false,
+    );
+    let url = request.url().clone();
+    let hop = send_hop(sender, request, url).await?;
+    attempts.go_on(hop).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_token_header_setting_is_checked() {
-        assert_eq!(
-            TokenHeader::parse_setting(" X-Serverless-Authorization ").unwrap(),
-            TokenHeader::XServerlessAuthorization
-        );
-        assert_eq!(
-            TokenHeader::parse_setting("authorization").unwrap(),
-            TokenHeader::Authorization
-        );
-        let message = TokenHeader::parse_setting("bearer")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            message.contains("CLOUDRUN_TEST_TOKEN_HEADER is \"bearer\""),
-            "{message}"
-        );
-        assert!(
-            message.contains("fix: set it to `authorization`"),
-            "{message}"
-        );
-    }
 
     #[test]
     fn a_request_copy_keeps_everything_but_a_stream() {
@@ -648,26 +474,5 @@ mod tests {
             .build()
             .unwrap();
         assert!(copy_request(&streamed).is_none());
-    }
-
-    #[test]
-    fn origins_compare_scheme_host_and_port() {
-        let url = |text: &str| Url::parse(text).unwrap();
-        assert!(same_origin(
-            &url("https://a.run.app/x"),
-            &url("https://a.run.app:443/y")
-        ));
-        assert!(!same_origin(
-            &url("https://a.run.app/"),
-            &url("http://a.run.app/")
-        ));
-        assert!(!same_origin(
-            &url("https://a.run.app/"),
-            &url("https://b.run.app/")
-        ));
-        assert!(!same_origin(
-            &url("http://127.0.0.1:1/"),
-            &url("http://127.0.0.1:2/")
-        ));
     }
 }
