@@ -37,3 +37,39 @@ pub(crate) fn is_unresolved(error: &(dyn StdError + 'static)) -> bool {
     std::iter::successors(Some(error), |&cause| cause.source())
         .any(|cause| cause.is::<Unresolved>())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(url: &str) -> reqwest::Error {
+        let http = crate::transport::configure(reqwest::Client::builder())
+            .unwrap()
+            .build()
+            .unwrap();
+        http.get(url)
+            .timeout(std::time::Duration::from_secs(20))
+            .send()
+            .await
+            .unwrap_err()
+    }
+
+    /// `.invalid` never resolves (RFC 6761); a refused connection is no DNS failure.
+    #[tokio::test]
+    async fn a_name_that_does_not_resolve_is_told_apart_by_type() {
+        let unresolved = get("http://does-not-exist.invalid/").await;
+        assert!(is_unresolved(&unresolved), "{unresolved:?}");
+        assert!(crate::retry::is_dns_failure(&unresolved));
+        assert!(!crate::retry::is_transient(&unresolved));
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let refused = get(&format!("http://127.0.0.1:{port}/")).await;
+        assert!(!is_unresolved(&refused), "{refused:?}");
+        assert!(crate::retry::is_transient(&refused));
+        // `localhost` is pinned to loopback, never asked of the resolver.
+        let local = get(&format!("http://localhost:{port}/")).await;
+        assert!(!is_unresolved(&local), "{local:?}");
+    }
+}

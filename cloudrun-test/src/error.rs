@@ -429,3 +429,161 @@ pub(crate) fn describe_http_error(error: &reqwest::Error) -> String {
     // The causes are other crates' words, which may quote what the peer sent.
     redact(&message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind reads exactly as it did when `Error` was an enum of strings: users'
+    /// logs, the README and many tests quote these texts.
+    #[test]
+    fn display_and_debug_read_as_before() {
+        let cases = [
+            (
+                Error::no_credentials("a: not set\nb: not found"),
+                ErrorKind::NoCredentials,
+                "no Google credentials found; tried, in order:\na: not set\nb: not found\nfix: \
+                 set up any one of these (each line says how); the quickest is \
+                 GOOGLE_APPLICATION_CREDENTIALS=key.json with a service-account key (`gcloud iam \
+                 service-accounts keys create key.json --iam-account=SA_EMAIL`). `cloudrun-test \
+                 doctor` explains the choice",
+            ),
+            (
+                Error::credentials_file(Path::new("/k.json"), "has no `x`", "write it again"),
+                ErrorKind::CredentialsFile,
+                "credentials file /k.json: has no `x`\nfix: write it again",
+            ),
+            (
+                Error::token_endpoint("minting", "https://o.example/token", "HTTP 400", "retry"),
+                ErrorKind::TokenEndpoint,
+                "minting at https://o.example/token failed: HTTP 400\nfix: retry",
+            ),
+            (
+                Error::setting("X is wrong", "set X"),
+                ErrorKind::Setting,
+                "X is wrong\nfix: set X",
+            ),
+            (
+                Error::service_not_found("hello", "p", "r", "https://run.example/x", "HELLO"),
+                ErrorKind::ServiceNotFound,
+                "Cloud Run service `hello` was not found in project `p`, region `r` (asked \
+                 https://run.example/x)\nfix: check the name with `gcloud run services list \
+                 --project p --region r`, or set CLOUDRUN_TEST_URL_HELLO to the service's URL",
+            ),
+            (
+                Error::admin_api("hello", "https://run.example/x", "HTTP 500", "retry"),
+                ErrorKind::AdminApi,
+                "looking up Cloud Run service `hello` at https://run.example/x failed: HTTP \
+                 500\nfix: retry",
+            ),
+            (
+                Error::request("GET", "https://s.example/", "it broke"),
+                ErrorKind::Request,
+                "request GET https://s.example/ failed: it broke",
+            ),
+            (
+                Error::not_ready("https://s.example/", "30.0s", "HTTP 503"),
+                ErrorKind::NotReady,
+                "the service at https://s.example/ was not ready after 30.0s (last answer: HTTP \
+                 503)\nfix: wait longer (the second argument of `wait_until_ready`); if it never \
+                 comes up, read its logs: `gcloud run services logs read SERVICE --region REGION`",
+            ),
+            (
+                Error::internal("oops"),
+                ErrorKind::Internal,
+                "internal error in cloudrun-test: oops (please report it)",
+            ),
+        ];
+        for (error, kind, text) in cases {
+            assert_eq!(error.kind(), kind);
+            assert_eq!(error.to_string(), text);
+            assert_eq!(format!("{error:?}"), format!("{kind:?}({text})"));
+            // The fix is the text of the `fix:` line.
+            let fix = text.split_once("\nfix: ").map(|(_, fix)| fix);
+            assert_eq!(error.fix(), fix);
+            assert!(error.status().is_none() || kind == ErrorKind::ServiceNotFound);
+            assert!(StdError::source(&error).is_none());
+            assert!(!error.is_timeout() && !error.is_transient());
+        }
+    }
+
+    #[test]
+    fn quoted_secrets_show_neither_in_display_nor_in_debug() {
+        let error = Error::token_endpoint(
+            "minting",
+            "https://oauth2.example/token?access_token=SECRET1",
+            r#"HTTP 400, answer: {"id_token": "SECRET2"} Bearer SECRET3"#,
+            "retry",
+        );
+        for shown in [
+            error.to_string(),
+            format!("{error:?}"),
+            format!("{error:#?}"),
+        ] {
+            for secret in ["SECRET1", "SECRET2", "SECRET3"] {
+                assert!(!shown.contains(secret), "{shown}");
+            }
+            assert!(shown.contains("HTTP 400"), "{shown}");
+            assert!(shown.contains("fix: retry"), "{shown}");
+        }
+        assert!(format!("{error:?}").starts_with("TokenEndpoint("));
+        let internal = Error::internal("password=SECRET4");
+        assert!(!format!("{internal:?}").contains("SECRET4"));
+        let fix = Error::setting("x", "use refresh_token=SECRET5").with_fix("or token=SECRET6");
+        assert!(!fix.fix().unwrap().contains("SECRET6"), "{fix}");
+        assert!(!fix.to_string().contains("SECRET"), "{fix}");
+    }
+
+    #[test]
+    fn status_decides_transience_and_clones_share_everything() {
+        for (status, transient) in [
+            (StatusCode::FORBIDDEN, false),
+            (StatusCode::NOT_FOUND, false),
+            (StatusCode::TOO_MANY_REQUESTS, true),
+            (StatusCode::INTERNAL_SERVER_ERROR, true),
+            (StatusCode::SERVICE_UNAVAILABLE, true),
+        ] {
+            let error = Error::admin_api("s", "https://u", "HTTP", "fix").with_status(status);
+            assert_eq!(error.status(), Some(status));
+            assert_eq!(error.is_transient(), transient, "{status}");
+            assert!(!error.is_timeout());
+            let copy = error.clone();
+            assert_eq!(copy.status(), Some(status));
+            assert_eq!(copy.to_string(), error.to_string());
+        }
+        let stopped =
+            Error::token_endpoint("running gcloud", "gcloud", "too slow", "wait").timed_out();
+        assert!(stopped.is_timeout() && stopped.is_transient());
+    }
+
+    /// A request to a port nobody listens on: a `Request` error whose source chain
+    /// holds reqwest's error (without its URL) and the refused connection under it.
+    #[tokio::test]
+    async fn a_refused_connection_is_transient_with_its_cause_as_source() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let client = crate::Client::builder()
+            .url(format!("http://127.0.0.1:{port}"))
+            .without_auth()
+            .retry(crate::RetryPolicy::never())
+            .build()
+            .await
+            .unwrap();
+        let error = client.get("/path?token=SECRET").send().await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Request);
+        assert_eq!(error.status(), None);
+        assert!(error.is_transient(), "{error}");
+        assert!(!error.is_timeout(), "{error}");
+        let source = StdError::source(&error).expect("a source");
+        let http = source.downcast_ref::<reqwest::Error>().expect("reqwest's");
+        assert!(http.is_connect() && http.url().is_none(), "{http:?}");
+        let refused = error.chain().any(|cause| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        });
+        assert!(refused, "{error:?}");
+    }
+}

@@ -217,4 +217,120 @@ mod tests {
         }
         assert_eq!(error_reason(" \n"), "an empty answer");
     }
+
+    /// An HTTP/1.1 response with `status` and `body`.
+    fn response(status: &str, body: &str) -> Option<String> {
+        Some(format!(
+            "HTTP/1.1 {status}\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+    }
+
+    /// A loopback endpoint that answers every request with `answer` (a whole HTTP
+    /// response), or never answers when it is `None`.
+    fn endpoint_answering(answer: Option<String>) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for mut stream in listener.incoming().flatten() {
+                let mut request = [0; 4096];
+                let _ = stream.read(&mut request);
+                match &answer {
+                    Some(answer) => {
+                        let _ = stream.write_all(answer.as_bytes());
+                    }
+                    None => held.push(stream),
+                }
+            }
+        });
+        url
+    }
+
+    async fn call(url: &str, timeout: Duration) -> Error {
+        let http = crate::transport::configure(reqwest::Client::builder())
+            .unwrap()
+            .build()
+            .unwrap();
+        let endpoint = TokenEndpoint {
+            what: "minting a token".to_owned(),
+            url,
+            timeout,
+            unreachable_fix: "check the network".to_owned(),
+            wrong_answer_fix: "check the URL".to_owned(),
+        };
+        endpoint
+            .json::<Value>(http.post(url), |status| {
+                format!("refused with {}", status.as_u16())
+            })
+            .await
+            .unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_refusal_keeps_its_status_and_says_why() {
+        let url = endpoint_answering(response(
+            "403 Forbidden",
+            r#"{"error":{"status":"PERMISSION_DENIED","message":"no way"}}"#,
+        ));
+        let error = call(&url, Duration::from_secs(10)).await;
+        assert_eq!(error.kind(), crate::ErrorKind::TokenEndpoint);
+        assert_eq!(error.status(), Some(StatusCode::FORBIDDEN));
+        assert!(!error.is_transient() && !error.is_timeout(), "{error}");
+        assert_eq!(error.fix(), Some("refused with 403"));
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "minting a token at {url} failed: HTTP 403 Forbidden, PERMISSION_DENIED: no \
+                 way\nfix: refused with 403"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_5xx_after_the_retries_is_transient() {
+        let url = endpoint_answering(response("503 Service Unavailable", ""));
+        let error = call(&url, Duration::from_secs(10)).await;
+        assert_eq!(error.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+        assert!(error.is_transient() && !error.is_timeout(), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("HTTP 503 Service Unavailable, an empty answer")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_never_answers_is_a_timeout() {
+        let url = endpoint_answering(None);
+        let error = call(&url, Duration::from_millis(300)).await;
+        assert!(error.is_timeout() && error.is_transient(), "{error}");
+        assert_eq!(error.status(), None);
+        assert!(
+            error.to_string().contains("no answer within 300ms"),
+            "{error}"
+        );
+        let source = std::error::Error::source(&error).expect("reqwest's error");
+        assert!(
+            source
+                .downcast_ref::<reqwest::Error>()
+                .unwrap()
+                .is_timeout()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_is_no_token_response_is_not_transient() {
+        let url = endpoint_answering(response("200 OK", "<html>"));
+        let error = call(&url, Duration::from_secs(10)).await;
+        assert_eq!(error.status(), None);
+        assert!(!error.is_transient(), "{error}");
+        assert_eq!(error.fix(), Some("check the URL"));
+        assert!(
+            error
+                .to_string()
+                .contains("the answer is not a token response")
+        );
+    }
 }
