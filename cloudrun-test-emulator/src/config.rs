@@ -2,7 +2,9 @@
 //! messages that say what Cloud Run accepts.
 
 use crate::members::member_is_valid;
-use crate::{EmulatorBuilder, Error, Upstream};
+use std::time::Duration;
+
+use crate::{EmulatorBuilder, Error, ServiceConfig, Upstream};
 
 pub(crate) fn validate(builder: &EmulatorBuilder) -> Result<(), Error> {
     let config = |message: String| Err(Error::Config(message));
@@ -48,6 +50,13 @@ pub(crate) fn validate(builder: &EmulatorBuilder) -> Result<(), Error> {
             return config(format!(
                 "invoker {member:?} of service {name:?} is not an IAM member; use \
                  serviceAccount:EMAIL, user:EMAIL, group:EMAIL, domain:DOMAIN, EMAIL or allUsers"
+            ));
+        }
+        if service.timeout < Duration::from_secs(1) || service.timeout > ServiceConfig::MAX_TIMEOUT
+        {
+            return config(format!(
+                "timeout {:?} of service {name:?} must be from 1s to 3600s (as on Cloud Run)",
+                service.timeout
             ));
         }
         if let Upstream::Url(url) = &service.upstream

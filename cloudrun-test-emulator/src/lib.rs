@@ -125,6 +125,8 @@ pub struct ServiceConfig {
     invokers: Vec<String>,
     tags: Vec<String>,
     custom_audiences: Vec<String>,
+    timeout: Duration,
+    use_http2: bool,
 }
 
 /// What answers requests the IAM front lets through.
@@ -726,7 +728,30 @@ impl ServiceConfig {
             invokers: Vec::new(),
             tags: Vec::new(),
             custom_audiences: Vec::new(),
+            timeout: ServiceConfig::DEFAULT_TIMEOUT,
+            use_http2: false,
         }
+    }
+
+    /// Cloud Run's default request timeout.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+    /// The longest request timeout Cloud Run accepts.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+    /// How long a request may take, answer body and WebSocket session included
+    /// (`gcloud run deploy --timeout`; default 300 s, at most 3600 s). Past it the
+    /// front answers 504, or closes the connection if the answer had begun.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// End-to-end HTTP/2 (`gcloud run deploy --use-http2`): the front speaks HTTP/2
+    /// cleartext (h2c, prior knowledge) to the upstream, as gRPC streaming needs.
+    /// WebSockets need HTTP/1, so not on such a service.
+    pub fn use_http2(mut self, use_http2: bool) -> Self {
+        self.use_http2 = use_http2;
+        self
     }
 
     /// What answers behind the front (default [`Upstream::Echo`]).

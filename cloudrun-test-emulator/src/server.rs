@@ -65,6 +65,8 @@ pub(crate) fn start(builder: EmulatorBuilder) -> Result<(Arc<State>, Serving), E
             origins,
             custom_audiences: config.custom_audiences,
             upstream: config.upstream,
+            timeout: config.timeout,
+            use_http2: config.use_http2,
             invokers: RwLock::new(config.invokers),
         });
     }
@@ -86,12 +88,12 @@ pub(crate) fn start(builder: EmulatorBuilder) -> Result<(Arc<State>, Serving), E
         .spawn(move || {
             keys_state.keys.fill();
             // Ready before the first proxied request, which comes after a token.
-            if keys_state
-                .services
-                .iter()
-                .any(|service| matches!(service.upstream, Upstream::Url(_)))
-            {
-                let _ = front::upstream_client(&keys_state);
+            for http2 in [false, true] {
+                if keys_state.services.iter().any(|service| {
+                    matches!(service.upstream, Upstream::Url(_)) && service.use_http2 == http2
+                }) {
+                    let _ = front::upstream_client(&keys_state, http2);
+                }
             }
         })
         .map_err(Error::Runtime)?;

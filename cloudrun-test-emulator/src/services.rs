@@ -2,6 +2,7 @@
 //! the audiences their front accepts, and who may invoke them.
 
 use std::sync::RwLock;
+use std::time::Duration;
 
 use reqwest::Url;
 
@@ -36,6 +37,10 @@ pub(crate) struct Service {
     pub(crate) origins: Vec<Origin>,
     pub(crate) custom_audiences: Vec<String>,
     pub(crate) upstream: Upstream,
+    /// The request timeout, answer body and WebSocket session included.
+    pub(crate) timeout: Duration,
+    /// Whether the upstream speaks h2c (`--use-http2`).
+    pub(crate) use_http2: bool,
     /// IAM members holding `roles/run.invoker`; changed while the emulator runs.
     pub(crate) invokers: RwLock<Vec<String>>,
 }

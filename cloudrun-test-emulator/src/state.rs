@@ -44,6 +44,8 @@ pub(crate) struct State {
     /// The client for `Upstream::Url`, built on first use by the front's proxy:
     /// loading TLS roots takes 25–80 ms, too much for start-up.
     pub(crate) upstream_client: OnceLock<Result<reqwest::Client, String>>,
+    /// The same for services declared HTTP/2 (h2c, prior knowledge).
+    pub(crate) upstream_h2_client: OnceLock<Result<reqwest::Client, String>>,
     access_tokens: Mutex<HashMap<String, AccessGrant>>,
     stats: Mutex<Stats>,
 }
@@ -67,6 +69,7 @@ impl State {
             identities: Identities::default(),
             accounts: Accounts::default(),
             upstream_client: OnceLock::new(),
+            upstream_h2_client: OnceLock::new(),
             access_tokens: Mutex::default(),
             stats: Mutex::default(),
         }

@@ -59,7 +59,15 @@ async fn accepts_an_invokers_id_token() {
     let token = id_token(&emulator, TESTER, &audience(&url)).await;
     let response = get(url.join("/some/path?q=1&r=2").unwrap(), Some(&token)).await;
     assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
+    let mut body: Value = response.json().await.unwrap();
+    // What the app received: the token without its signature, Cloud Run's headers.
+    let headers = body.as_object_mut().unwrap().remove("headers").unwrap();
+    let (signed, _) = token.rsplit_once('.').unwrap();
+    assert_eq!(
+        headers["authorization"],
+        format!("Bearer {signed}.SIGNATURE_REMOVED_BY_GOOGLE")
+    );
+    assert_eq!(headers["x-forwarded-proto"], "http");
     assert_eq!(
         body,
         json!({"service": "hello", "tag": null, "method": "GET", "path": "/some/path?q=1&r=2", "caller": TESTER})

@@ -99,8 +99,12 @@ async fn forwards_requests_and_answers() {
     assert_eq!(seen["uri"], "/items/7?full=1");
     assert_eq!(seen["body_len"], 1024 * 1024);
     let headers = &seen["headers"];
-    // Cloud Run passes Authorization on to the container.
-    assert_eq!(headers["authorization"], format!("Bearer {token}"));
+    // Cloud Run passes Authorization on to the container, its signature removed.
+    let (signed, _) = token.rsplit_once('.').unwrap();
+    assert_eq!(
+        headers["authorization"],
+        format!("Bearer {signed}.SIGNATURE_REMOVED_BY_GOOGLE")
+    );
     assert_eq!(headers["x-custom"], "kept");
     assert_eq!(
         headers["x-private"],

@@ -1,16 +1,21 @@
-//! Cloud Run's IAM front: one listener per service and per traffic tag. It checks
-//! the caller's Google-signed ID token as Cloud Run does (same status codes, same
-//! HTML bodies, in `pages.rs`), then answers with the echo app or proxies to the
-//! upstream (`upstream.rs`).
+//! Cloud Run's IAM front: one listener per service and per traffic tag, speaking
+//! HTTP/1 and h2c. It checks the caller's Google-signed ID token as Cloud Run does
+//! (same status codes, same HTML bodies, in `pages.rs`, gRPC calls included),
+//! rewrites the request as Cloud Run forwards it (`forward.rs`), then answers with
+//! the echo app (`echo.rs`) or proxies to the upstream (`upstream.rs`, WebSocket
+//! upgrades in `websocket.rs`).
 
+mod echo;
+mod forward;
 mod pages;
 mod upstream;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State as AxumState};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::Response;
 
 use crate::Upstream;
@@ -22,7 +27,8 @@ use crate::state::State;
 
 pub(crate) use upstream::client as upstream_client;
 
-const X_SERVERLESS_AUTHORIZATION: &str = "x-serverless-authorization";
+const X_SERVERLESS_AUTHORIZATION: HeaderName =
+    HeaderName::from_static("x-serverless-authorization");
 
 /// The state of one front listener: which service, and which tag's URL it is.
 #[derive(Clone)]
@@ -30,6 +36,14 @@ pub(crate) struct Front {
     pub(crate) state: Arc<State>,
     pub(crate) service: usize,
     pub(crate) tag: Option<String>,
+}
+
+/// A request the front lets through.
+struct Pass {
+    /// The caller's email, if the token said.
+    caller: Option<String>,
+    /// The header whose Google-signed token the front read: its signature goes.
+    verified: Option<HeaderName>,
 }
 
 enum Denial {
@@ -43,7 +57,7 @@ enum Denial {
 pub(crate) async fn handle(
     AxumState(front): AxumState<Front>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
+    mut request: Request,
 ) -> Response {
     let state = &front.state;
     let service = &state.services[front.service];
@@ -51,8 +65,8 @@ pub(crate) async fn handle(
     if let Some(response) = injected_fault(state, service, &path).await {
         return response;
     }
-    let caller = match authorize(state, service, request.headers()) {
-        Ok(caller) => caller,
+    let Pass { caller, verified } = match authorize(state, service, request.headers()) {
+        Ok(pass) => pass,
         Err(Denial::Unauthorized(reason)) => {
             state.count(|stats| stats.front_unauthorized += 1);
             tracing::info!(service = service.name, path, reason, "401 Unauthorized");
@@ -72,9 +86,19 @@ pub(crate) async fn handle(
         caller,
         "request accepted"
     );
+    let websocket = echo::is_websocket(request.headers())
+        && !(service.use_http2 && matches!(service.upstream, Upstream::Url(_)));
+    let hop = forward::Hop {
+        websocket,
+        http2: service.use_http2,
+    };
+    forward::request_headers(request.headers_mut(), verified.as_ref(), peer.ip(), hop);
     match &service.upstream {
-        Upstream::Echo => upstream::echo(service, front.tag.as_deref(), &request, caller),
-        Upstream::Url(upstream) => upstream::proxy(state, upstream, peer, request).await,
+        Upstream::Echo => echo::answer(service, front.tag.as_deref(), request, caller).await,
+        Upstream::Url(upstream) if websocket => {
+            websocket::pass_through(state, service, upstream, request).await
+        }
+        Upstream::Url(upstream) => upstream::proxy(state, service, upstream, request).await,
     }
 }
 
@@ -98,20 +122,18 @@ async fn injected_fault(state: &State, service: &Service, path: &str) -> Option<
     Some(pages::fault_page(status, path))
 }
 
-/// The caller's email if the request may pass, as Cloud Run decides it.
-fn authorize(
-    state: &State,
-    service: &Service,
-    headers: &HeaderMap,
-) -> Result<Option<String>, Denial> {
+/// Whether the request may pass, as Cloud Run decides it.
+fn authorize(state: &State, service: &Service, headers: &HeaderMap) -> Result<Pass, Denial> {
     // X-Serverless-Authorization wins, leaving Authorization to the application.
-    let present = |name| {
+    let present = |name: HeaderName| {
         headers
-            .get(name)
+            .get(&name)
             .filter(|value| !value.as_bytes().iter().all(u8::is_ascii_whitespace))
+            .map(|value| (name, value))
     };
-    let value =
-        present(X_SERVERLESS_AUTHORIZATION).or_else(|| present(header::AUTHORIZATION.as_str()));
+    let (checked, value) = present(X_SERVERLESS_AUTHORIZATION)
+        .or_else(|| present(header::AUTHORIZATION))
+        .unzip();
     let token = value.map(|value| {
         value
             .to_str()
@@ -120,11 +142,12 @@ fn authorize(
             .ok_or_else(|| "the authorization header is not `Bearer <ID token>`".to_owned())
     });
     if service.is_public() {
-        // allUsers: Cloud Run lets everything through; report the caller if we can.
-        let caller = token
-            .and_then(Result::ok)
-            .and_then(|token| verify_id_token(state, service, token).ok().flatten());
-        return Ok(caller);
+        // allUsers: Cloud Run lets everything through; report the caller if we can,
+        // and never hand a Google-signed token on with its signature.
+        let token = token.and_then(Result::ok);
+        let caller = token.and_then(|token| verify_id_token(state, service, token).ok().flatten());
+        let verified = checked.filter(|_| token.is_some_and(|token| signed_here(state, token)));
+        return Ok(Pass { caller, verified });
     }
     let Some(token) = token else {
         return Err(Denial::Forbidden(
@@ -143,7 +166,16 @@ fn authorize(
             service.name, service.name
         )));
     }
-    Ok(Some(email))
+    Ok(Pass {
+        caller: Some(email),
+        verified: checked,
+    })
+}
+
+/// Whether `token` is a JWT this emulator (standing in for Google) signed.
+fn signed_here(state: &State, token: &str) -> bool {
+    let key = state.keys.signing_if_ready();
+    Jwt::decode(token).is_ok_and(|jwt| key.is_some_and(|key| jwt.verify(key)))
 }
 
 /// Checks an ID token for this service; returns its `email` claim.

@@ -1,131 +1,104 @@
-//! What answers behind the front: the built-in echo app, or a real upstream the
-//! front proxies to as Cloud Run forwards to its container.
+//! The front's proxy to a real upstream, as Cloud Run forwards to its container:
+//! the request body streams up, the answer streams back frame by frame (trailers
+//! included, for gRPC), and the service's request timeout bounds the whole exchange.
 
-use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Json;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use http_body_util::{LengthLimitError, Limited};
+use sync_wrapper::SyncWrapper;
 
+use super::forward;
 use crate::services::Service;
 use crate::state::State;
 
-/// Cloud Run's request size limit for HTTP/1.
-const MAX_REQUEST_BODY: usize = 32 * 1024 * 1024;
-/// How long the upstream may take, per request.
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+/// Cloud Run's size limit for requests over HTTP/1 (HTTP/2 has none).
+const MAX_HTTP1_REQUEST_BODY: usize = 32 * 1024 * 1024;
 
-/// The client for upstreams, built on first use. Redirects pass through to the
-/// caller, as a proxy's should; proxies from the environment are not used
-/// (upstreams are usually on localhost).
-pub(crate) fn client(state: &State) -> Result<&reqwest::Client, &str> {
-    let client = state.upstream_client.get_or_init(|| {
-        reqwest::Client::builder()
+/// The client for upstreams (HTTP/1, or h2c prior knowledge for services declared
+/// HTTP/2), built on first use. Redirects pass through to the caller, as a proxy's
+/// should; proxies from the environment are not used (upstreams are usually on
+/// localhost). No client-wide timeout: each request carries its service's.
+pub(crate) fn client(state: &State, http2: bool) -> Result<&reqwest::Client, &str> {
+    let cell = match http2 {
+        true => &state.upstream_h2_client,
+        false => &state.upstream_client,
+    };
+    let client = cell.get_or_init(|| {
+        let builder = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(UPSTREAM_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5));
+        let builder = match http2 {
+            true => builder.http2_prior_knowledge(),
+            false => builder.http1_only(),
+        };
+        builder
             .build()
             .map_err(|error| format!("building the HTTP client for upstreams failed: {error}"))
     });
     client.as_ref().map_err(String::as_str)
 }
 
-/// The built-in application: says who called what. Never echoes credentials.
-pub(crate) fn echo(
-    service: &Service,
-    tag: Option<&str>,
-    request: &Request,
-    caller: Option<String>,
-) -> Response {
-    let path = request.uri().path_and_query().map_or_else(
-        || request.uri().path().to_owned(),
-        |path| path.as_str().to_owned(),
-    );
-    Json(json!({
-        "service": service.name,
-        "tag": tag,
-        "method": request.method().as_str(),
-        "path": path,
-        "caller": caller,
-    }))
-    .into_response()
-}
-
-/// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-];
-
-/// Removes hop-by-hop headers, including those the Connection header names.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(header::UPGRADE);
-}
-
-/// Forwards the request to the upstream and its answer back, as Cloud Run's
-/// front forwards to the container (Authorization included).
-pub(crate) async fn proxy(
-    state: &State,
-    upstream: &reqwest::Url,
-    peer: SocketAddr,
-    request: Request,
-) -> Response {
-    let (parts, body) = request.into_parts();
+/// `upstream`'s URL for `request`: its path joined with the request's path and query.
+pub(crate) fn target(upstream: &reqwest::Url, request: &Request) -> reqwest::Url {
     let mut url = upstream.clone();
     url.set_path(&format!(
         "{}{}",
         upstream.path().trim_end_matches('/'),
-        parts.uri.path()
+        request.uri().path()
     ));
-    url.set_query(parts.uri.query());
-    let body = match axum::body::to_bytes(body, MAX_REQUEST_BODY).await {
-        Ok(body) => body,
-        Err(_) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "cloudrun-test emulator: request body too large ({} MiB limit)\n",
-                    MAX_REQUEST_BODY >> 20
-                ),
-            )
-                .into_response();
-        }
+    url.set_query(request.uri().query());
+    url
+}
+
+/// Forwards the request (headers already rewritten by `forward`) and streams the
+/// answer back.
+pub(crate) async fn proxy(
+    state: &State,
+    service: &Service,
+    upstream: &reqwest::Url,
+    request: Request,
+) -> Response {
+    let url = target(upstream, &request);
+    let http1 = request.version() <= Version::HTTP_11;
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "cloudrun-test emulator: request body too large ({} MiB limit for HTTP/1)\n",
+                MAX_HTTP1_REQUEST_BODY >> 20
+            ),
+        )
+            .into_response()
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if http1 && declared.is_some_and(|length| length > MAX_HTTP1_REQUEST_BODY as u64) {
+        return too_large();
+    }
+    let (parts, body) = request.into_parts();
+    let body = match http1 {
+        true => reqwest::Body::wrap(UpstreamBody::new(Limited::new(
+            body,
+            MAX_HTTP1_REQUEST_BODY,
+        ))),
+        false => reqwest::Body::wrap(UpstreamBody::new(body)),
     };
     let mut headers = parts.headers;
-    strip_hop_by_hop(&mut headers);
     // reqwest sets these for the upstream connection.
     headers.remove(header::HOST);
-    headers.remove(header::CONTENT_LENGTH);
-    if let Ok(value) = HeaderValue::from_str(&peer.ip().to_string()) {
-        headers.append("x-forwarded-for", value);
+    if declared.is_none() {
+        headers.remove(header::CONTENT_LENGTH);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-
-    let http = match tokio::task::block_in_place(|| client(state)) {
+    let http = match tokio::task::block_in_place(|| client(state, service.use_http2)) {
         Ok(http) => http,
         Err(error) => {
             return (
@@ -136,32 +109,68 @@ pub(crate) async fn proxy(
         }
     };
     let answer = http
-        .request(parts.method, url.clone())
+        .request(parts.method, url)
         .headers(headers)
         .body(body)
-        .timeout(UPSTREAM_TIMEOUT)
+        .timeout(service.timeout)
         .send()
         .await;
-    let answer = match answer {
-        Ok(answer) => answer,
-        Err(error) => return upstream_failure(upstream, &error),
-    };
-    let status = answer.status();
-    let mut headers = answer.headers().clone();
-    strip_hop_by_hop(&mut headers);
-    // The body is buffered, so hyper frames it again with its own length.
-    headers.remove(header::CONTENT_LENGTH);
-    let body = match answer.bytes().await {
-        Ok(body) => body,
-        Err(error) => return upstream_failure(upstream, &error),
-    };
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    *response.headers_mut() = headers;
-    response
+    match answer {
+        Ok(answer) => stream_back(answer),
+        Err(error) if caused_by::<LengthLimitError>(&error) => too_large(),
+        Err(error) => upstream_failure(upstream, &error),
+    }
 }
 
-fn upstream_failure(upstream: &reqwest::Url, error: &reqwest::Error) -> Response {
+/// The upstream's answer as it arrives, frame by frame, trailers included. Past the
+/// timeout the body ends with an error, and hyper resets the stream or closes the
+/// connection, as Cloud Run closes it.
+pub(crate) fn stream_back(answer: reqwest::Response) -> Response {
+    let mut answer: axum::http::Response<reqwest::Body> = answer.into();
+    forward::strip_hop_by_hop(answer.headers_mut());
+    answer.map(Body::new)
+}
+
+fn caused_by<E: std::error::Error + 'static>(error: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.is::<E>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// The client's body as reqwest takes it: reqwest wants `Sync`, axum's body is not;
+/// only `poll_frame` ever touches it, through `&mut`.
+struct UpstreamBody<B>(SyncWrapper<B>);
+
+impl<B> UpstreamBody<B> {
+    fn new(body: B) -> Self {
+        UpstreamBody(SyncWrapper::new(body))
+    }
+}
+
+impl<B> http_body::Body for UpstreamBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        Pin::new(self.get_mut().0.get_mut())
+            .poll_frame(cx)
+            .map_err(Into::into)
+    }
+}
+
+pub(crate) fn upstream_failure(upstream: &reqwest::Url, error: &reqwest::Error) -> Response {
     tracing::warn!(%upstream, %error, "upstream request failed");
     let status = if error.is_timeout() {
         StatusCode::GATEWAY_TIMEOUT
@@ -183,27 +192,4 @@ fn upstream_failure(upstream: &reqwest::Url, error: &reqwest::Error) -> Response
         message,
     )
         .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn strips_hop_by_hop_headers() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("close, x-private"),
-        );
-        headers.insert("x-private", HeaderValue::from_static("1"));
-        headers.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
-        strip_hop_by_hop(&mut headers);
-        assert_eq!(headers.len(), 1);
-        assert!(headers.contains_key(header::AUTHORIZATION));
-    }
 }
