@@ -100,6 +100,12 @@ impl Auth {
             && crate::transport::allows_credentials(url)
     }
 
+    /// The header that carries the token, for transports that build their own requests.
+    #[cfg(any(feature = "grpc", feature = "websocket"))]
+    pub(crate) fn header_name(&self) -> HeaderName {
+        self.header.name()
+    }
+
     /// Puts `token` on `request`, in the chosen header.
     pub(crate) fn attach(&self, request: &mut Request, token: &Token) {
         request

@@ -68,6 +68,13 @@ impl Client {
         self.inner.auth.token().await.map(IdToken)
     }
 
+    /// What the client sends with: for the transports of the other protocols
+    /// (`grpc`, `websocket`), which keep its token and origin rules.
+    #[cfg(any(feature = "grpc", feature = "websocket"))]
+    pub(crate) fn sender(&self) -> &Sender {
+        &self.inner
+    }
+
     /// The same service, without a token: to assert that it really is private.
     pub fn without_auth(&self) -> Client {
         Client {

@@ -46,7 +46,12 @@ mod resolve;
 mod retry;
 mod send;
 mod settings;
+pub mod sse;
 mod token;
+#[cfg(feature = "grpc")]
+mod grpc;
+#[cfg(feature = "websocket")]
+mod websocket;
 pub mod transport;
 
 pub use client::{Client, ClientBuilder, RequestBuilder};
@@ -69,6 +74,21 @@ pub use redact::redact;
 /// The HTTP client underneath, for its types (`Response`, `StatusCode`, `Method`...).
 pub use reqwest;
 pub use reqwest::Url;
+
+/// A gRPC channel carrying the token (feature `grpc`): [`Client::grpc_channel`].
+#[cfg(feature = "grpc")]
+pub use grpc::GrpcChannel;
+/// The gRPC library the channel is for (feature `grpc`), so that a test's generated
+/// clients and this crate agree on one version.
+#[cfg(feature = "grpc")]
+pub use tonic;
+/// An open WebSocket (feature `websocket`): [`Client::websocket`].
+#[cfg(feature = "websocket")]
+pub use websocket::WebSocket;
+/// The WebSocket library underneath (feature `websocket`), for its `Message` and
+/// stream types in the version this crate uses.
+#[cfg(feature = "websocket")]
+pub use tokio_tungstenite;
 
 /// `#[cloudrun_test(service = "...")]`: see the crate documentation.
 pub use cloudrun_test_macros::cloudrun_test;

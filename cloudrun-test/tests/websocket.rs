@@ -106,10 +106,7 @@ async fn a_refused_upgrade_is_an_error_with_the_diagnosis() {
     assert_eq!(error.status(), Some(StatusCode::FORBIDDEN), "{error}");
     let message = error.to_string();
     assert!(message.contains("the upgrade was refused"), "{message}");
-    assert!(
-        message.contains(&format!("may not invoke the service")),
-        "{message}"
-    );
+    assert!(message.contains("may not invoke the service"), "{message}");
     assert!(message.contains("--role=roles/run.invoker"), "{message}");
     assert!(message.contains(OUTSIDER), "{message}");
 
