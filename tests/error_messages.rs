@@ -338,6 +338,7 @@ async fn a_service_that_never_gets_ready_says_how_long_and_its_last_answer() {
         .await
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::NotReady);
+    assert_eq!(error.status(), Some(reqwest::StatusCode::SERVICE_UNAVAILABLE));
     assert_says(
         &error.to_string(),
         &["was not ready after 0.", "last answer: HTTP 503"],

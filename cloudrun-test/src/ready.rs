@@ -54,11 +54,16 @@ pub(crate) async fn wait_until_ready(
         };
         let delay = backoff.delay(attempt, None);
         if started.elapsed() + delay >= limit {
-            return Err(Error::not_ready(
+            let error = Error::not_ready(
                 &url,
                 format!("{:.1}s", started.elapsed().as_secs_f64()),
                 last,
-            ));
+            );
+            // The last answer's status, if the service answered at all.
+            return Err(match &hop.outcome {
+                Ok(response) => error.with_status(response.status()),
+                Err(_) => error,
+            });
         }
         tokio::time::sleep(delay).await;
     }

@@ -72,7 +72,7 @@ impl ExternalAccount {
     }
 
     fn source_error(&self, problem: String, fix: &str) -> Error {
-        Error::credentials_file(self.path.clone(), problem, fix.to_owned())
+        Error::credentials_file(&self.path, problem, fix)
     }
 
     /// `principalSet://.../workloadIdentityPools/POOL/*` for the file's provider.

@@ -143,7 +143,7 @@ impl Credentials {
         let path = path.as_ref();
         let text = bounded::read_file(path, bounded::FILE_LIMIT).map_err(|error| {
             Error::credentials_file(
-                path.to_owned(),
+                path,
                 format!("cannot be read ({error})"),
                 "point GOOGLE_APPLICATION_CREDENTIALS at an existing key file, e.g. one \
                       from `gcloud iam service-accounts keys create key.json \

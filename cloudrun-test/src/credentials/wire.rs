@@ -199,7 +199,7 @@ impl<'a> Fields<'a> {
 }
 
 pub(crate) fn file_error(path: &Path, problem: String, fix: &str) -> Error {
-    Error::credentials_file(path.to_owned(), problem, fix.to_owned())
+    Error::credentials_file(path, problem, fix)
 }
 
 /// The crate's one redaction ([`crate::redact`]), for the credential sources.

@@ -61,7 +61,7 @@ impl ExternalAccount {
             self.path.display()
         );
         let failed = |problem: String, fix: &str| {
-            Error::token_endpoint(what.clone(), program.to_owned(), problem, fix.to_owned())
+            Error::token_endpoint(&what, program, problem, fix)
         };
         let finished = run(command, timeout).await.map_err(|error| match error {
             RunError::Spawn(error) => failed(
