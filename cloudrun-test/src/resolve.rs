@@ -19,11 +19,13 @@ use crate::cache::SingleFlight;
 use crate::credentials::Credentials;
 use crate::disk_cache::DiskCache;
 use crate::error::{Error, describe_http_error};
-use crate::retry::{is_worth_repeating, send_repeatable};
-use crate::settings::{CONFIG_FILE_NAME, ConfigFile, ServiceSection, env, gcloud_property};
+use crate::retry::{REPEAT_TRIES, is_worth_repeating, send_repeatable};
+use crate::settings::{
+    CONFIG_FILE_NAME, ConfigFile, RUN_ENDPOINT_VARIABLE, ServiceSection, Settings, env_suffix,
+    gcloud_property, url_variable,
+};
 
 const DEFAULT_RUN_ENDPOINT: &str = "https://run.googleapis.com";
-const RUN_ENDPOINT_VARIABLE: &str = "CLOUDRUN_TEST_RUN_ENDPOINT";
 
 /// What the user asked for; every field optional, settings fill the gaps.
 #[derive(Debug, Clone, Default)]
@@ -53,29 +55,21 @@ pub(crate) struct Target {
     pub accepted_audiences: Vec<String>,
 }
 
-/// The environment variable that gives a service's URL directly.
-pub(crate) fn url_variable(service: &str) -> String {
-    format!("CLOUDRUN_TEST_URL_{}", env_suffix(service))
-}
-
-fn env_suffix(service: &str) -> String {
-    service.to_ascii_uppercase().replace('-', "_")
-}
-
 pub(crate) async fn resolve(
     query: &ServiceQuery,
+    settings: &Settings,
     credentials: &Result<Credentials, Error>,
 ) -> Result<Target, Error> {
     if let Some(emulated) = crate::settings::Emulated::get()? {
-        return emulated::resolve(query, credentials, emulated).await;
+        return emulated::resolve(query, settings, credentials, emulated).await;
     }
     let config_dir = query
         .config_dir
         .clone()
-        .or_else(|| env("CARGO_MANIFEST_DIR").map(PathBuf::from))
+        .or_else(|| settings.manifest_dir.clone())
         .or_else(|| std::env::current_dir().ok());
     let file = match &config_dir {
-        Some(dir) => ConfigFile::find(dir)?,
+        Some(dir) => ConfigFile::find(dir, settings.profile.as_deref())?,
         None => Default::default(),
     };
     let service = query.service.as_deref();
@@ -85,14 +79,13 @@ pub(crate) async fn resolve(
     let project = query
         .project
         .clone()
-        .or_else(|| env("CLOUDRUN_TEST_PROJECT"))
-        .or_else(|| env("GOOGLE_CLOUD_PROJECT"))
+        .or_else(|| settings.any_project())
         .or_else(|| file.value(|section| section.project.as_ref()))
         .or_else(|| gcloud_property("core", "project"));
     let region = query
         .region
         .clone()
-        .or_else(|| env("CLOUDRUN_TEST_REGION"))
+        .or_else(|| settings.region.clone())
         .or_else(|| file.value(|section| section.region.as_ref()))
         .or_else(|| gcloud_property("run", "region"));
     let audience = query
@@ -120,8 +113,7 @@ pub(crate) async fn resolve(
             "write `#[cloudrun_test(service = \"NAME\")]` or `#[cloudrun_test(url = \"https://...\")]`",
         ));
     };
-    let variable = url_variable(service);
-    if let Some(url) = env(&variable) {
+    if let Some((variable, url)) = settings.service_url_of(service) {
         return target(parse_url(&url, &variable)?, project, region);
     }
     let file_name = file.path.as_ref().map_or_else(
@@ -156,7 +148,9 @@ pub(crate) async fn resolve(
         .run_endpoint
         .clone()
         .map(|url| (url, "`ClientBuilder::run_endpoint`".to_owned()))
-        .or_else(|| env(RUN_ENDPOINT_VARIABLE).map(|url| (url, RUN_ENDPOINT_VARIABLE.to_owned())))
+        .or_else(|| {
+            (settings.run_endpoint.clone()).map(|url| (url, RUN_ENDPOINT_VARIABLE.to_owned()))
+        })
         .or_else(|| {
             file.value(|section| section.run_endpoint.as_ref())
                 .map(|url| (url, format!("`run_endpoint` in {file_name}")))
@@ -170,7 +164,7 @@ pub(crate) async fn resolve(
     let tag = query
         .tag
         .clone()
-        .or_else(|| env("CLOUDRUN_TEST_TAG"))
+        .or_else(|| settings.tag.clone())
         .or_else(|| from_file(|section| section.tag.as_ref()));
     let service_id = ServiceId {
         project: &project,
@@ -183,7 +177,7 @@ pub(crate) async fn resolve(
         None => info.uri.clone().ok_or_else(|| {
             Error::admin_api(
                 service,
-                endpoint.url.to_owned(),
+                endpoint.url,
                 "the service has no URL yet (is its first revision deployed?)",
                 format!("deploy it: `gcloud run deploy {service} --region {region}`"),
             )
@@ -298,7 +292,8 @@ struct ServiceId<'a> {
 }
 
 /// The service's description: from this process's cache, else from the disk cache (a
-/// lookup by another process with the same credentials under five minutes ago), else
+/// lookup by another process with the same credentials, within
+/// [`crate::disk_cache::LOOKUP_LIFETIME`]), else
 /// from the Admin API. Concurrent callers, here or in other processes, share one lookup.
 async fn lookup(
     credentials: &Credentials,
@@ -429,7 +424,7 @@ impl AdminRequest {
             .with_status(status)),
             _ => Err(admin_error(
                 if is_worth_repeating(status) {
-                    format!("HTTP {status}, three times in a row")
+                    format!("HTTP {status}, {REPEAT_TRIES} times in a row")
                 } else {
                     format!("HTTP {status}")
                 },

@@ -6,24 +6,21 @@
 //! properties and `CLOUDRUN_TEST_RUN_ENDPOINT` are not consulted. Every URL must be on
 //! this machine: anything else is an error before a token is minted for it.
 
-use super::{
-    Endpoint, ServiceId, ServiceQuery, Target, lookup, origin, parse_url, tagged_uri, url_variable,
-};
+use super::{Endpoint, ServiceId, ServiceQuery, Target, lookup, origin, parse_url, tagged_uri};
 use crate::credentials::Credentials;
 use crate::error::Error;
-use crate::settings::{EMULATOR_VARIABLE, Emulated, env};
+use crate::settings::{EMULATOR_VARIABLE, Emulated, Settings, url_variable};
 use reqwest::Url;
 
 pub(super) async fn resolve(
     query: &ServiceQuery,
+    settings: &Settings,
     credentials: &Result<Credentials, Error>,
     emulated: &Emulated,
 ) -> Result<Target, Error> {
-    let project = query
-        .project
-        .clone()
-        .or_else(|| env("CLOUDRUN_TEST_PROJECT"));
-    let region = query.region.clone().or_else(|| env("CLOUDRUN_TEST_REGION"));
+    // GOOGLE_CLOUD_PROJECT is the shell's, not the emulator's: not asked here.
+    let project = query.project.clone().or_else(|| settings.project.clone());
+    let region = query.region.clone().or_else(|| settings.region.clone());
     let target = |url: Url, from: &str, project, region, accepted_audiences| {
         on_this_machine(&url, from)?;
         Ok(Target {
@@ -61,10 +58,9 @@ pub(super) async fn resolve(
             ),
         ));
     }
-    let tag = query.tag.clone().or_else(|| env("CLOUDRUN_TEST_TAG"));
-    let variable = url_variable(service);
+    let tag = query.tag.clone().or_else(|| settings.tag.clone());
     if tag.is_none()
-        && let Some(url) = env(&variable)
+        && let Some((variable, url)) = settings.service_url_of(service)
     {
         return target(
             parse_url(&url, &variable)?,
