@@ -278,37 +278,8 @@ fn the_config_file_is_found_with_no_environment_variables() {
     assert!(text.contains("ANSWERED-BY=\"hello\" TAG=null"), "{text}");
 }
 
-#[test]
-fn a_profile_switches_service_url_and_the_file_can_pick_a_tag() {
-    let fixture = config_fixture();
-    let staging = fixture.emulator.service_url("hello-staging").unwrap();
-    let toml = format!(
-        "[services.hello]\ntag = \"canary\"\n\n[profiles.staging.services.hello]\nurl = \"{staging}\"\n"
-    );
-    let krate = config_suite(&toml);
-    let mut env = fixture.environment(TESTER);
-
-    let text = run_which_service(&krate, &env);
-    assert!(
-        text.contains("ANSWERED-BY=\"hello\" TAG=\"canary\""),
-        "{text}"
-    );
-
-    env.push(("CLOUDRUN_TEST_PROFILE".into(), "staging".into()));
-    let text = run_which_service(&krate, &env);
-    assert!(text.contains("ANSWERED-BY=\"hello-staging\""), "{text}");
-}
-
-#[test]
-fn environment_variables_win_over_the_file() {
-    let fixture = config_fixture();
-    let staging = fixture.emulator.service_url("hello-staging").unwrap();
-    let krate = config_suite("[services.hello]\nurl = \"http://127.0.0.1:9\"\n");
-    let mut env = fixture.environment(TESTER);
-    env.push(("CLOUDRUN_TEST_URL_HELLO".into(), staging.to_string()));
-    let text = run_which_service(&krate, &env);
-    assert!(text.contains("ANSWERED-BY=\"hello-staging\""), "{text}");
-}
+// Profiles and settings over the file, in process: tests/client.rs passes the settings
+// to the client directly.
 
 #[test]
 fn a_malformed_config_file_names_file_line_and_column() {
