@@ -93,8 +93,9 @@ struct Seen {
 /// The service: `SayHello` answers `hello NAME`, `Count` streams `NAME 1..=3`; in front
 /// of it, the token check.
 struct Server {
-    identity: Arc<Identity>,
-    audience: String,
+    /// The token check, as Cloud Run's front makes it; `None` behind the emulator's
+    /// front, which makes it.
+    front: Option<(Arc<Identity>, String)>,
     seen: Mutex<Vec<Seen>>,
 }
 
@@ -111,7 +112,10 @@ impl Server {
             .map_or((None, None), |(name, value)| {
                 (Some(name), Some(value.to_owned()))
             });
-        let verdict = self.identity.check(value.as_deref(), &self.audience);
+        let verdict = match &self.front {
+            Some((identity, audience)) => identity.check(value.as_deref(), audience),
+            None => Ok(String::new()),
+        };
         if let (Some(header), Some(value)) = (header, &value) {
             self.seen.lock().unwrap().push(Seen {
                 header,
@@ -182,12 +186,21 @@ struct Service {
 }
 
 impl Service {
+    /// The service with its own front checking tokens from `identity`.
     async fn start(identity: &Arc<Identity>) -> Service {
+        Service::serve(Some(identity)).await
+    }
+
+    /// The service alone, to put behind the emulator's front.
+    async fn start_open() -> Service {
+        Service::serve(None).await
+    }
+
+    async fn serve(identity: Option<&Arc<Identity>>) -> Service {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let server = Arc::new(Server {
-            identity: Arc::clone(identity),
-            audience: url.clone(),
+            front: identity.map(|identity| (Arc::clone(identity), url.clone())),
             seen: Mutex::new(Vec::new()),
         });
         let serving = Arc::clone(&server);
@@ -328,6 +341,11 @@ async fn a_non_invoker_gets_permission_denied_with_the_http_clients_diagnosis() 
     assert_eq!(status.message(), expected);
     assert!(status.message().contains("roles/run.invoker"), "{status:?}");
     assert!(status.message().contains(OUTSIDER), "{status:?}");
+    let token = client.id_token().await.unwrap();
+    assert!(
+        !format!("{status:?}").contains(token.as_str()),
+        "{status:?}"
+    );
 
     // A server-streaming call is refused the same way.
     let status = greeter.count("x").await.unwrap_err();
@@ -427,4 +445,94 @@ async fn a_token_that_cannot_be_had_fails_the_call_with_its_error() {
         "{error}"
     );
     assert!(service.seen().is_empty(), "nothing was sent");
+}
+
+/// Through the emulator's front, as through Cloud Run's: cleartext HTTP/2 end to end
+/// (`--use-http2`), the front checking tokens and refusing with its HTML pages.
+mod through_the_emulator {
+    use super::*;
+    use cloudrun_test_emulator::{ServiceConfig, Upstream};
+
+    async fn greeter() -> (Identity, Service, String) {
+        let service = Service::start_open().await;
+        let identity = Identity::with(
+            Emulator::builder().service(
+                ServiceConfig::new("greeter")
+                    .upstream(Upstream::Url(service.url.parse().unwrap()))
+                    .use_http2(true)
+                    .invoker(&format!("serviceAccount:{TESTER}")),
+            ),
+        );
+        let url = identity
+            .emulator
+            .service_url("greeter")
+            .unwrap()
+            .to_string();
+        (identity, service, url)
+    }
+
+    #[tokio::test]
+    async fn unary_and_streaming_calls_pass_and_forty_calls_mint_once() {
+        let (identity, service, url) = greeter().await;
+        let client = identity.client_for(TESTER, &url).build().await.unwrap();
+        let mut greeter = GreeterClient::new(client.grpc_channel().unwrap());
+        for n in 0..39 {
+            let reply = greeter.say_hello(&format!("call {n}")).await.unwrap();
+            assert_eq!(reply.message, format!("hello call {n}"));
+        }
+        assert_eq!(
+            greeter.count("sheep").await.unwrap(),
+            ["sheep 1", "sheep 2", "sheep 3"]
+        );
+        assert_eq!(identity.emulator.stats().id_tokens_minted, 1);
+        let seen = service.seen();
+        assert_eq!(seen.len(), 40);
+        // What reached the service is the token without its signature, as on Cloud Run.
+        assert!(
+            seen.iter()
+                .all(|seen| seen.token.ends_with(".SIGNATURE_REMOVED_BY_GOOGLE")),
+            "{seen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_non_invoker_gets_permission_denied_with_the_invoker_fix() {
+        let (identity, service, url) = greeter().await;
+        let client = identity.client_for(OUTSIDER, &url).build().await.unwrap();
+        let mut greeter = GreeterClient::new(client.grpc_channel().unwrap());
+        let status = greeter.say_hello("x").await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        assert!(
+            status.message().contains("--role=roles/run.invoker"),
+            "{status:?}"
+        );
+        assert!(
+            status.message().contains("the emulator says:"),
+            "{status:?}"
+        );
+        assert!(service.seen().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_wrong_audience_gets_unauthenticated_with_the_audience_explained() {
+        let (identity, service, url) = greeter().await;
+        let client = identity
+            .client_for(TESTER, &url)
+            .audience("https://elsewhere.example")
+            .build()
+            .await
+            .unwrap();
+        let mut greeter = GreeterClient::new(client.grpc_channel().unwrap());
+        let status = greeter.say_hello("x").await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        assert!(
+            status.message().contains("https://elsewhere.example"),
+            "{status:?}"
+        );
+        assert!(
+            status.message().contains("fix: remove `audience"),
+            "{status:?}"
+        );
+        assert!(service.seen().is_empty());
+    }
 }
