@@ -4,12 +4,15 @@
 //! names the file and says how to fix it, and no key material or refresh token leaks
 //! into a message.
 //!
-//! Each property reports how many inputs ran clean. CI runs proptest's default 256
+//! Each property also counts how its inputs came out (accepted or refused) and asserts
+//! the split it must show: inputs that can never be a credentials file are all
+//! refused, and mutations of valid files reach both sides, so a parser that refused
+//! everything (or accepted everything) fails too. CI runs proptest's default 256
 //! cases per property; run longer by hand, e.g.
 //! `PROPTEST_CASES=100000 cargo test -p cloudrun-test --release --test fuzz_credentials -- --nocapture`.
 
+use std::cell::Cell;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use cloudrun_test::Credentials;
 use proptest::prelude::*;
@@ -23,13 +26,37 @@ fn valid_key() -> &'static str {
     })
 }
 
+/// How the inputs of one property came out.
+#[derive(Default)]
+struct Tally {
+    accepted: Cell<u64>,
+    refused: Cell<u64>,
+}
+
+impl Tally {
+    /// Parses `text`, checks the outcome (panicking, which fails the property, on a
+    /// defect) and counts it; returns whether `text` was accepted.
+    fn check(&self, text: &str) -> bool {
+        let accepted = check(text);
+        let count = if accepted {
+            &self.accepted
+        } else {
+            &self.refused
+        };
+        count.set(count.get() + 1);
+        accepted
+    }
+}
+
 /// Parses `text` and checks the outcome; panics (failing the property) on a defect.
-fn check(text: &str) {
+/// Returns whether the file was accepted.
+fn check(text: &str) -> bool {
     match Credentials::from_json("/fuzz/key.json", text) {
         Ok(credentials) => {
             let described = format!("{credentials:?} {}", credentials.describe());
             assert!(!described.contains("PRIVATE KEY"), "{described}");
             assert!(!described.contains("1//emulated-"), "{described}");
+            true
         }
         Err(error) => {
             let message = error.to_string();
@@ -43,44 +70,69 @@ fn check(text: &str) {
                 !message.contains("1//emulated-"),
                 "a refresh token in: {message}"
             );
+            false
         }
     }
 }
 
-/// Runs `property` over `strategy` and reports the number of clean inputs.
-fn fuzz<S: Strategy>(name: &str, strategy: S, property: impl Fn(S::Value) -> u64) {
-    let clean = AtomicU64::new(0);
+/// Which outcomes a property's inputs must reach.
+#[derive(Clone, Copy)]
+enum Expect {
+    /// Every input is refused.
+    AllRefused,
+    /// Some inputs are accepted and some refused.
+    Both,
+}
+
+/// Runs `property` over `strategy` (each input checked through the tally), then
+/// asserts that the outcomes are split as `expect` says.
+fn fuzz<S: Strategy>(name: &str, expect: Expect, strategy: S, property: impl Fn(S::Value, &Tally)) {
+    let tally = Tally::default();
     TestRunner::new(Config::default())
         .run(&strategy, |input| {
-            clean.fetch_add(property(input), Ordering::Relaxed);
+            property(input, &tally);
             Ok(())
         })
         .unwrap();
-    let clean = clean.load(Ordering::Relaxed);
-    assert!(clean > 0);
-    eprintln!("credential fuzzing, {name}: {clean} inputs ran clean");
+    let (accepted, refused) = (tally.accepted.get(), tally.refused.get());
+    eprintln!("credential fuzzing, {name}: {accepted} files accepted, {refused} refused");
+    match expect {
+        Expect::AllRefused => assert!(
+            accepted == 0 && refused > 0,
+            "{name}: {accepted} accepted, {refused} refused; every input should be refused"
+        ),
+        Expect::Both => assert!(
+            accepted > 0 && refused > 0,
+            "{name}: {accepted} accepted, {refused} refused; both should occur"
+        ),
+    }
 }
 
 #[test]
 fn arbitrary_text_never_panics() {
-    fuzz("arbitrary text", ".{0,400}", |text: String| {
-        check(&text);
-        1
-    });
+    fuzz(
+        "arbitrary text",
+        Expect::AllRefused,
+        ".{0,400}",
+        |text: String, tally| {
+            tally.check(&text);
+        },
+    );
 }
 
 #[test]
 fn truncated_and_spliced_keys_never_panic() {
     fuzz(
         "truncated and spliced keys",
+        Expect::Both,
         (any::<prop::sample::Index>(), ".{0,20}"),
-        |(cut, insert): (prop::sample::Index, String)| {
-            let key = valid_key();
+        |(cut, insert): (prop::sample::Index, String), tally| {
+            // Without its final line break: cutting that off truncates nothing.
+            let key = valid_key().trim_end();
             let boundaries: Vec<usize> = key.char_indices().map(|(index, _)| index).collect();
             let cut = boundaries[cut.index(boundaries.len())];
-            check(&key[..cut]);
-            check(&format!("{}{insert}{}", &key[..cut], &key[cut..]));
-            2
+            assert!(!tally.check(&key[..cut]), "a truncated key was accepted");
+            tally.check(&format!("{}{insert}{}", &key[..cut], &key[cut..]));
         },
     );
 }
@@ -104,12 +156,12 @@ fn fields_of_the_wrong_type_never_panic() {
     ]);
     fuzz(
         "fields of the wrong type",
+        Expect::Both,
         (field, value),
-        |(field, value)| {
+        |(field, value), tally| {
             let mut key: serde_json::Value = serde_json::from_str(valid_key()).unwrap();
             key[field] = value;
-            check(&key.to_string());
-            1
+            tally.check(&key.to_string());
         },
     );
 }
@@ -222,19 +274,22 @@ fn any_json() -> impl Strategy<Value = serde_json::Value> {
 fn every_file_type_truncated_and_spliced_never_panics() {
     fuzz(
         "every file type, truncated and spliced",
+        Expect::Both,
         (
             any::<prop::sample::Index>(),
             any::<prop::sample::Index>(),
             ".{0,20}",
         ),
-        |(which, cut, insert): (prop::sample::Index, prop::sample::Index, String)| {
-            let (_, template) = &templates()[which.index(templates().len())];
+        |(which, cut, insert): (prop::sample::Index, prop::sample::Index, String), tally| {
+            let (name, template) = &templates()[which.index(templates().len())];
             let text = serde_json::to_string_pretty(template).unwrap();
             let boundaries: Vec<usize> = text.char_indices().map(|(index, _)| index).collect();
             let cut = boundaries[cut.index(boundaries.len())];
-            check(&text[..cut]);
-            check(&format!("{}{insert}{}", &text[..cut], &text[cut..]));
-            2
+            assert!(
+                !tally.check(&text[..cut]),
+                "a truncated {name} was accepted"
+            );
+            tally.check(&format!("{}{insert}{}", &text[..cut], &text[cut..]));
         },
     );
 }
@@ -245,6 +300,7 @@ fn every_file_type_truncated_and_spliced_never_panics() {
 fn every_field_of_every_file_type_wrong_or_missing_never_panics() {
     fuzz(
         "every field of every file type, wrong or missing",
+        Expect::Both,
         (
             any::<prop::sample::Index>(),
             any::<prop::sample::Index>(),
@@ -254,7 +310,8 @@ fn every_field_of_every_file_type_wrong_or_missing_never_panics() {
             prop::sample::Index,
             prop::sample::Index,
             Option<serde_json::Value>,
-        )| {
+        ),
+         tally| {
             let (_, template) = &templates()[which.index(templates().len())];
             let mut paths = Vec::new();
             field_paths(template, "", &mut paths);
@@ -269,19 +326,20 @@ fn every_field_of_every_file_type_wrong_or_missing_never_panics() {
                     object.remove(&last);
                 }
             }
-            check(&file.to_string());
-            1
+            tally.check(&file.to_string());
         },
     );
 }
 
-/// Private keys mangled inside their PEM armour, at the top level and nested.
+/// Private keys mangled inside their PEM armour, at the top level and nested: every
+/// one refused (keys are parsed when the file is read), none panics.
 #[test]
 fn bad_pem_never_panics() {
     fuzz(
         "bad PEM in every file holding a key",
+        Expect::AllRefused,
         (any::<bool>(), any::<prop::sample::Index>(), "[ -~\n]{0,12}"),
-        |(nested, cut, insert): (bool, prop::sample::Index, String)| {
+        |(nested, cut, insert): (bool, prop::sample::Index, String), tally| {
             let index = if nested { 2 } else { 0 };
             let mut file = templates()[index].1.clone();
             let key = if nested {
@@ -290,11 +348,17 @@ fn bad_pem_never_panics() {
                 &mut file["private_key"]
             };
             let pem = key.as_str().unwrap().to_owned();
-            let cut = cut.index(pem.len());
-            let end = (cut + 7).min(pem.len());
+            // Inside the armour, in the base64 lines before the last: PEM readers ignore
+            // text after the END line, a missing line break before it, and the unused
+            // bits of the last line's final character, so mangling those may change
+            // nothing.
+            let body_start = pem.find('\n').unwrap() + 1;
+            let last_line = pem.find("-----END").unwrap() - 1;
+            let body_end = pem[..last_line].rfind('\n').unwrap();
+            let cut = body_start + cut.index(body_end - body_start);
+            let end = (cut + 7).min(body_end);
             *key = serde_json::Value::from(format!("{}{insert}{}", &pem[..cut], &pem[end..]));
-            check(&file.to_string());
-            1
+            tally.check(&file.to_string());
         },
     );
 }
