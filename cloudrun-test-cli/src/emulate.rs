@@ -263,21 +263,17 @@ struct ServedUpstream {
 
 impl ServedUpstream {
     fn start(name: &str, command: &str, timeout: Duration) -> Result<ServedUpstream, String> {
-        use std::os::unix::process::CommandExt;
-
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .map_err(|error| format!("finding a free port for {name} failed: {error}"))?
             .port();
         let address = SocketAddr::from(([127, 0, 0, 1], port));
         eprintln!("cloudrun-test emulate: starting {name}: PORT={port} {command}");
-        let child = Command::new("sh")
-            .args(["-c", command])
+        let child = shell(command)
             .env("PORT", port.to_string())
             // The service runs with the developer's environment (its own settings), but a
             // ready identity token of theirs is not its business.
             .env_remove("CLOUDRUN_TEST_ID_TOKEN")
-            .process_group(0)
             .spawn()
             .map_err(|error| format!("--serve {name}: starting `{command}` failed: {error}"))?;
         let mut upstream = ServedUpstream { child, address };
@@ -304,13 +300,9 @@ impl ServedUpstream {
 
 impl Drop for ServedUpstream {
     fn drop(&mut self) {
-        // The command runs under `sh -c` and may have children (e.g. `cargo run`):
-        // signal the whole group it leads.
-        let group = self.child.id() as libc::pid_t;
-        // SAFETY: plain syscall; the group is our child's, created with process_group(0).
-        unsafe {
-            libc::kill(-group, libc::SIGTERM);
-        }
+        // The command runs under a shell and may have children (e.g. `cargo run`):
+        // stop them all, politely first where there is a way.
+        stop_all(&self.child, false);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -318,12 +310,52 @@ impl Drop for ServedUpstream {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        // SAFETY: as above.
-        unsafe {
-            libc::kill(-group, libc::SIGKILL);
-        }
+        stop_all(&self.child, true);
         let _ = self.child.wait();
     }
+}
+
+/// `command` run by the shell, leading a process group of its own (so that it and
+/// its children can be signalled together) on Unix.
+#[cfg(unix)]
+fn shell(command: &str) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut shell = Command::new("sh");
+    shell.args(["-c", command]).process_group(0);
+    shell
+}
+
+/// `command` run by `cmd /C`, as written: cmd does not parse arguments the way Rust
+/// quotes them.
+#[cfg(windows)]
+fn shell(command: &str) -> Command {
+    use std::os::windows::process::CommandExt;
+    let mut shell = Command::new("cmd");
+    shell.arg("/C").raw_arg(command);
+    shell
+}
+
+/// Stops `child`'s process group: SIGTERM, or SIGKILL when `force`.
+#[cfg(unix)]
+fn stop_all(child: &Child, force: bool) {
+    let group = child.id() as libc::pid_t;
+    let signal = if force { libc::SIGKILL } else { libc::SIGTERM };
+    // SAFETY: plain syscall; the group is our child's, created with process_group(0).
+    unsafe {
+        libc::kill(-group, signal);
+    }
+}
+
+/// Stops `child` and every process it started: Windows has no process groups to
+/// signal, `taskkill /T` walks the tree, and a console program has no polite stop, so
+/// it is `/F` at once.
+#[cfg(windows)]
+fn stop_all(child: &Child, _force: bool) {
+    let _ = Command::new("taskkill")
+        .args(["/T", "/F", "/PID", &child.id().to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);

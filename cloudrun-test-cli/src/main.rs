@@ -3,6 +3,11 @@
 //! Exit codes: 0 success; 1 a failure, explained on stderr; 2 bad usage;
 //! `curl` exits with curl's status; `emulate -- COMMAND` exits with COMMAND's status.
 
+// Unix only: curl gets the token through an inherited pipe (see `curl/unavailable.rs`).
+#[cfg(unix)]
+mod curl;
+#[cfg(not(unix))]
+#[path = "curl/unavailable.rs"]
 mod curl;
 mod doctor;
 mod emulate;

@@ -20,6 +20,10 @@
 //! looks a service up once. Their key holds the credential's fingerprint: another
 //! identity may be answered otherwise, so it looks up for itself.
 //!
+//! On Windows there are no modes: the folder must be inside the user's profile
+//! (`%LOCALAPPDATA%\cloudrun-test` by default), closed to other users by its ACL; see
+//! [`crate::owner_only`].
+//!
 //! The trade-off: tokens (valid for at most an hour) rest on disk, readable by the
 //! same user. Set `CLOUDRUN_TEST_DISK_CACHE=off` to keep them in memory only.
 
@@ -212,6 +216,9 @@ impl DiskCache {
                 return None;
             }
         };
+        // `try_lock` is flock(2) on Linux and macOS and LockFileEx on Windows: the whole
+        // file, held through this handle, released when it is closed or the process
+        // ends (a crashed minter never leaves the others waiting past its exit).
         let started = Instant::now();
         loop {
             match file.try_lock() {
@@ -397,16 +404,19 @@ fn is_temporary_name(name: &str) -> bool {
         })
 }
 
+/// The user's cache folder: `$XDG_CACHE_HOME` or `~/.cache` on Linux and macOS, and
+/// `%LOCALAPPDATA%` on Windows (inside the profile, as `owner_only` requires there).
 fn default_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|dir| !dir.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|dir| !dir.is_empty())
-                .map(|home| PathBuf::from(home).join(".cache"))
-        })?;
-    Some(base.join("cloudrun-test"))
+    let set = |name: &str| {
+        std::env::var_os(name)
+            .filter(|dir| !dir.is_empty())
+            .map(PathBuf::from)
+    };
+    #[cfg(unix)]
+    let base = set("XDG_CACHE_HOME").or_else(|| Some(set("HOME")?.join(".cache")));
+    #[cfg(windows)]
+    let base = set("LOCALAPPDATA");
+    Some(base?.join("cloudrun-test"))
 }
 
 fn file_name(key: &str) -> String {
@@ -900,9 +910,7 @@ mod tests {
         // A failed lookup is not stored.
         let failed = setup
             .cache
-            .get_or_look_up::<Answer, _>("failing", async {
-                Err(Error::internal("refused"))
-            })
+            .get_or_look_up::<Answer, _>("failing", async { Err(Error::internal("refused")) })
             .await;
         assert!(failed.is_err());
         assert!(!setup.lookup_path("failing").exists());

@@ -2,8 +2,12 @@
 //! trusts. A file is opened without following a symbolic link and without waiting on a
 //! FIFO, then checked (on the open file, so it cannot be swapped meanwhile) to be a
 //! regular file of the effective user that nobody else may read or write. A folder must
-//! be the user's own and closed to others. Where there are no Unix permissions the
-//! checks are skipped.
+//! be the user's own and closed to others.
+//!
+//! Unix (Linux and macOS alike): owner and mode bits, read from the open file or folder.
+//! Windows has no mode bits, and reading an ACL takes the Win32 security API, which
+//! this crate does not bind; there a folder is trusted only inside this user's profile
+//! (see [`private_on_windows`]), files inherit its ACL, and links are not followed.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -46,7 +50,35 @@ pub(crate) fn prepare_folder(dir: &Path) -> Result<PathBuf, String> {
                 .map_err(|error| format!("cannot make it private (0700): {error}"))?;
         }
     }
+    #[cfg(windows)]
+    private_on_windows(&dir)?;
     Ok(dir)
+}
+
+/// The Windows rule: `dir` (canonical, so links and junctions are resolved) must be
+/// inside `%LOCALAPPDATA%` (the default cache lives there) or `%USERPROFILE%`. A
+/// profile's default ACL grants access to its user, SYSTEM and the Administrators only,
+/// and folders created in it inherit that. Anywhere else (`C:\Temp`, a share) nothing
+/// here can tell who may read or plant files, so the folder is refused. Not caught: a
+/// profile whose ACL was widened by hand.
+#[cfg(windows)]
+fn private_on_windows(dir: &Path) -> Result<(), String> {
+    let inside_profile = ["LOCALAPPDATA", "USERPROFILE"]
+        .into_iter()
+        .filter_map(std::env::var_os)
+        .filter(|root| !root.is_empty())
+        .filter_map(|root| Path::new(&root).canonicalize().ok())
+        .any(|root| dir.starts_with(root));
+    if inside_profile {
+        return Ok(());
+    }
+    Err(
+        "it is outside your user profile (%LOCALAPPDATA%, %USERPROFILE%), so cloudrun-test cannot \
+         tell whether other users may read or replace tokens there (it does not read ACLs); fix: \
+         point CLOUDRUN_TEST_CACHE_DIR at a folder under %LOCALAPPDATA%, or unset it, or set \
+         CLOUDRUN_TEST_DISK_CACHE=off"
+            .into(),
+    )
 }
 
 /// Opens an existing file for reading if it is a regular, private file of ours.
@@ -70,14 +102,26 @@ pub(crate) fn create_new(path: &Path) -> io::Result<File> {
 /// Open options that never follow a link in the last component, never block on a FIFO
 /// (or a device), and create files readable by this user only.
 fn safe_options() -> OpenOptions {
-    #[allow(unused_mut)] // changed on Unix only
     let mut options = OpenOptions::new();
+    // O_NOFOLLOW fails with ELOOP on a link, and O_NONBLOCK makes opening a FIFO return
+    // at once (or fail, for writing without a reader), on Linux and macOS alike; on a
+    // regular file O_NONBLOCK changes nothing. `checked` then refuses what is not a
+    // regular file.
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    // FILE_FLAG_OPEN_REPARSE_POINT opens a symbolic link or junction itself instead of
+    // its target; `checked` then refuses it (not a regular file). Files take the
+    // folder's ACL. Named pipes live outside the file system on Windows.
+    #[cfg(windows)]
+    {
+        use std::os::windows::fs::OpenOptionsExt;
+        const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+        options.custom_flags(FILE_FLAG_OPEN_REPARSE_POINT);
     }
     options
 }
@@ -123,6 +167,35 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
 fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
+}
+
+#[cfg(all(test, windows))]
+mod windows_tests {
+    use super::*;
+
+    #[test]
+    fn folders_inside_the_profile_are_used_and_others_refused() {
+        let profile = PathBuf::from(std::env::var_os("LOCALAPPDATA").unwrap());
+        let inside = profile.join(format!("cloudrun-test-owner-only-{}", std::process::id()));
+        let prepared = prepare_folder(&inside.join("a")).unwrap();
+        assert!(prepared.ends_with("a"), "{}", prepared.display());
+        let mut created = create_new(&prepared.join("entry")).unwrap();
+        io::Write::write_all(&mut created, b"x").unwrap();
+        drop(created);
+        assert!(open(&prepared.join("entry")).is_ok());
+        assert!(create_new(&prepared.join("entry")).is_err());
+        assert!(open(&prepared).is_err(), "a folder is not an entry");
+        std::fs::remove_dir_all(&inside).unwrap();
+
+        // The root of the system drive: outside every profile.
+        let drive = std::env::var_os("SystemDrive").unwrap_or_else(|| "C:".into());
+        let outside = PathBuf::from(drive)
+            .join("\\")
+            .join(format!("cloudrun-test-outside-{}", std::process::id()));
+        let problem = prepare_folder(&outside).unwrap_err();
+        let _ = std::fs::remove_dir_all(&outside);
+        assert!(problem.contains("outside your user profile"), "{problem}");
+    }
 }
 
 #[cfg(all(test, unix))]

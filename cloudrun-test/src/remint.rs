@@ -1,10 +1,10 @@
-//! How often a 401 may force a new token: at most once a minute per (credentials,
-//! audience) when re-minting does not help.
+//! How often a 401 may force a new token: at most once per [`HOLD_OFF`] for each
+//! (credentials, audience) when re-minting does not help.
 //!
 //! A 401 can mean the keys rotated or the token was revoked (a new token fixes it) or
 //! that the token is for the wrong audience (no new token ever will). The first 401
 //! forces one re-mint and one retry, as before, and is remembered here, process-wide,
-//! with the token that was refused. Then, for a minute, a 401 on any other token (the
+//! with the token that was refused. Then, for [`HOLD_OFF`], a 401 on any other token (the
 //! fresh one, or one minted since) means re-minting did not help, as does a retry
 //! refused again; that is also noted in the disk cache, so that every test process of
 //! a nextest run shares it. Requests with these credentials and this audience then get

@@ -17,6 +17,8 @@ use serde_json::Value;
 pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// The lifetime of a token that does not state one: Google's.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+/// The most a token is replaced ahead of its expiry (else a quarter of its lifetime).
+const MAX_MARGIN: Duration = Duration::from_secs(300);
 
 /// A bearer token (identity or access) and when it stops being valid. Cheap to clone.
 #[derive(Clone)]
@@ -31,7 +33,7 @@ struct TokenInner {
     authorization: HeaderValue,
     issued_at: SystemTime,
     expires_at: SystemTime,
-    /// When to stop using the token: a quarter of its lifetime (at most five minutes)
+    /// When to stop using the token: a quarter of its lifetime (at most [`MAX_MARGIN`])
     /// before it expires, so a request never leaves with a token about to lapse.
     refresh_at: SystemTime,
     claims: Claims,
@@ -169,7 +171,7 @@ impl Token {
             .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid-token-characters"));
         authorization.set_sensitive(true);
         let lifetime = expires_at.duration_since(issued_at).unwrap_or_default();
-        let margin = (lifetime / 4).min(Duration::from_secs(300));
+        let margin = (lifetime / 4).min(MAX_MARGIN);
         Token {
             inner: Arc::new(TokenInner {
                 secret,
@@ -204,7 +206,7 @@ impl Token {
     }
 
     /// Whether the token is still good for a while: tokens are replaced a quarter of
-    /// their lifetime (at most five minutes) before they expire, so a request never
+    /// their lifetime (at most [`MAX_MARGIN`]) before they expire, so a request never
     /// leaves with a token about to lapse.
     pub(crate) fn is_fresh(&self) -> bool {
         SystemTime::now() < self.inner.refresh_at

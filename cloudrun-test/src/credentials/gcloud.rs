@@ -40,7 +40,7 @@ const TIMEOUT_VARIABLE: &str = "CLOUDRUN_TEST_GCLOUD_TIMEOUT";
 const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// `CLOUDRUN_TEST_GCLOUD_TIMEOUT`: seconds (`45` or `45s`, as before) or any limit
-/// `500ms`, `2m`..., between a millisecond and an hour; anything else is refused,
+/// `500ms`, `2m`..., from a millisecond to [`MAX_TIMEOUT`]; anything else is refused,
 /// naming the variable, rather than silently replaced by the default.
 fn timeout_setting(text: &str) -> Result<Duration, Error> {
     crate::settings::parse_limit(TIMEOUT_VARIABLE, text)
@@ -49,11 +49,13 @@ fn timeout_setting(text: &str) -> Result<Duration, Error> {
         .ok_or_else(|| {
             Error::setting(
                 format!(
-                    "{TIMEOUT_VARIABLE} is {text:?}, which is no time limit between 1ms and 1h"
+                    "{TIMEOUT_VARIABLE} is {text:?}, which is no time limit between 1ms and {}",
+                    humantime::format_duration(MAX_TIMEOUT)
                 ),
                 format!(
                     "write e.g. `30s` or `2m` (a bare number means seconds), or unset \
-                 {TIMEOUT_VARIABLE} for the default of 30 s"
+                 {TIMEOUT_VARIABLE} for the default of {}",
+                    humantime::format_duration(DEFAULT_TIMEOUT)
                 ),
             )
         })

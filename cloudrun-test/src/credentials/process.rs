@@ -145,29 +145,83 @@ pub(crate) fn stderr_tail(stderr: &[u8]) -> String {
 
 /// `name` in one of `PATH`'s folders, as a shell would find it.
 pub(crate) fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
+    find_in(&std::env::var_os("PATH")?, name)
+}
+
+/// `name` in one of the folders of `path` (a `PATH` value).
+fn find_in(path: &std::ffi::OsStr, name: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(path)
+        .flat_map(|dir| candidates(&dir, name))
         .find(|candidate| is_executable(candidate))
 }
 
+#[cfg(unix)]
+fn candidates(dir: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
+    vec![dir.join(name)]
+}
+
+/// On Windows a command is found with one of `PATHEXT`'s extensions: gcloud is
+/// `gcloud.cmd` there (std runs a `.cmd` through cmd.exe, its arguments escaped).
+#[cfg(windows)]
+fn candidates(dir: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
+    let extensions = std::env::var("PATHEXT").unwrap_or_else(|_| ".COM;.EXE;.BAT;.CMD".into());
+    extensions
+        .split(';')
+        .filter(|extension| !extension.is_empty())
+        .map(|extension| dir.join(format!("{name}{extension}")))
+        .collect()
+}
+
+#[cfg(unix)]
 fn is_executable(path: &std::path::Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(path)
-            .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    }
-    #[cfg(not(unix))]
-    {
-        path.is_file()
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Windows has no execute bit: a file with a `PATHEXT` extension runs.
+#[cfg(windows)]
+fn is_executable(path: &std::path::Path) -> bool {
+    path.is_file()
+}
+
+#[cfg(all(test, windows))]
+mod windows_tests {
+    #[test]
+    fn a_command_is_found_with_its_pathext_extension() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tool.cmd"), "@echo off").unwrap();
+        std::fs::write(dir.path().join("other"), "").unwrap();
+        let path = std::env::join_paths([dir.path()]).unwrap();
+        let found = super::find_in(&path, "tool").unwrap();
+        assert!(
+            found.to_string_lossy().to_lowercase().ends_with("tool.cmd"),
+            "{}",
+            found.display()
+        );
+        assert_eq!(super::find_in(&path, "other"), None);
     }
 }
 
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_executable_files_are_found_on_the_path() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        for (name, mode) in [("tool", 0o755), ("plain", 0o644)] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+            std::fs::set_permissions(dir.path().join(name), std::fs::Permissions::from_mode(mode))
+                .unwrap();
+        }
+        let path = std::env::join_paths([dir.path()]).unwrap();
+        assert_eq!(find_in(&path, "tool"), Some(dir.path().join("tool")));
+        assert_eq!(find_in(&path, "plain"), None);
+        assert_eq!(find_in(&path, "missing"), None);
+    }
 
     fn shell(script: &str) -> Command {
         let mut command = Command::new("/bin/sh");

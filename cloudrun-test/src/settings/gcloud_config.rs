@@ -34,13 +34,21 @@ pub(crate) fn gcloud_property(section: &str, name: &str) -> Option<String> {
     ini_value(&text, section, name)
 }
 
-/// gcloud's configuration folder, as gcloud finds it.
+/// gcloud's configuration folder, as gcloud finds it: `CLOUDSDK_CONFIG`, else
+/// [`DEFAULT_CONFIG`].
 pub(crate) fn gcloud_config_dir() -> Option<PathBuf> {
     if let Some(dir) = env("CLOUDSDK_CONFIG") {
         return Some(PathBuf::from(dir));
     }
-    env("HOME").map(|home| Path::new(&home).join(".config/gcloud"))
+    let (variable, folder) = DEFAULT_CONFIG;
+    env(variable).map(|base| Path::new(&base).join(folder))
 }
+
+/// Where gcloud keeps its configuration: a folder under the one a variable names.
+#[cfg(unix)]
+const DEFAULT_CONFIG: (&str, &str) = ("HOME", ".config/gcloud");
+#[cfg(windows)]
+const DEFAULT_CONFIG: (&str, &str) = ("APPDATA", "gcloud");
 
 fn ini_value(text: &str, section: &str, name: &str) -> Option<String> {
     let mut current = String::new();
