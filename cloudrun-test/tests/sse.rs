@@ -4,7 +4,7 @@
 
 mod protocols;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cloudrun_test::sse::EventStream;
 use protocols::{Identity, TESTER};
@@ -211,4 +211,65 @@ async fn the_clients_time_limit_covers_the_stream_and_a_request_can_lift_it() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     stream.send("data: late\n\n");
     assert_eq!(events.next().await.unwrap().unwrap().data, "late");
+}
+
+/// Through the emulator's front, as through Cloud Run's: events stream through as they
+/// are sent, about as soon as when read from the service directly.
+#[tokio::test]
+async fn events_stream_through_the_emulator_as_soon_as_directly() {
+    use cloudrun_test_emulator::{Emulator, ServiceConfig, Upstream};
+
+    let behind = Stream::start().await;
+    let identity = Identity::with(
+        Emulator::builder().service(
+            ServiceConfig::new("events")
+                .upstream(Upstream::Url(behind.url.parse().unwrap()))
+                .invoker(&format!("serviceAccount:{TESTER}")),
+        ),
+    );
+    let front = identity.emulator.service_url("events").unwrap().to_string();
+    let client = identity.client_for(TESTER, &front).build().await.unwrap();
+    let mut through = EventStream::new(client.get("/events").send().await.unwrap());
+
+    let direct = Stream::start().await;
+    let client = identity
+        .client_for(TESTER, &direct.url)
+        .build()
+        .await
+        .unwrap();
+    let mut directly = EventStream::new(client.get("/events").send().await.unwrap());
+
+    // The quickest of a few events each way, so that a busy machine's pause does not count.
+    let mut quickest = [Duration::MAX; 2];
+    for n in 0..5 {
+        for (way, (stream, events)) in [(&behind, &mut through), (&direct, &mut directly)]
+            .into_iter()
+            .enumerate()
+        {
+            let sent = Instant::now();
+            stream.send(&format!("data: {n}\n\n"));
+            let event = tokio::time::timeout(Duration::from_secs(5), events.next())
+                .await
+                .expect("the event arrives while the stream is open")
+                .unwrap()
+                .unwrap();
+            assert_eq!(event.data, n.to_string());
+            quickest[way] = quickest[way].min(sent.elapsed());
+        }
+    }
+    let [through, directly] = quickest;
+    assert!(
+        through < directly + Duration::from_millis(50),
+        "first event through the emulator after {through:?}, directly after {directly:?}"
+    );
+
+    let head = behind.head.await.unwrap();
+    let forwarded = head
+        .lines()
+        .find_map(|line| line.strip_prefix("authorization: "))
+        .expect("the front forwards the token");
+    assert!(
+        forwarded.ends_with(".SIGNATURE_REMOVED_BY_GOOGLE"),
+        "the service gets no replayable token"
+    );
 }
