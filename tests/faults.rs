@@ -307,17 +307,12 @@ async fn a_service_that_never_gets_ready_is_an_error_with_the_last_answer() {
     assert!(message.contains("fix: wait longer"), "{message}");
 }
 
-/// Run in a child process by the tests below, with the emulator's token endpoint hanging.
+/// Run in a child process by the test below, with the emulator's token endpoint hanging
+/// and CLOUDRUN_TEST_TOKEN_TIMEOUT set: a process-wide setting (token calls are shared by
+/// every client of the process), so it takes a process of its own.
 #[cloudrun_test(service = "hanging", timeout = "30s")]
-#[ignore = "run in a child process by the token-timeout tests below"]
+#[ignore = "run in a child process by the token-timeout test below"]
 async fn child_behind_a_hanging_token_endpoint(client: Client) {
-    client.get("/").send().await.unwrap();
-}
-
-/// The same with a test timeout shorter than the token endpoint's.
-#[cloudrun_test(service = "hanging", timeout = "2s")]
-#[ignore = "run by `a_hanging_token_endpoint_fails_the_test_within_its_own_timeout` in a child process"]
-async fn child_with_a_short_timeout(client: Client) {
     client.get("/").send().await.unwrap();
 }
 
@@ -373,19 +368,5 @@ fn a_token_timeout_setting_that_is_no_limit_is_refused_with_the_fix() {
     assert_eq!(error.kind(), ErrorKind::Setting);
 }
 
-#[test]
-fn a_hanging_token_endpoint_fails_the_test_within_its_own_timeout() {
-    let fixture = fixture();
-    fixture.emulator.hang_token_requests(true);
-    let (output, took) = run_child("child_with_a_short_timeout", &fixture, &[]);
-    let text = output_text(&output);
-    assert!(!output.status.success(), "{text}");
-    assert!(took < Duration::from_secs(20), "took {took:?}: {text}");
-    assert!(
-        text.contains("did not finish within its timeout of 2s"),
-        "{text}"
-    );
-    assert!(text.contains("still setting up"), "{text}");
-    assert!(text.contains(TESTER), "the credentials are named: {text}");
-    assert!(text.contains("CLOUDRUN_TEST_TOKEN_TIMEOUT"), "{text}");
-}
+// A test timeout shorter than a hanging token endpoint's: the unit test of `entry.rs`
+// of the same name runs the attribute's runtime in process, credentials given directly.

@@ -9,8 +9,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use crate::client::{Client, ClientBuilder};
+use crate::client::Client;
 use crate::context::TestContext;
+use crate::credentials::Credentials;
 use crate::error::Error;
 use crate::settings::Settings;
 
@@ -177,10 +178,13 @@ fn test_limit(attribute: Option<Duration>, setting: Option<Duration>) -> Limit {
 async fn context_for(
     spec: &TestSpec,
     settings: Settings,
-    builder: ClientBuilder,
+    credentials: Option<Credentials>,
 ) -> Result<TestContext, Error> {
     // The test's own limit (see `run_test`) bounds every request.
-    let mut builder = builder.settings(settings).no_timeout();
+    let mut builder = Client::builder().settings(settings).no_timeout();
+    if let Some(credentials) = credentials {
+        builder = builder.credentials(credentials);
+    }
     if !spec.manifest_dir.is_empty() {
         builder = builder.config_dir(spec.manifest_dir);
     }
@@ -215,15 +219,15 @@ pub fn run_test<F, Args>(spec: TestSpec, test_fn: F)
 where
     F: TestFn<Args>,
 {
-    run(spec, Settings::from_env(), Client::builder(), test_fn);
+    run(spec, Settings::from_env(), None, test_fn);
 }
 
-/// [`run_test`] over `settings` (the environment's, read once per process), with the
-/// test's client built from `builder` (the unit tests give theirs credentials).
+/// [`run_test`] over `settings` (the environment's, read once per process), with
+/// `credentials` instead of the environment's if given (as the unit tests do).
 fn run<F, Args>(
     spec: TestSpec,
     settings: Result<Settings, Error>,
-    builder: ClientBuilder,
+    credentials: Option<Credentials>,
     test_fn: F,
 ) where
     F: TestFn<Args>,
@@ -239,7 +243,7 @@ fn run<F, Args>(
         // The timeout covers the setup too: a hanging token endpoint must not hang the test.
         let set_up = std::cell::Cell::new(false);
         let run = async {
-            let context = match context_for(&spec, settings, builder).await {
+            let context = match context_for(&spec, settings, credentials.clone()).await {
                 Ok(context) => context,
                 Err(error) => {
                     return Err(format!(
@@ -264,7 +268,9 @@ fn run<F, Args>(
                  fix: a token endpoint or the Admin API may not answer: `cloudrun-test doctor` \
                  checks them; CLOUDRUN_TEST_TOKEN_TIMEOUT bounds each token call (default 30s)",
                 spec.name,
-                crate::credentials::Credentials::from_env()
+                credentials
+                    .clone()
+                    .map_or_else(Credentials::from_env, Ok)
                     .map_or_else(|_| "no credentials".to_owned(), |credentials| credentials.describe())
             )),
         }
@@ -349,25 +355,38 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(60)).await;
     }
 
-    /// What `run` panics with for a test whose body sleeps a minute, given `settings`
-    /// directly: a ready token, a service URL on this machine that is never called, and
-    /// an empty folder for `cloudrun-test.toml`, so nothing outside is read or asked.
-    fn failure(timeout: Option<Duration>, settings: Result<Settings, Error>) -> String {
+    /// What `run` panics with for `spec` (its name `unit::slow`) running `slow`, given
+    /// `settings` and `credentials` directly; `cloudrun-test.toml` is looked for in an
+    /// empty folder, so nothing outside the test is read.
+    fn failure_of(
+        spec: TestSpec,
+        settings: Result<Settings, Error>,
+        credentials: Credentials,
+    ) -> String {
         let folder = tempfile::tempdir().unwrap();
-        let builder = Client::builder()
-            .config_dir(folder.path())
-            .credentials(crate::Credentials::from_id_token("a.b.c"));
+        let folder_name: &'static str =
+            Box::leak(folder.path().to_str().unwrap().to_owned().into_boxed_str());
         let spec = TestSpec {
             name: "unit::slow",
+            manifest_dir: folder_name,
+            ..spec
+        };
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run(spec, settings, Some(credentials), slow)
+        }))
+        .expect_err("the test fails");
+        panic.downcast_ref::<String>().cloned().unwrap_or_default()
+    }
+
+    /// [`failure_of`] a test of a service URL on this machine, never called, with a
+    /// ready token: nothing is asked of the network.
+    fn failure(timeout: Option<Duration>, settings: Result<Settings, Error>) -> String {
+        let spec = TestSpec {
             url: Some("http://127.0.0.1:9"),
             timeout,
             ..TestSpec::DEFAULT
         };
-        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run(spec, settings, builder, slow)
-        }))
-        .expect_err("the test fails");
-        panic.downcast_ref::<String>().cloned().unwrap_or_default()
+        failure_of(spec, settings, Credentials::from_id_token("a.b.c"))
     }
 
     #[test]
@@ -406,6 +425,55 @@ mod tests {
             assert!(
                 message.contains("fix: write a duration such as"),
                 "{message}"
+            );
+        }
+    }
+
+    /// The token endpoint never answers: the test's own limit ends the setup, and the
+    /// message names the credentials and the setting that bounds each token call.
+    #[test]
+    fn a_hanging_token_endpoint_fails_the_test_within_its_own_timeout() {
+        const TESTER: &str = "tester@emulated-project.iam.gserviceaccount.com";
+        let emulator = cloudrun_test_emulator::Emulator::builder()
+            .service(
+                cloudrun_test_emulator::ServiceConfig::new("hello")
+                    .invoker(&format!("serviceAccount:{TESTER}")),
+            )
+            .start()
+            .unwrap();
+        emulator.hang_token_requests(true);
+        let keys = tempfile::tempdir().unwrap();
+        let key = emulator
+            .write_service_account_key(TESTER, keys.path())
+            .unwrap();
+        let url: &'static str = Box::leak(
+            emulator
+                .service_url("hello")
+                .unwrap()
+                .to_string()
+                .into_boxed_str(),
+        );
+        let spec = TestSpec {
+            url: Some(url),
+            timeout: Some(Duration::from_millis(500)),
+            ..TestSpec::DEFAULT
+        };
+        let started = std::time::Instant::now();
+        let message = failure_of(
+            spec,
+            Ok(Settings::default()),
+            Credentials::from_file(key).unwrap(),
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "{message}");
+        for expected in [
+            "`unit::slow` did not finish within its timeout of 500ms (set with `timeout",
+            "still setting up",
+            TESTER,
+            "CLOUDRUN_TEST_TOKEN_TIMEOUT",
+        ] {
+            assert!(
+                message.contains(expected),
+                "missing {expected:?} in:\n{message}"
             );
         }
     }
