@@ -186,8 +186,9 @@ impl Settings {
         self
     }
 
-    /// The limit of a test that sets no `timeout = "..."` (`CLOUDRUN_TEST_TIMEOUT`;
-    /// default 10 minutes). Zero is refused when the test starts.
+    /// The limit of a `#[cloudrun_test]` test that sets no `timeout = "..."`
+    /// (`CLOUDRUN_TEST_TIMEOUT`; default 10 minutes). A client built by hand has its own
+    /// limit per request instead ([`ClientBuilder::timeout`](crate::ClientBuilder::timeout)).
     pub fn test_timeout(mut self, limit: Duration) -> Self {
         self.test_timeout = Some(limit);
         self
