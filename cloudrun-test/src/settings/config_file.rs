@@ -259,36 +259,48 @@ mod fuzz {
 
     use super::*;
 
+    /// Parses `text` without and with a profile, checks each error (panicking, which
+    /// fails the property, on a defect) and returns how many parses were accepted.
     fn check(text: &str) -> u64 {
+        let mut accepted = 0;
         for profile in [None, Some("staging")] {
-            if let Err(error) =
-                ConfigFile::parse(Path::new("/fuzz/cloudrun-test.toml"), text, profile)
-            {
-                let message = error.to_string();
-                assert!(message.contains("/fuzz/cloudrun-test.toml"), "{message}");
-                assert!(message.contains("fix:"), "{message}");
+            match ConfigFile::parse(Path::new("/fuzz/cloudrun-test.toml"), text, profile) {
+                Ok(_) => accepted += 1,
+                Err(error) => {
+                    let message = error.to_string();
+                    assert!(message.contains("/fuzz/cloudrun-test.toml"), "{message}");
+                    assert!(message.contains("fix:"), "{message}");
+                }
             }
         }
-        1
+        accepted
     }
 
-    fn fuzz<S: Strategy>(name: &str, strategy: S, property: impl Fn(S::Value) -> u64) {
-        let clean = std::sync::atomic::AtomicU64::new(0);
+    /// Runs `property` (the number of parses it saw accepted, of two per input) over
+    /// `strategy`; returns how many parses were (accepted, refused).
+    fn fuzz<S: Strategy>(
+        name: &str,
+        strategy: S,
+        property: impl Fn(S::Value) -> u64,
+    ) -> (u64, u64) {
+        let (accepted, parses) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
         TestRunner::new(Config::default())
             .run(&strategy, |input| {
-                clean.fetch_add(property(input), std::sync::atomic::Ordering::Relaxed);
+                accepted.set(accepted.get() + property(input));
+                parses.set(parses.get() + 2);
                 Ok(())
             })
             .unwrap();
-        eprintln!(
-            "config fuzzing, {name}: {} inputs ran clean",
-            clean.into_inner()
-        );
+        let (accepted, refused) = (accepted.get(), parses.get() - accepted.get());
+        eprintln!("config fuzzing, {name}: {accepted} parses accepted, {refused} refused");
+        (accepted, refused)
     }
 
     #[test]
     fn arbitrary_text_never_panics() {
-        fuzz("arbitrary text", ".{0,300}", |text: String| check(&text));
+        let (_, refused) = fuzz("arbitrary text", ".{0,300}", |text: String| check(&text));
+        // Some random text is valid TOML (empty, a comment): only refusals are certain.
+        assert!(refused > 0, "no arbitrary text was refused");
     }
 
     /// Lines drawn from the file's own grammar, with wrong types and stray tokens mixed in.
@@ -318,10 +330,14 @@ mod fuzz {
             "\u{feff}",
             "# comment",
         ]);
-        fuzz(
+        let (accepted, refused) = fuzz(
             "near-valid files",
             prop::collection::vec(line, 0..12),
             |lines: Vec<&str>| check(&lines.join("\n")),
+        );
+        assert!(
+            accepted > 0 && refused > 0,
+            "{accepted} accepted, {refused} refused: both should occur"
         );
     }
 }
