@@ -1,6 +1,7 @@
 //! What the credential sources share: reading fields of credential files with errors
-//! that name the file and the field, reading Google's error answers, redacting
-//! anything that looks like a token, and time.
+//! that name the file and the field, checking where a credential may be sent,
+//! redacting anything that looks like a token, and time. (Calling a token endpoint
+//! and reading its answers: [`super::token_endpoint`].)
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
