@@ -6,6 +6,10 @@
 //!
 //! A federated token alone cannot give an identity token: without the impersonation
 //! URL, minting one fails with the service account and roles it takes.
+//!
+//! This file reads the file and mints; the steps live beside it: `subject` reads the
+//! `credential_source` (`executable` runs a program for it), `sts` does the exchange,
+//! and [`super::impersonated`] the impersonation.
 
 mod executable;
 mod sts;
