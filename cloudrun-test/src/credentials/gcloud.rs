@@ -312,15 +312,25 @@ impl CredentialSource for GcloudCli {
                 args.push(format!("--audiences={audience}"));
             }
             let token = Token::from_jwt(self.print(args, "minting an identity token").await?);
-            self.check(&token, audience).map_err(|problem| Error::token_endpoint(format!("minting an identity token with gcloud (account {})", self.account), self.program.display().to_string(), format!("{problem}; the token was refused"), format!(
-                    "gcloud prints a cached token when it cannot mint a new one: run `gcloud auth \
-                     print-identity-token{}` to see why",
-                    if self.chooses_audience() {
-                        format!(" --audiences={audience}")
-                    } else {
-                        String::new()
-                    }
-                )))?;
+            self.check(&token, audience).map_err(|problem| {
+                let again = if self.chooses_audience() {
+                    format!(" --audiences={audience}")
+                } else {
+                    String::new()
+                };
+                Error::token_endpoint(
+                    format!(
+                        "minting an identity token with gcloud (account {})",
+                        self.account
+                    ),
+                    self.program.display().to_string(),
+                    format!("{problem}; the token was refused"),
+                    format!(
+                        "gcloud prints a cached token when it cannot mint a new one: run \
+                         `gcloud auth print-identity-token{again}` to see why"
+                    ),
+                )
+            })?;
             tracing::debug!(
                 identity = self.identity_email(),
                 audience,
