@@ -21,6 +21,11 @@
 //! [`Credentials::from_env`]. The service URL comes from `url = "..."`,
 //! `CLOUDRUN_TEST_URL_<SERVICE>`, or the Cloud Run Admin API (with
 //! `CLOUDRUN_TEST_PROJECT` and `CLOUDRUN_TEST_REGION`).
+//!
+//! Beyond plain HTTP: response bodies stream, and [`sse::EventStream`] reads
+//! server-sent events off them as they arrive. Cargo feature `grpc` adds
+//! `Client::grpc_channel`, a tonic channel whose every call carries the token;
+//! feature `websocket` adds `Client::websocket`. Both are off by default.
 
 mod auth;
 mod bounded;

@@ -85,6 +85,9 @@ where
 struct Seen {
     /// The header it came in.
     header: &'static str,
+    /// How many headers carried a credential (`authorization` and
+    /// `x-serverless-authorization`).
+    credentials: usize,
     token: String,
     /// Whether it verified (signature, audience, expiry) for an invoker.
     valid: bool,
@@ -119,6 +122,10 @@ impl Server {
         if let (Some(header), Some(value)) = (header, &value) {
             self.seen.lock().unwrap().push(Seen {
                 header,
+                credentials: ["x-serverless-authorization", "authorization"]
+                    .iter()
+                    .filter(|name| request.headers().contains_key(**name))
+                    .count(),
                 token: value.trim_start_matches("Bearer ").to_owned(),
                 valid: verdict.is_ok(),
             });
@@ -273,6 +280,7 @@ async fn the_token_goes_in_the_header_the_client_says() {
     let seen = service.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].header, "x-serverless-authorization");
+    assert_eq!(seen[0].credentials, 1, "the token goes in one header");
     assert!(seen[0].valid);
 }
 
