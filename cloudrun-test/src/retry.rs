@@ -289,4 +289,36 @@ mod tests {
                 .retries_status(StatusCode::BAD_GATEWAY)
         );
     }
+
+    /// A server that closes the connection before answering (an instance going away):
+    /// hyper's "incomplete message", told apart by type, worth another try; the same
+    /// failure as an `Error`'s source makes it transient too.
+    #[tokio::test]
+    async fn a_connection_closed_before_the_answer_is_transient() {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let mut request = [0; 4096];
+                let _ = stream.read(&mut request);
+                // Dropped: closed without a byte of answer.
+            }
+        });
+        let error = reqwest::Client::new().get(&url).send().await.unwrap_err();
+        let incomplete = std::iter::successors(
+            Some(&error as &(dyn std::error::Error + 'static)),
+            |&cause| cause.source(),
+        )
+        .any(|cause| {
+            cause
+                .downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_incomplete_message)
+        });
+        assert!(incomplete, "{error:?}");
+        assert!(is_transient(&error), "{error:?}");
+        assert!(!is_dns_failure(&error));
+        let error = crate::error::Error::request("GET", &url, "closed").with_source(error);
+        assert!(error.is_transient() && !error.is_timeout(), "{error:?}");
+    }
 }
