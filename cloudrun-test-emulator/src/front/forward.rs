@@ -66,7 +66,7 @@ pub(crate) fn request_headers(
         headers.remove(name);
     }
     if let Some(name) = verified
-        && let Some(value) = headers.get(name).and_then(|value| remove_signature(value))
+        && let Some(value) = headers.get(name).and_then(remove_signature)
     {
         headers.insert(name, value);
     }
