@@ -34,6 +34,8 @@ use cloudrun_test_emulator::{Emulator, Fault, ServiceConfig, Upstream, is_outsid
 ///       env CLOUDRUN_TEST_TAG=candidate cargo test
 ///   cloudrun-test emulate --service hello --fault service-error=hello:503x2 \
 ///       --fault token-delay=2s -- cargo test          # does the suite cope?
+///   cloudrun-test emulate --serve 'greeter=cargo run -q -p greeter' --use-http2 greeter \
+///       --timeout greeter=30m -- cargo test -p greeter   # gRPC over h2c, long streams
 ///   cloudrun-test emulate --service hello        # no command: runs until Ctrl-C
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
@@ -48,6 +50,17 @@ pub struct EmulateArgs {
     /// `gcloud run deploy --no-traffic --tag TAG` creates. Repeatable.
     #[arg(long = "tag", value_name = "SERVICE=TAG")]
     tags: Vec<String>,
+    /// Declare SERVICE end-to-end HTTP/2, as `gcloud run deploy --use-http2` does: the
+    /// front speaks h2c (HTTP/2 cleartext) to its upstream, as gRPC streaming needs
+    /// (WebSockets then do not pass). Repeatable.
+    #[arg(long = "use-http2", value_name = "SERVICE")]
+    use_http2: Vec<String>,
+    /// SERVICE's request timeout, as `gcloud run deploy --timeout` sets it (default
+    /// 300s, at most 1h): it bounds the whole answer, streams and WebSocket sessions
+    /// included; past it the front answers 504, or cuts an answer already begun.
+    /// Repeatable.
+    #[arg(long = "timeout", value_name = "SERVICE=DURATION", value_parser = parse_timeout)]
+    timeouts: Vec<(String, Duration)>,
     /// How long to wait for a --serve command to listen on its PORT.
     #[arg(long, default_value = "300s", value_parser = parse_duration)]
     serve_timeout: Duration,
@@ -109,6 +122,16 @@ pub fn run(args: EmulateArgs) -> Result<ExitCode, String> {
             }
         }
     }
+    let unknown = args
+        .use_http2
+        .iter()
+        .chain(args.timeouts.iter().map(|(name, _)| name))
+        .find(|name| !names.contains(&name.as_str()));
+    if let Some(name) = unknown {
+        return Err(format!(
+            "--use-http2/--timeout {name:?}: not a service given with --service or --serve"
+        ));
+    }
     let mut builder = Emulator::builder()
         .project(&args.project)
         .region(&args.region)
@@ -142,7 +165,7 @@ pub fn run(args: EmulateArgs) -> Result<ExitCode, String> {
             name,
             ServiceConfig::new(name).upstream(upstream),
             &invokers,
-            &args.tags,
+            &args,
         ));
     }
     for spec in &args.serves {
@@ -157,7 +180,7 @@ pub fn run(args: EmulateArgs) -> Result<ExitCode, String> {
             name,
             ServiceConfig::new(name).upstream(Upstream::Url(url)),
             &invokers,
-            &args.tags,
+            &args,
         ));
         upstreams.push(upstream);
     }
@@ -234,13 +257,18 @@ pub fn run(args: EmulateArgs) -> Result<ExitCode, String> {
     })
 }
 
-/// The invokers and tags that apply to the service `name`.
+/// The invokers, tags, protocol and timeout that apply to the service `name`.
 fn configure(
     name: &str,
     mut service: ServiceConfig,
     invokers: &[String],
-    tags: &[String],
+    args: &EmulateArgs,
 ) -> ServiceConfig {
+    let tags = &args.tags;
+    service = service.use_http2(args.use_http2.iter().any(|named| named == name));
+    for (_, timeout) in args.timeouts.iter().filter(|(named, _)| named == name) {
+        service = service.timeout(*timeout);
+    }
     for member in invokers {
         service = service.invoker(member);
     }
@@ -380,6 +408,21 @@ fn parse_fault(text: &str) -> Result<Fault, String> {
         .map_err(|error: cloudrun_test_emulator::Error| error.to_string())
 }
 
+/// `--timeout SERVICE=DURATION`, within Cloud Run's bounds.
+fn parse_timeout(text: &str) -> Result<(String, Duration), String> {
+    let (name, duration) = text
+        .split_once('=')
+        .filter(|(name, _)| !name.is_empty())
+        .ok_or_else(|| format!("{text:?}: expected SERVICE=DURATION, e.g. hello=30m"))?;
+    let timeout = parse_duration(duration)?;
+    if timeout > ServiceConfig::MAX_TIMEOUT {
+        return Err(format!(
+            "{duration:?} is longer than Cloud Run's longest request timeout (1h)"
+        ));
+    }
+    Ok((name.to_owned(), timeout))
+}
+
 /// `--serve-timeout`, `--token-lifetime`: the library's one duration syntax (`500ms`,
 /// `30s`, `5m`, `1h`, `1m30s`, or a bare number of seconds).
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -391,6 +434,23 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod duration_tests {
     use super::*;
+
+    #[test]
+    fn timeouts_are_per_service_within_cloud_runs_bounds() {
+        assert_eq!(
+            parse_timeout("greeter=30m"),
+            Ok(("greeter".to_owned(), Duration::from_secs(1800)))
+        );
+        assert_eq!(
+            parse_timeout("hello=1h"),
+            Ok(("hello".to_owned(), Duration::from_secs(3600)))
+        );
+        let error = parse_timeout("hello=2h").unwrap_err();
+        assert!(error.contains("longest request timeout"), "{error}");
+        for bad in ["30m", "=30m", "hello=soon"] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn durations_at_their_extremes_are_errors_not_panics() {

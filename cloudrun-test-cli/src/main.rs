@@ -43,7 +43,8 @@ enum Command {
     Token(token::TokenArgs),
     Curl(curl::CurlArgs),
     Doctor(doctor::DoctorArgs),
-    Emulate(emulate::EmulateArgs),
+    // Boxed: its many options would make every `Command` as large.
+    Emulate(Box<emulate::EmulateArgs>),
 }
 
 fn main() -> ExitCode {
@@ -63,7 +64,7 @@ fn main() -> ExitCode {
         Command::Token(args) => token::run(args),
         Command::Curl(args) => curl::run(args),
         Command::Doctor(args) => doctor::run(args),
-        Command::Emulate(args) => emulate::run(args),
+        Command::Emulate(args) => emulate::run(*args),
     };
     match result {
         Ok(code) => code,
