@@ -46,6 +46,9 @@ impl fmt::Display for ReadError {
     }
 }
 
+/// Its text says it all: an `Io` failure is shown as the `io::Error` it holds.
+impl std::error::Error for ReadError {}
+
 impl From<std::io::Error> for ReadError {
     fn from(error: std::io::Error) -> Self {
         ReadError::Io(error)

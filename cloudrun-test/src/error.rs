@@ -365,6 +365,16 @@ impl From<std::io::Error> for Source {
     }
 }
 
+/// A failed read keeps the `io::Error` itself, so that its kind can be asked.
+impl From<crate::bounded::ReadError> for Source {
+    fn from(error: crate::bounded::ReadError) -> Source {
+        match error {
+            crate::bounded::ReadError::Io(error) => Source(Arc::new(error)),
+            other => Source(Arc::new(other)),
+        }
+    }
+}
+
 impl From<Error> for Source {
     fn from(error: Error) -> Source {
         Source(Arc::new(error))
@@ -554,6 +564,17 @@ mod tests {
         let stopped =
             Error::token_endpoint("running gcloud", "gcloud", "too slow", "wait").timed_out();
         assert!(stopped.is_timeout() && stopped.is_transient());
+    }
+
+    #[test]
+    fn a_credentials_file_that_cannot_be_read_keeps_the_io_error() {
+        let error = crate::Credentials::from_file("/nonexistent/key.json").unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::CredentialsFile);
+        let io = StdError::source(&error)
+            .and_then(|source| source.downcast_ref::<std::io::Error>())
+            .expect("the io::Error as source");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+        assert!(!error.is_transient());
     }
 
     /// A request to a port nobody listens on: a `Request` error whose source chain

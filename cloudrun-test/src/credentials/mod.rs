@@ -149,6 +149,7 @@ impl Credentials {
                       from `gcloud iam service-accounts keys create key.json \
                       --iam-account=SA_EMAIL`",
             )
+            .with_source(error)
         })?;
         Self::from_json(path, &text)
     }

@@ -53,6 +53,7 @@ impl ExternalAccount {
                         "check that the step that writes the token (e.g. your CI's OIDC token \
                          request) ran before the tests",
                     )
+                    .with_source(error)
                 })?;
                 self.extract(&text, format, &format!("the file {}", path.display()))
             }
