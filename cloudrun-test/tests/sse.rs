@@ -180,7 +180,7 @@ async fn the_clients_time_limit_covers_the_stream_and_a_request_can_lift_it() {
     let stream = Stream::start().await;
     let client = identity
         .client_for(TESTER, &stream.url)
-        .timeout(Duration::from_millis(500))
+        .timeout(Duration::from_millis(1500))
         .build()
         .await
         .unwrap();
@@ -196,7 +196,7 @@ async fn the_clients_time_limit_covers_the_stream_and_a_request_can_lift_it() {
     let stream = Stream::start().await;
     let client = identity
         .client_for(TESTER, &stream.url)
-        .timeout(Duration::from_millis(500))
+        .timeout(Duration::from_millis(1500))
         .build()
         .await
         .unwrap();
@@ -208,7 +208,7 @@ async fn the_clients_time_limit_covers_the_stream_and_a_request_can_lift_it() {
             .await
             .unwrap(),
     );
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     stream.send("data: late\n\n");
     assert_eq!(events.next().await.unwrap().unwrap().data, "late");
 }
