@@ -12,7 +12,7 @@ use cloudrun_test_e2e::recorder::{Recorded, Recorder, response};
 use cloudrun_test_e2e::{
     CANARY_SIGNATURE as SIGNATURE, Fixture, TESTER, canary_token, isolate, output_text,
 };
-use cloudrun_test_emulator::{Emulator, ServiceConfig};
+use cloudrun_test_emulator::{Emulator, ServiceConfig, Upstream};
 
 fn assert_clean(text: &str, token: &str, what: &str) {
     assert!(
@@ -256,6 +256,48 @@ fn run_child(test: &str, env: &[(String, String)]) -> Output {
     isolate(&mut command);
     command.envs(env.iter().cloned());
     command.output().expect("the test binary runs")
+}
+
+/// Cloud Run hands the container the verified token with its signature removed; the
+/// emulated front does too, so a local upstream never holds a token it could replay.
+#[tokio::test]
+async fn the_emulated_front_hands_the_upstream_no_replayable_token() {
+    let upstream = Recorder::start(|_| ok());
+    let fixture = Fixture::start(
+        Emulator::builder().service(
+            ServiceConfig::new("hello")
+                .upstream(Upstream::Url(upstream.url.clone()))
+                .invoker(&format!("serviceAccount:{TESTER}")),
+        ),
+    );
+    for header in [
+        TokenHeader::Authorization,
+        TokenHeader::XServerlessAuthorization,
+    ] {
+        let client = fixture
+            .client_for(TESTER, "hello")
+            .token_header(header)
+            .build()
+            .await
+            .unwrap();
+        let response = client.get("/stream").send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let token = client.id_token().await.unwrap();
+        let (signed, signature) = token.as_str().rsplit_once('.').unwrap();
+        let seen = upstream.requests();
+        let last = seen.last().expect("the request reached the upstream");
+        assert!(
+            last.head
+                .contains(&format!("Bearer {signed}.SIGNATURE_REMOVED_BY_GOOGLE")),
+            "{header:?}: the app gets the claims without the signature"
+        );
+        for request in &seen {
+            assert!(
+                !request.head.contains(signature),
+                "{header:?}: the live token reached the upstream"
+            );
+        }
+    }
 }
 
 fn emulator_with_hello() -> Fixture {
