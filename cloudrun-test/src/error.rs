@@ -5,8 +5,8 @@
 //! [`status`], [`is_timeout`], [`is_transient`], the [`source`] chain); what people
 //! read is its `Display`, with a `fix:` line. Neither `Display` nor `Debug` shows a
 //! token or key material: the parts that may quote the outside world (an endpoint's
-//! answer, a program's stderr, a URL from a file) go through [`crate::redact`] when the
-//! error is built.
+//! answer, a program's stderr, a URL from a file) are redacted ([`mod@crate::redact`])
+//! when the error is built.
 //!
 //! [`kind`]: Error::kind
 //! [`status`]: Error::status
