@@ -230,7 +230,10 @@ fn serve(
             state: Arc::clone(&state),
             service,
         }
-        .tap_io(|_| ());
+        // No Nagle delay: streamed answers (SSE, gRPC) go out as the upstream sends them.
+        .tap_io(|stream| {
+            let _ = stream.set_nodelay(true);
+        });
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, service).await {

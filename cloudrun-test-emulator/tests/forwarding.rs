@@ -293,8 +293,13 @@ async fn server_sent_events_arrive_as_soon_as_directly() {
         .await
         .unwrap();
 
-    let direct = first_event(client.get(upstream.join("/sse").unwrap())).await;
-    let through = first_event(client.get(url.join("/sse").unwrap()).bearer_auth(&token)).await;
+    // The best of three each, interleaved: the machine's load is noise, not forwarding.
+    let (mut direct, mut through) = (Duration::MAX, Duration::MAX);
+    for _ in 0..3 {
+        direct = direct.min(first_event(client.get(upstream.join("/sse").unwrap())).await);
+        let via_front = client.get(url.join("/sse").unwrap()).bearer_auth(&token);
+        through = through.min(first_event(via_front).await);
+    }
     eprintln!("time to first event: direct {direct:?}, through the emulator {through:?}");
     assert!(
         through < direct + Duration::from_millis(50),

@@ -45,6 +45,19 @@ pub(crate) fn client(state: &State, http2: bool) -> Result<&reqwest::Client, &st
     client.as_ref().map_err(String::as_str)
 }
 
+/// [`client`] from a request handler: built already (by the warm-up thread) in all
+/// but the first moments, else built without stalling the runtime's other tasks.
+pub(crate) fn client_now(state: &State, http2: bool) -> Result<&reqwest::Client, &str> {
+    let built = match http2 {
+        true => state.upstream_h2_client.get(),
+        false => state.upstream_client.get(),
+    };
+    match built {
+        Some(client) => client.as_ref().map_err(String::as_str),
+        None => tokio::task::block_in_place(|| client(state, http2)),
+    }
+}
+
 /// `upstream`'s URL for `request`: its path joined with the request's path and query.
 pub(crate) fn target(upstream: &reqwest::Url, request: &Request) -> reqwest::Url {
     let mut url = upstream.clone();
@@ -98,7 +111,7 @@ pub(crate) async fn proxy(
     if declared.is_none() {
         headers.remove(header::CONTENT_LENGTH);
     }
-    let http = match tokio::task::block_in_place(|| client(state, service.use_http2)) {
+    let http = match client_now(state, service.use_http2) {
         Ok(http) => http,
         Err(error) => {
             return (

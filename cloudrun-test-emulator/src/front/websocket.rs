@@ -8,7 +8,7 @@ use axum::http::{StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
-use super::upstream::{client, stream_back, target, upstream_failure};
+use super::upstream::{client_now, stream_back, target, upstream_failure};
 use crate::services::Service;
 use crate::state::State;
 
@@ -32,7 +32,7 @@ pub(crate) async fn pass_through(
             .into_response();
     };
     let url = target(upstream, &request);
-    let http = match tokio::task::block_in_place(|| client(state, false)) {
+    let http = match client_now(state, false) {
         Ok(http) => http,
         Err(error) => {
             return (
