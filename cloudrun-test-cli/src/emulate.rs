@@ -423,8 +423,8 @@ fn parse_timeout(text: &str) -> Result<(String, Duration), String> {
     Ok((name.to_owned(), timeout))
 }
 
-/// `--serve-timeout`, `--token-lifetime`: the library's one duration syntax (`500ms`,
-/// `30s`, `5m`, `1h`, `1m30s`, or a bare number of seconds).
+/// `--serve-timeout`, `--token-lifetime`, `--timeout`: the library's one duration
+/// syntax (`500ms`, `30s`, `5m`, `1h`, `1m30s`, or a bare number of seconds).
 fn parse_duration(text: &str) -> Result<Duration, String> {
     cloudrun_test::parse_duration(text).map_err(|why| {
         format!("{text:?} is no duration ({why}): write e.g. `30s`, `500ms`, `5m` or `1h30m`")
