@@ -60,9 +60,8 @@ impl ExternalAccount {
             "running `{command_line}` (`credential_source.executable` of {})",
             self.path.display()
         );
-        let failed = |problem: String, fix: &str| {
-            Error::token_endpoint(&what, program, problem, fix)
-        };
+        let failed =
+            |problem: String, fix: &str| Error::token_endpoint(&what, program, problem, fix);
         let finished = run(command, timeout).await.map_err(|error| match error {
             RunError::Spawn(error) => failed(
                 format!("it could not be started ({error})"),
