@@ -132,10 +132,17 @@ pub struct ServiceConfig {
 /// What answers requests the IAM front lets through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Upstream {
-    /// A built-in app answering `200 {"service","tag","method","path","caller"}`.
+    /// A built-in app answering `200 {"service","tag","method","path","caller","headers"}`
+    /// (`headers`: the forwarded ones it received, a token only without its signature),
+    /// plus `/ws` (a WebSocket echo), `/sse?count=N&interval_ms=M` (server-sent `tick`
+    /// events) and `/stream?bytes=N` (a body streamed in 64 KiB chunks).
     Echo,
-    /// A real HTTP server (e.g. the user's service on localhost) the front proxies to.
-    /// Requests for `/a?b` go to this URL's path joined with `/a?b`.
+    /// A real HTTP server (e.g. the user's service on localhost) the front proxies to,
+    /// as Cloud Run forwards to its container: the verified token arrives as
+    /// `Bearer HEADER.PAYLOAD.SIGNATURE_REMOVED_BY_GOOGLE`, with `X-Forwarded-For`,
+    /// `X-Forwarded-Proto`, `X-Cloud-Trace-Context` and `traceparent`; bodies stream
+    /// both ways and WebSocket upgrades pass. Requests for `/a?b` go to this URL's
+    /// path joined with `/a?b`.
     Url(Url),
 }
 

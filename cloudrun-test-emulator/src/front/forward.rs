@@ -1,7 +1,7 @@
 //! What Cloud Run changes in a request on its way to the container: the verified
 //! token loses its signature, connection headers and client-sent `X-Google-*` go,
 //! `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Cloud-Trace-Context` and `traceparent`
-//! come (https://cloud.google.com/functions/docs/reference/headers).
+//! come (<https://cloud.google.com/functions/docs/reference/headers>).
 
 use std::net::IpAddr;
 
