@@ -135,7 +135,7 @@ fn check_signature(test: &TestItem) -> syn::Result<()> {
                 if let syn::Type::ImplTrait(_) = &*typed.ty {
                     errors.combine(syn::Error::new_spanned(
                         &typed.ty,
-                        "write the parameter's type out: `Client` or `TestContext`",
+                        "write the parameter's type out: `Client`, `TestContext` or `GrpcChannel`",
                     ));
                 }
             }
@@ -152,7 +152,8 @@ fn check_signature(test: &TestItem) -> syn::Result<()> {
         errors.combine(syn::Error::new_spanned(
             extra,
             "a `#[cloudrun_test]` function takes at most one parameter: `client: Client`, \
-             or `context: TestContext` (which also holds the client)",
+             `context: TestContext` (which also holds the client) or `channel: GrpcChannel` \
+             (feature `grpc`)",
         ));
     }
     if let Some(variadic) = &sig.variadic {

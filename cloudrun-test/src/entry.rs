@@ -69,7 +69,9 @@ pub type TestFuture = Pin<Box<dyn Future<Output = Result<(), String>>>>;
 /// An `async fn` the attribute can run: with no parameter, or with one whose type
 /// implements [`Inject`].
 pub trait TestFn<Args> {
-    fn call(self, context: TestContext) -> TestFuture;
+    /// Builds the test's parameter from `context` (which may fail, as setup does) and
+    /// starts the test.
+    fn call(self, context: TestContext) -> Result<TestFuture, Error>;
 }
 
 impl<F, Fut> TestFn<()> for F
@@ -78,9 +80,9 @@ where
     Fut: Future + 'static,
     Fut::Output: TestOutcome,
 {
-    fn call(self, _context: TestContext) -> TestFuture {
+    fn call(self, _context: TestContext) -> Result<TestFuture, Error> {
         let test = self();
-        Box::pin(async move { test.await.into_result() })
+        Ok(Box::pin(async move { test.await.into_result() }))
     }
 }
 
@@ -91,9 +93,9 @@ where
     Fut: Future + 'static,
     Fut::Output: TestOutcome,
 {
-    fn call(self, context: TestContext) -> TestFuture {
-        let test = self(A::inject(&context));
-        Box::pin(async move { test.await.into_result() })
+    fn call(self, context: TestContext) -> Result<TestFuture, Error> {
+        let test = self(A::inject(&context)?);
+        Ok(Box::pin(async move { test.await.into_result() }))
     }
 }
 
@@ -101,21 +103,62 @@ where
 #[diagnostic::on_unimplemented(
     message = "`#[cloudrun_test]` cannot inject a parameter of type `{Self}`",
     label = "not injectable",
-    note = "take `client: cloudrun_test::Client` or `context: cloudrun_test::TestContext`, by value (both are cheap to clone)"
+    note = "take `client: cloudrun_test::Client`, `context: cloudrun_test::TestContext` or `channel: cloudrun_test::GrpcChannel` (feature `grpc`), by value (all are cheap to clone)"
 )]
-pub trait Inject {
-    fn inject(context: &TestContext) -> Self;
+pub trait Inject: Sized {
+    fn inject(context: &TestContext) -> Result<Self, Error>;
 }
 
 impl Inject for Client {
-    fn inject(context: &TestContext) -> Self {
-        context.client().clone()
+    fn inject(context: &TestContext) -> Result<Self, Error> {
+        Ok(context.client().clone())
     }
 }
 
 impl Inject for TestContext {
-    fn inject(context: &TestContext) -> Self {
-        context.clone()
+    fn inject(context: &TestContext) -> Result<Self, Error> {
+        Ok(context.clone())
+    }
+}
+
+/// A gRPC channel to the test's service, carrying the test client's tokens.
+#[cfg(feature = "grpc")]
+impl Inject for crate::grpc::GrpcChannel {
+    fn inject(context: &TestContext) -> Result<Self, Error> {
+        context.client().grpc_channel()
+    }
+}
+
+/// Without feature `grpc`, `cloudrun_test::GrpcChannel` is this stand-in, so that a
+/// test taking one fails to compile on its parameter's type with the fix (enable the
+/// feature) rather than on an unresolved import. Its type parameter carries the
+/// missing feature: no `GrpcFeature` is implemented, so `Inject` never is.
+#[cfg(not(feature = "grpc"))]
+pub mod grpc_disabled {
+    use std::marker::PhantomData;
+
+    /// `cloudrun_test::GrpcChannel` needs cloudrun-test's `grpc` feature.
+    #[doc(hidden)]
+    #[allow(dead_code)] // never built
+    pub struct GrpcChannel<Feature = GrpcFeatureOff>(
+        std::convert::Infallible,
+        PhantomData<Feature>,
+    );
+
+    #[doc(hidden)]
+    pub struct GrpcFeatureOff;
+
+    #[diagnostic::on_unimplemented(
+        message = "`#[cloudrun_test]` injects a `GrpcChannel` only with cloudrun-test's `grpc` feature",
+        label = "needs feature `grpc`",
+        note = "enable it in Cargo.toml: `cloudrun-test = {{ version = \"...\", features = [\"grpc\"] }}`"
+    )]
+    pub trait GrpcFeature {}
+
+    impl<Feature: GrpcFeature> super::Inject for GrpcChannel<Feature> {
+        fn inject(_: &super::TestContext) -> Result<Self, super::Error> {
+            unreachable!("GrpcFeature has no implementation")
+        }
     }
 }
 
@@ -252,8 +295,12 @@ fn run<F, Args>(
                     ));
                 }
             };
+            // Building the parameter (a gRPC channel) is setup too.
+            let test = test_fn.call(context).map_err(|error| {
+                format!("cloudrun_test setup failed for `{}`: {error}", spec.name)
+            })?;
             set_up.set(true);
-            test_fn.call(context).await
+            test.await
         };
         let Limit { duration, source } = limit;
         match tokio::time::timeout(duration, run).await {
@@ -427,6 +474,37 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    /// A test taking a `GrpcChannel` gets one to the test's service, with the test's
+    /// client (nothing is called: the channel connects on its first call).
+    #[cfg(feature = "grpc")]
+    #[test]
+    fn a_test_taking_a_grpc_channel_gets_one_to_its_service() {
+        let folder = tempfile::tempdir().unwrap();
+        let folder_name: &'static str =
+            Box::leak(folder.path().to_str().unwrap().to_owned().into_boxed_str());
+        let spec = TestSpec {
+            name: "unit::grpc",
+            manifest_dir: folder_name,
+            url: Some("http://127.0.0.1:9"),
+            ..TestSpec::DEFAULT
+        };
+        let (sender, received) = std::sync::mpsc::channel();
+        let test = move |channel: crate::GrpcChannel| async move {
+            sender.send(format!("{channel:?}")).unwrap();
+        };
+        run(
+            spec,
+            Ok(Settings::default()),
+            Some(Credentials::from_id_token("a.b.c")),
+            test,
+        );
+        let channel = received.try_recv().expect("the test ran");
+        assert!(
+            channel.starts_with("GrpcChannel { url: \"http://127.0.0.1:9/\""),
+            "{channel}"
+        );
     }
 
     /// The token endpoint never answers: the test's own limit ends the setup, and the

@@ -83,6 +83,11 @@ pub use reqwest::Url;
 /// A gRPC channel carrying the token (feature `grpc`): [`Client::grpc_channel`].
 #[cfg(feature = "grpc")]
 pub use grpc::GrpcChannel;
+/// Without feature `grpc`: a stand-in that makes a test taking a `GrpcChannel` fail to
+/// compile with the fix.
+#[cfg(not(feature = "grpc"))]
+#[doc(hidden)]
+pub use entry::grpc_disabled::GrpcChannel;
 /// The gRPC library the channel is for (feature `grpc`), so that a test's generated
 /// clients and this crate agree on one version.
 #[cfg(feature = "grpc")]
