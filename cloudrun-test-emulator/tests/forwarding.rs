@@ -570,3 +570,64 @@ fn request_timeouts_are_cloud_runs() {
         assert!(error.to_string().contains("from 1s to 3600s"), "{error}");
     }
 }
+
+#[tokio::test]
+async fn the_echo_app_streams_events_and_bytes_within_the_timeout() {
+    let emulator = Emulator::builder()
+        .service(
+            ServiceConfig::new("hello")
+                .invoker(TESTER)
+                .timeout(Duration::from_secs(1)),
+        )
+        .start()
+        .unwrap();
+    let url = emulator.service_url("hello").unwrap();
+    let token = id_token(&emulator, TESTER, &audience(&url)).await;
+    let get = |path: &str| http().get(url.join(path).unwrap()).bearer_auth(&token);
+
+    let response = get("/sse?count=3&interval_ms=20").send().await.unwrap();
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+    let events = response.text().await.unwrap();
+    assert_eq!(events.matches("event: tick\n").count(), 3, "{events}");
+    assert!(
+        events.ends_with("id: 3\nevent: tick\ndata: 3\n\n"),
+        "{events}"
+    );
+
+    let body = get("/stream?bytes=1000000").send().await.unwrap();
+    assert_eq!(body.bytes().await.unwrap().len(), 1_000_000);
+
+    // Events past the service's timeout are cut, as Cloud Run cuts the connection.
+    let response = get("/sse?count=100&interval_ms=300").send().await.unwrap();
+    assert!(
+        response.text().await.is_err(),
+        "the stream outlived the timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_websocket_session_ends_at_the_request_timeout() {
+    let (upstream, _) = start_websocket_upstream().await;
+    let emulator = emulator_for(&upstream, |service| service.timeout(Duration::from_secs(1)));
+    let url = emulator.service_url("app").unwrap();
+    let token = id_token(&emulator, TESTER, &audience(&url)).await;
+    let request = websocket_request(&url, "/chat", Some(&token));
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    socket.send(Message::text("before")).await.unwrap();
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        Message::text("before")
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = socket.send(Message::text("after")).await;
+    let next = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .expect("the front closes the session");
+    assert!(
+        !matches!(next, Some(Ok(Message::Text(_)))),
+        "an echo after the timeout: {next:?}"
+    );
+}

@@ -47,6 +47,7 @@ pub(crate) async fn answer(
         "/sse" => sse(
             query("count").unwrap_or(3),
             Duration::from_millis(query("interval_ms").unwrap_or(100)),
+            service.timeout,
         ),
         "/stream" => stream_bytes(query("bytes").unwrap_or(CHUNK as u64)),
         _ => who(service, tag, &request, caller),
@@ -96,17 +97,23 @@ pub(crate) fn is_websocket(headers: &HeaderMap) -> bool {
 }
 
 /// `count` server-sent events `tick` (ids and data 1..=count), the first at once,
-/// then one per `interval`.
-fn sse(count: u64, interval: Duration) -> Response {
+/// then one per `interval`; cut at the service's request timeout, as on Cloud Run.
+fn sse(count: u64, interval: Duration, timeout: Duration) -> Response {
+    let deadline = tokio::time::Instant::now() + timeout;
     let events = stream::unfold(1, move |n| async move {
         if n > count {
             return None;
         }
-        if n > 1 {
-            tokio::time::sleep(interval).await;
+        if n > 1
+            && tokio::time::timeout_at(deadline, tokio::time::sleep(interval))
+                .await
+                .is_err()
+        {
+            let cut = std::io::Error::new(std::io::ErrorKind::TimedOut, "request timeout");
+            return Some((Err(cut), count + 1));
         }
         let event = format!("id: {n}\nevent: tick\ndata: {n}\n\n");
-        Some((Ok::<_, std::convert::Infallible>(Bytes::from(event)), n + 1))
+        Some((Ok(Bytes::from(event)), n + 1))
     });
     (
         [
