@@ -5,7 +5,10 @@
 //! Each test gets a `Client` for the service that carries an identity token.
 
 use cloudrun_test::reqwest::StatusCode;
+use cloudrun_test::sse::EventStream;
+use cloudrun_test::tokio_tungstenite::tungstenite::Message;
 use cloudrun_test::{Client, TestContext, cloudrun_test};
+use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 
 #[cloudrun_test(service = "hello")]
@@ -57,4 +60,44 @@ async fn sees_the_caller(context: TestContext) {
 async fn is_private(client: Client) {
     let response = client.without_auth().get("/").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
+
+/// Server-sent events arrive one by one as the service sends them.
+#[cloudrun_test(service = "hello")]
+async fn streams_events(client: Client) {
+    let response = client
+        .get("/events/3")
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut events = EventStream::new(response);
+    let mut seen = Vec::new();
+    while let Some(event) = events.next().await.unwrap() {
+        assert_eq!(event.event, "tick");
+        seen.push(event.data);
+    }
+    assert_eq!(seen, ["1", "2", "3"]);
+    assert_eq!(events.last_event_id(), "3");
+}
+
+/// A WebSocket opened with the token: the service echoes what it gets.
+#[cloudrun_test(service = "hello")]
+async fn echoes_over_a_websocket(client: Client) {
+    let mut socket = client.websocket("/ws").await.unwrap();
+    for text in ["hello", "again"] {
+        socket.send(Message::text(text)).await.unwrap();
+        let echoed = socket.next().await.unwrap().unwrap();
+        assert_eq!(echoed, Message::text(text));
+    }
+    socket.close(None).await.unwrap();
+}
+
+/// Without a token, Cloud Run refuses the upgrade with 403.
+#[cloudrun_test(service = "hello")]
+async fn a_websocket_without_a_token_is_refused(client: Client) {
+    let error = client.without_auth().websocket("/ws").await.unwrap_err();
+    assert_eq!(error.status(), Some(StatusCode::FORBIDDEN), "{error}");
+    assert!(error.to_string().contains("no token was sent"), "{error}");
 }
