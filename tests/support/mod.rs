@@ -224,3 +224,11 @@ pub fn canary_token(audience: &str) -> String {
         URL_SAFE_NO_PAD.encode(claims.to_string())
     )
 }
+
+// The workspace README's Rust code blocks, compiled as doc tests of this crate
+// (`cargo test -p cloudrun-test-e2e --doc`): the published crates cannot include a file
+// outside themselves, and this one is not published. Blocks that cannot compile alone
+// (the expansion shown from `cloudrun-test-macros/src/expansion.md`) are `rust ignore`.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
