@@ -6,6 +6,7 @@ use syn::parse::{Parse, ParseStream};
 use syn::{Attribute, FnArg, Signature, Token, Visibility};
 
 use crate::args::{Args, Errors, Flavor};
+use crate::parametrised;
 
 /// The annotated function. Like `syn::ItemFn`, except that the body stays raw
 /// tokens: a half-typed body (the usual state while editing) must not stop the
@@ -62,9 +63,24 @@ pub(crate) fn cloudrun_test(args: TokenStream, item: TokenStream) -> TokenStream
         }
     };
 
+    let raw_args = args.clone();
     let args = Args::parse(args);
-    let signature = check_signature(&test);
+    let parametrised = parametrised::is_parametrised(&test.attrs);
+    let signature = check_signature(&test, parametrised);
     match (args, signature) {
+        (Ok(args), Ok(())) if parametrised => {
+            let krate = match &args.krate {
+                Some(path) => path.to_token_stream(),
+                None => quote!(::cloudrun_test),
+            };
+            let TestItem {
+                attrs,
+                vis,
+                sig,
+                body,
+            } = &test;
+            parametrised::expand(attrs, vis, sig, body, &krate, &raw_args)
+        }
         (Ok(args), Ok(())) => expand(&test, &args),
         (args, signature) => {
             let mut errors = Errors::default();
@@ -77,8 +93,9 @@ pub(crate) fn cloudrun_test(args: TokenStream, item: TokenStream) -> TokenStream
     }
 }
 
-/// Everything about the function that the attribute cannot work with.
-fn check_signature(test: &TestItem) -> syn::Result<()> {
+/// Everything about the function that the attribute cannot work with. A
+/// `parametrised` one (`#[rstest]`, `#[test_case]` below) also takes the cases' values.
+fn check_signature(test: &TestItem, parametrised: bool) -> syn::Result<()> {
     let sig = &test.sig;
     let mut errors = Errors::default();
 
@@ -141,7 +158,19 @@ fn check_signature(test: &TestItem) -> syn::Result<()> {
             }
         }
     }
-    if sig.inputs.len() > 1 {
+    if parametrised {
+        let injected = parametrised::injected(sig);
+        if injected.len() > 1 {
+            let extra: TokenStream = injected[1..].iter().map(|p| p.to_token_stream()).collect();
+            errors.combine(syn::Error::new_spanned(
+                extra,
+                "a parametrised `#[cloudrun_test]` function takes at most one of `Client`, \
+                 `TestContext` and `GrpcChannel`, besides the cases' values",
+            ));
+        }
+    } else if let Some(error) = parametrised::leftovers(sig) {
+        errors.combine(error);
+    } else if sig.inputs.len() > 1 {
         // Span every parameter after the first: those are the ones to remove.
         let extra: TokenStream = sig
             .inputs
@@ -329,9 +358,18 @@ fn recover(test: &TestItem, error: syn::Error) -> TokenStream {
         sig,
         body,
     } = test;
-    let attrs = attrs.iter().filter(|attr| !is_test_attribute(attr));
+    // rstest's and test-case's attributes go too: they would make cases of the
+    // `#[test]` (a second error) or are unknown without them.
+    let attrs = attrs
+        .iter()
+        .filter(|attr| !is_test_attribute(attr) && !parametrised::is_case_attribute(attr));
     let name = &sig.ident;
     let mut inner = sig.clone();
+    for input in &mut inner.inputs {
+        if let FnArg::Typed(typed) = input {
+            typed.attrs.clear();
+        }
+    }
     // `async` even when the user forgot it, so an `.await` in the body adds no
     // second error; the other qualifiers are what was reported.
     inner.asyncness = Some(Default::default());

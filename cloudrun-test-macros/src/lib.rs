@@ -29,6 +29,7 @@ use proc_macro::TokenStream;
 
 mod args;
 mod expand;
+mod parametrised;
 #[cfg(test)]
 mod expansion_snapshot;
 

@@ -109,6 +109,24 @@ pub trait Inject: Sized {
     fn inject(context: &TestContext) -> Result<Self, Error>;
 }
 
+/// The parameter of a parametrised test (`rstest`, `test-case`), built from the running
+/// test's context: the attribute, above `#[rstest]` or `#[test_case]`, moves the
+/// parameter into the body as `let client: Client = injected();`. A failure to build it
+/// fails the test as setup does.
+#[track_caller]
+pub fn injected<P: Inject>() -> P {
+    let Some(context) = crate::parametrised::current() else {
+        panic!(
+            "cloudrun_test: no test is running: a parametrised `#[cloudrun_test]` function \
+             runs only as its cases' tests"
+        )
+    };
+    match P::inject(&context) {
+        Ok(parameter) => parameter,
+        Err(error) => panic!("cloudrun_test setup failed: {error}"),
+    }
+}
+
 impl Inject for Client {
     fn inject(context: &TestContext) -> Result<Self, Error> {
         Ok(context.client().clone())
@@ -296,11 +314,13 @@ fn run<F, Args>(
                 }
             };
             // Building the parameter (a gRPC channel) is setup too.
+            let scoped = context.clone();
             let test = test_fn.call(context).map_err(|error| {
                 format!("cloudrun_test setup failed for `{}`: {error}", spec.name)
             })?;
             set_up.set(true);
-            test.await
+            // A parametrised test builds its parameter inside, with `injected`.
+            crate::parametrised::scope(scoped, test).await
         };
         let Limit { duration, source } = limit;
         match tokio::time::timeout(duration, run).await {

@@ -42,6 +42,7 @@ mod error;
 mod host;
 mod outcome;
 mod owner_only;
+mod parametrised;
 mod probe;
 mod ready;
 mod redirect;
@@ -108,5 +109,7 @@ pub use cloudrun_test_macros::cloudrun_test as test;
 /// What the attribute's expansion calls. Not a public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::entry::{Flavor, Inject, TestFn, TestFuture, TestOutcome, TestSpec, run_test};
+    pub use crate::entry::{
+        Flavor, Inject, TestFn, TestFuture, TestOutcome, TestSpec, injected, run_test,
+    };
 }

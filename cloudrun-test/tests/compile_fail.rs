@@ -45,7 +45,9 @@ fn as_tests() {
     let mut manifest = format!(
         "[package]\nname = \"cloudrun-test-as-tests\"\nversion = \"0.0.0\"\n\
          edition = \"2024\"\npublish = false\nautotests = false\n\n\
-         [dependencies]\ncloudrun-test = {{ path = {:?} }}\n\n[workspace]\n",
+         [dependencies]\ncloudrun-test = {{ path = {:?} }}\n\
+         rstest = {{ version = \"0.29\", default-features = false }}\n\
+         test-case = \"3.4\"\n\n[workspace]\n",
         crate_dir.display().to_string()
     );
     for (group, cases) in &groups {
