@@ -45,16 +45,40 @@ mod expansion_snapshot;
 /// }
 /// ```
 ///
-/// Arguments: `service = "name"` or `url = "https://..."` (exactly one), and optionally
-/// `audience`, `tag`, `project`, `region` (strings), `timeout` (`"500ms"`, `"30s"`, `"2m"`,
-/// `"1h"`, `"1m30s"`: the `humantime` syntax of every cloudrun-test duration, or a
-/// number of seconds; default
-/// `CLOUDRUN_TEST_TIMEOUT`, else 10 minutes), `flavor` (`"current_thread"`, the default, or
-/// `"multi_thread"`), `worker_threads = N` (with `"multi_thread"`), and `crate = "path"`
-/// when `cloudrun_test` is not reachable as `::cloudrun_test`.
+/// # Arguments
 ///
-/// The function takes no parameter, a `Client`, or a `TestContext`, and returns `()` or
-/// `Result<T, E: Debug>`.
+/// Exactly one of `service` and `url` is required; every other argument is optional.
+/// An argument overrides the environment's setting of the same thing, which overrides
+/// `cloudrun-test.toml`.
+///
+/// | Argument | Value | What it does |
+/// |---|---|---|
+/// | `service` | `"hello"` | The Cloud Run service, by name: its URL comes from `CLOUDRUN_TEST_URL_HELLO`, `cloudrun-test.toml`, or the Cloud Run Admin API (with a project and region). |
+/// | `url` | `"https://hello-abc123-ew.a.run.app"` | The service's address (`https://`, or `http://` for one on this machine), skipping any lookup. |
+/// | `audience` | `"https://hello.example.com"` | The token audience, for a service with a custom audience. Default: the URL's origin, which is what Cloud Run expects; leave it out unless the service sets one. |
+/// | `tag` | `"canary"` | Test the revision behind this traffic tag (`https://canary---hello-...run.app`). |
+/// | `project` | `"my-project"` | Where `service` is looked up (default `CLOUDRUN_TEST_PROJECT`, `cloudrun-test.toml`, gcloud's `core/project`). |
+/// | `region` | `"europe-west1"` | Where `service` is looked up (default `CLOUDRUN_TEST_REGION`, `cloudrun-test.toml`, gcloud's `run/region`). |
+/// | `impersonate` | `"tester@my-project.iam.gserviceaccount.com"` | Call the service as this service account: tokens are minted through IAM Credentials with the test's credentials as the caller, who needs `roles/iam.serviceAccountOpenIdTokenCreator` on it. |
+/// | `timeout` | `"30s"`, `"500ms"`, `"1m30s"`, or `30` (seconds) | The limit for the whole test, setup included (`humantime` syntax, as every cloudrun-test duration). Default `CLOUDRUN_TEST_TIMEOUT`, else 10 minutes. |
+/// | `flavor` | `"current_thread"` (default) or `"multi_thread"` | The tokio runtime, as in `#[tokio::test]`. |
+/// | `worker_threads` | `4` | The threads of a `"multi_thread"` runtime. |
+/// | `crate` | `"my_reexport::cloudrun_test"` | The library's path, when it is not reachable as `::cloudrun_test`. |
+///
+/// An unknown or misspelt argument, a value of the wrong type, an argument given twice,
+/// or both `service` and `url`, is a compile error on that argument that says the fix.
+///
+/// `impersonate` without the argument: `CLOUDRUN_TEST_IMPERSONATE_SERVICE_ACCOUNT`
+/// applies to every test of the run.
+///
+/// # Signature
+///
+/// The function is `async`, takes no parameter or one of `Client`, `TestContext`
+/// (the client and what it was built from) or `GrpcChannel` (feature `grpc`), chosen by
+/// its type, and returns `()` or `Result<T, E: Debug>` (an `Err` fails the test). It
+/// becomes a plain `#[test]` of the same name: `cargo test NAME`, nextest and the IDE's
+/// "Run Test" button find it. A setup failure (no credentials, unknown service...)
+/// fails the test with the cause and the fix.
 #[proc_macro_attribute]
 pub fn cloudrun_test(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::cloudrun_test(args.into(), item.into()).into()

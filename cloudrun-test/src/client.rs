@@ -87,26 +87,57 @@ impl Client {
         }
     }
 
+    /// A `GET` request for `path`, relative to the service URL (`"/items?page=2"`) or
+    /// an absolute URL; see [`request`](Self::request). Nothing is sent until
+    /// [`RequestBuilder::send`]:
+    ///
+    /// ```no_run
+    /// # async fn f(client: cloudrun_test::Client) -> Result<(), cloudrun_test::Error> {
+    /// use cloudrun_test::reqwest::StatusCode;
+    ///
+    /// let res = client.get("/healthz").send().await?;
+    /// assert_eq!(res.status(), StatusCode::OK);
+    /// # Ok(()) }
+    /// ```
     pub fn get(&self, path: &str) -> RequestBuilder {
         self.request(Method::GET, path)
     }
 
+    /// A `POST` request for `path`; add a body with [`RequestBuilder::json`],
+    /// [`form`](RequestBuilder::form) or [`body`](RequestBuilder::body). Not retried
+    /// by the default [`RetryPolicy`] (it is not idempotent).
+    ///
+    /// ```no_run
+    /// # async fn f(client: cloudrun_test::Client) -> Result<(), cloudrun_test::Error> {
+    /// let res = client
+    ///     .post("/items")
+    ///     .json(&serde_json::json!({ "name": "pen" }))
+    ///     .send()
+    ///     .await?;
+    /// assert!(res.status().is_success());
+    /// # Ok(()) }
+    /// ```
     pub fn post(&self, path: &str) -> RequestBuilder {
         self.request(Method::POST, path)
     }
 
+    /// A `PUT` request for `path`; see [`get`](Self::get).
     pub fn put(&self, path: &str) -> RequestBuilder {
         self.request(Method::PUT, path)
     }
 
+    /// A `PATCH` request for `path`; see [`get`](Self::get). Not retried by the
+    /// default [`RetryPolicy`] (it is not idempotent).
     pub fn patch(&self, path: &str) -> RequestBuilder {
         self.request(Method::PATCH, path)
     }
 
+    /// A `DELETE` request for `path`; see [`get`](Self::get).
     pub fn delete(&self, path: &str) -> RequestBuilder {
         self.request(Method::DELETE, path)
     }
 
+    /// A `HEAD` request for `path`; see [`get`](Self::get).
     pub fn head(&self, path: &str) -> RequestBuilder {
         self.request(Method::HEAD, path)
     }
@@ -174,6 +205,15 @@ impl RequestBuilder {
         self
     }
 
+    /// Adds a header. The token's header is set by [`send`](Self::send) and replaces
+    /// one of the same name set here; a name or value that is not valid HTTP makes
+    /// `send` return an error of kind [`ErrorKind::Request`].
+    ///
+    /// ```no_run
+    /// # async fn f(client: cloudrun_test::Client) -> Result<(), cloudrun_test::Error> {
+    /// let res = client.get("/").header("accept-language", "fr").send().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn header<K, V>(self, key: K, value: V) -> Self
     where
         HeaderName: TryFrom<K>,
@@ -184,26 +224,39 @@ impl RequestBuilder {
         self.map(|builder| builder.header(key, value))
     }
 
+    /// Adds every header of `headers`; see [`header`](Self::header).
     pub fn headers(self, headers: HeaderMap) -> Self {
         self.map(|builder| builder.headers(headers))
     }
 
+    /// Appends `query` (anything serde serializes as key–value pairs:
+    /// `&[("page", "2")]`, a struct, a map) to the URL's query string.
     pub fn query<T: Serialize + ?Sized>(self, query: &T) -> Self {
         self.map(|builder| builder.query(query))
     }
 
+    /// Sends `json` serialized as the body, with `content-type: application/json`.
+    /// A value that cannot be serialized makes `send` return an error.
     pub fn json<T: Serialize + ?Sized>(self, json: &T) -> Self {
         self.map(|builder| builder.json(json))
     }
 
+    /// Sends `form` URL-encoded as the body, with
+    /// `content-type: application/x-www-form-urlencoded`.
     pub fn form<T: Serialize + ?Sized>(self, form: &T) -> Self {
         self.map(|builder| builder.form(form))
     }
 
+    /// Sets the body: a `String`, `Vec<u8>`, `&'static str`, `bytes::Bytes`... (any
+    /// `Into<reqwest::Body>`). A streamed body cannot be sent again, so a request with
+    /// one is neither retried nor re-sent after a 401.
     pub fn body(self, body: impl Into<reqwest::Body>) -> Self {
         self.map(|builder| builder.body(body))
     }
 
+    /// The limit for this request, from sending it to the end of its body, instead
+    /// of the client's ([`ClientBuilder::timeout`]); past it, `send` (or reading the
+    /// body) fails with an error whose [`Error::is_timeout`] is true.
     pub fn timeout(self, timeout: Duration) -> Self {
         self.map(|builder| builder.timeout(timeout))
     }
@@ -297,11 +350,16 @@ impl ClientBuilder {
         self
     }
 
+    /// The Google Cloud project to look the service up in (default:
+    /// `CLOUDRUN_TEST_PROJECT` or `GOOGLE_CLOUD_PROJECT`, `cloudrun-test.toml`, then
+    /// gcloud's `core/project`).
     pub fn project(mut self, project: impl Into<String>) -> Self {
         self.query.project = Some(project.into());
         self
     }
 
+    /// The Cloud Run region of the service, e.g. `europe-west1` (default:
+    /// `CLOUDRUN_TEST_REGION`, `cloudrun-test.toml`, then gcloud's `run/region`).
     pub fn region(mut self, region: impl Into<String>) -> Self {
         self.query.region = Some(region.into());
         self

@@ -19,15 +19,20 @@ pub enum Probe {
     /// the service did not fail, and if not, why and the fix.
     #[non_exhaustive]
     Answered {
+        /// The answer, its body unread.
         response: Response,
+        /// What the answer means: [`Verdict::ok`], else its cause and fix.
         verdict: Verdict,
     },
     /// No answer came: why, by the client's rules; reqwest's error; and where the
     /// service lives, as far as the client knows (for commands that check it).
     #[non_exhaustive]
     Unanswered {
+        /// Why no answer came (DNS, refused connection, TLS, timeout...).
         cause: NoAnswer,
+        /// reqwest's error, with its source chain.
         error: reqwest::Error,
+        /// Where the service lives, as far as the client knows.
         place: Place,
     },
 }

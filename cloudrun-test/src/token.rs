@@ -43,16 +43,24 @@ struct TokenInner {
 /// verifying the signature: the service verifies, we only explain.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 pub struct Claims {
+    /// The audience: whom the token is for. Cloud Run accepts a token whose audience is
+    /// the service's URL (or a custom audience set on the service). A list of audiences
+    /// reads as its first.
     #[serde(default, deserialize_with = "audience_claim")]
     pub aud: Option<String>,
+    /// The principal's email, when the token carries it (service accounts and users).
     #[serde(default)]
     pub email: Option<String>,
+    /// The principal's unique ID at the issuer.
     #[serde(default)]
     pub sub: Option<String>,
+    /// Who issued the token, e.g. `https://accounts.google.com`.
     #[serde(default)]
     pub iss: Option<String>,
+    /// When the token was issued, in seconds since the Unix epoch.
     #[serde(default, deserialize_with = "numeric_date")]
     pub iat: Option<u64>,
+    /// When the token expires, in seconds since the Unix epoch.
     #[serde(default, deserialize_with = "numeric_date")]
     pub exp: Option<u64>,
 }

@@ -9,8 +9,11 @@ use crate::resolve::Target;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Place {
+    /// The service's name.
     pub service: Option<String>,
+    /// Its Cloud Run region, e.g. `europe-west1`.
     pub region: Option<String>,
+    /// Its project, by ID or number.
     pub project: Option<String>,
 }
 
