@@ -18,7 +18,9 @@ use crate::settings::Settings;
 /// The tokio runtime a test runs on, as in `#[tokio::test(flavor = ...)]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
+    /// One thread: `flavor = "current_thread"` (the default).
     CurrentThread,
+    /// A thread pool: `flavor = "multi_thread"`.
     MultiThread,
 }
 
@@ -32,20 +34,30 @@ pub struct TestSpec {
     pub name: &'static str,
     /// `env!("CARGO_MANIFEST_DIR")` of the test crate: where `cloudrun-test.toml` is looked for.
     pub manifest_dir: &'static str,
+    /// `service = "..."`: the Cloud Run service to look up by name.
     pub service: Option<&'static str>,
+    /// `url = "..."`: the service URL, skipping any lookup.
     pub url: Option<&'static str>,
+    /// `audience = "..."`: the token audience (default: the URL's origin).
     pub audience: Option<&'static str>,
+    /// `tag = "..."`: the traffic tag whose revision is tested.
     pub tag: Option<&'static str>,
+    /// `project = "..."`: where the service is looked up.
     pub project: Option<&'static str>,
+    /// `region = "..."`: where the service is looked up.
     pub region: Option<&'static str>,
     /// `impersonate = "sa@..."`: the service account the test calls the service as.
     pub impersonate: Option<&'static str>,
+    /// `timeout = "..."`: the limit for the whole test.
     pub timeout: Option<Duration>,
+    /// `flavor = "..."`: the test's runtime.
     pub flavor: Flavor,
+    /// `worker_threads = N`: the threads of a `multi_thread` runtime.
     pub worker_threads: Option<usize>,
 }
 
 impl TestSpec {
+    /// No argument given: what the macro's literal fills the rest from.
     pub const DEFAULT: TestSpec = TestSpec {
         name: "",
         manifest_dir: "",
@@ -106,6 +118,8 @@ where
     note = "take `client: cloudrun_test::Client`, `context: cloudrun_test::TestContext` or `channel: cloudrun_test::GrpcChannel` (feature `grpc`), by value (all are cheap to clone)"
 )]
 pub trait Inject: Sized {
+    /// Builds the parameter from the test's context; an error fails the test as a
+    /// setup failure does.
     fn inject(context: &TestContext) -> Result<Self, Error>;
 }
 
@@ -186,6 +200,7 @@ pub mod grpc_disabled {
     label = "unsupported return type"
 )]
 pub trait TestOutcome {
+    /// `Err` with the error's `Debug` text fails the test.
     fn into_result(self) -> Result<(), String>;
 }
 

@@ -76,6 +76,7 @@ pub struct ChainStep {
     pub source: &'static str,
     /// What was looked at, e.g. `GOOGLE_APPLICATION_CREDENTIALS`.
     pub looked_at: &'static str,
+    /// Whether the source was chosen, skipped (and how to set it up) or failed.
     pub outcome: StepOutcome,
 }
 
@@ -84,13 +85,27 @@ pub struct ChainStep {
 #[non_exhaustive]
 pub enum StepOutcome {
     /// The credentials come from here.
-    Chosen { description: String },
+    Chosen {
+        /// The credentials in words, e.g. `service account key sa@p.iam.gserviceaccount.com`.
+        description: String,
+    },
     /// Not available here: why, and how to set it up.
-    Skipped { reason: String, setup: String },
+    Skipped {
+        /// Why the source was not used, e.g. `GOOGLE_APPLICATION_CREDENTIALS is not set`.
+        reason: String,
+        /// How to make the source available.
+        setup: String,
+    },
     /// Present but unusable: the chain stopped with this error.
-    Failed { error: Error },
+    Failed {
+        /// What was wrong with the source, with its fix.
+        error: Error,
+    },
     /// Impersonation applied to the chosen credentials.
-    Wraps { description: String },
+    Wraps {
+        /// The impersonated credentials in words.
+        description: String,
+    },
 }
 
 impl fmt::Display for ChainStep {
