@@ -340,3 +340,125 @@ fn a_local_url_needs_no_credentials() {
     let text = run_which_service(&krate, &env);
     assert!(text.contains("ANSWERED-BY=\"local\""), "{text}");
 }
+
+/// Parametrised tests as the docs show them: `#[cloudrun_test(...)]` above rstest's and
+/// test-case's cases, two of each, every case asserting the service echoed its path.
+fn parametrised_suite() -> GeneratedCrate {
+    GeneratedCrate::with_dev_dependencies(
+        "parametrised-suite",
+        r#"
+use cloudrun_test::{Client, cloudrun_test};
+use rstest::rstest;
+use test_case::test_case;
+
+async fn echoes(client: &Client, path: &str) {
+    let response = client.get(path).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(echo["path"], path);
+}
+
+#[cloudrun_test(service = "hello")]
+#[rstest]
+#[case::first("/rstest/1")]
+#[case::second("/rstest/2")]
+async fn rstest_paths(#[case] path: &str, client: Client) {
+    echoes(&client, path).await;
+}
+
+#[cloudrun_test(service = "hello")]
+#[test_case("/test-case/1" ; "first")]
+#[test_case("/test-case/2" ; "second")]
+async fn test_case_paths(client: Client, path: &str) {
+    echoes(&client, path).await;
+}
+"#,
+        "rstest = { version = \"0.29\", default-features = false }\ntest-case = \"3.4\"\n",
+    )
+}
+
+/// Each case's own test, as `cargo test -- --list` names it.
+const CASES: [&str; 4] = [
+    "rstest_paths::case_1_first",
+    "rstest_paths::case_2_second",
+    "test_case_paths::test_case_1_first",
+    "test_case_paths::test_case_2_second",
+];
+
+#[test]
+fn parametrised_cases_are_tests_of_their_own_under_cargo_test_and_nextest() {
+    let krate = parametrised_suite();
+    let fixture = fixture();
+    let env = fixture.environment(TESTER);
+
+    let listed = krate.cargo(
+        &["test", "--offline", "--test", "generated", "--", "--list"],
+        &env,
+    );
+    let text = output_text(&listed);
+    assert!(listed.status.success(), "{text}");
+    for case in CASES {
+        assert!(
+            text.contains(&format!("{case}: test")),
+            "{case} not listed:\n{text}"
+        );
+    }
+    assert!(text.contains("4 tests, 0 benchmarks"), "{text}");
+
+    // Every case runs against the emulator and passes, under its own name.
+    let run = krate.cargo(&["test", "--offline", "--test", "generated"], &env);
+    let text = output_text(&run);
+    assert!(run.status.success(), "{text}");
+    for case in CASES {
+        assert!(
+            text.contains(&format!("test {case} ... ok")),
+            "{case}:\n{text}"
+        );
+    }
+    assert!(text.contains("test result: ok. 4 passed"), "{text}");
+    assert_eq!(fixture.emulator.stats().front_accepted, 4);
+
+    // `cargo test NAME` picks one case.
+    let one = krate.cargo(
+        &[
+            "test",
+            "--offline",
+            "--test",
+            "generated",
+            "--",
+            "--exact",
+            CASES[3],
+        ],
+        &env,
+    );
+    let text = output_text(&one);
+    assert!(one.status.success(), "{text}");
+    assert!(text.contains("test result: ok. 1 passed"), "{text}");
+    assert_eq!(fixture.emulator.stats().front_accepted, 5);
+
+    if !cloudrun_test_e2e::tier::tool("cargo-nextest") {
+        return;
+    }
+    let nextest = krate.cargo(
+        &[
+            "nextest",
+            "run",
+            "--offline",
+            "--no-fail-fast",
+            "--test",
+            "generated",
+        ],
+        &env,
+    );
+    let text = output_text(&nextest);
+    assert!(nextest.status.success(), "{text}");
+    for case in CASES {
+        assert!(
+            text.lines()
+                .any(|line| line.contains("PASS") && line.trim_end().ends_with(case)),
+            "{case} did not pass under nextest:\n{text}"
+        );
+    }
+    assert!(text.contains("4 tests run: 4 passed"), "{text}");
+    assert_eq!(fixture.emulator.stats().front_accepted, 9);
+}

@@ -76,6 +76,12 @@ pub struct GeneratedCrate {
 impl GeneratedCrate {
     /// `tests` is the source of `tests/generated.rs`.
     pub fn new(name: &str, tests: &str) -> GeneratedCrate {
+        GeneratedCrate::with_dev_dependencies(name, tests, "")
+    }
+
+    /// [`GeneratedCrate::new`] with more `[dev-dependencies]` lines; they must be in the
+    /// workspace's lock file (nested builds are offline).
+    pub fn with_dev_dependencies(name: &str, tests: &str, more: &str) -> GeneratedCrate {
         // Cargo names a path package's build outputs by name and version, not folder:
         // two crates of the same name built at once would overwrite each other's test
         // binary (with the other's CARGO_MANIFEST_DIR compiled in).
@@ -96,7 +102,7 @@ publish = false
 [dev-dependencies]
 cloudrun-test = {{ path = "{}" }}
 serde_json = "1"
-
+{more}
 [workspace]
 "#,
             root.join("cloudrun-test").display()
