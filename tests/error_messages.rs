@@ -338,12 +338,19 @@ async fn a_service_that_never_gets_ready_says_how_long_and_its_last_answer() {
         .await
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::NotReady);
-    assert_eq!(error.status(), Some(reqwest::StatusCode::SERVICE_UNAVAILABLE));
+    assert_eq!(
+        error.status(),
+        Some(reqwest::StatusCode::SERVICE_UNAVAILABLE)
+    );
     assert_says(
         &error.to_string(),
         &["was not ready after 0.", "last answer: HTTP 503"],
     );
 }
+
+/// The line of `child_without_credentials`'s attribute: where its setup failure must
+/// be reported, not in the library.
+const CHILD_LINE: u32 = line!() + 3;
 
 /// Run in a child process with no credentials anywhere.
 #[cloudrun_test(url = "https://hello-123456789.europe-west1.run.app")]
@@ -352,8 +359,9 @@ async fn child_without_credentials(client: Client) {
     client.get("/").send().await.unwrap();
 }
 
-#[test]
-fn no_credentials_at_all_lists_what_was_tried() {
+/// What `child_without_credentials` prints, run with no credentials anywhere and the
+/// variables `env` set.
+fn child_without_credentials_says(env: &[(&str, &str)]) -> String {
     let home = tempfile::tempdir().unwrap();
     let mut command = Command::new(std::env::current_exe().unwrap());
     command.args(["child_without_credentials", "--exact", "--ignored"]);
@@ -361,16 +369,53 @@ fn no_credentials_at_all_lists_what_was_tried() {
     command
         .env("HOME", home.path())
         .env("CLOUDSDK_CONFIG", home.path().join("gcloud"))
-        .env("CLOUDRUN_TEST_GCLOUD", home.path().join("no-gcloud-here"));
+        .env("CLOUDRUN_TEST_GCLOUD", home.path().join("no-gcloud-here"))
+        .envs(env.iter().copied());
     let output = command.output().unwrap();
     let text = output_text(&output);
     assert!(!output.status.success(), "{text}");
+    text
+}
+
+const EMULATE_LINE: &str = "no Google account? run the suite against the local emulator: \
+                            cloudrun-test emulate --serve 'NAME=cargo run' -- cargo test";
+
+#[test]
+fn no_credentials_at_all_lists_what_was_tried() {
+    let text = child_without_credentials_says(&[]);
     assert_says(
         &text,
         &[
             "cloudrun_test setup failed",
             "no Google credentials found",
             "GOOGLE_APPLICATION_CREDENTIALS",
+            // No project either: perhaps no Google account at all.
+            EMULATE_LINE,
         ],
     );
+    // The panic is the user's test's, where the IDE's click-through should land.
+    let location = format!("panicked at {}:{CHILD_LINE}:", file!());
+    assert!(
+        text.contains(&location),
+        "expected {location:?} in:\n{text}"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|line| line.contains("panicked at") && line.contains("entry.rs")),
+        "{text}"
+    );
+}
+
+/// With a project set, the user has a Google account: the emulator is not offered.
+#[test]
+fn no_credentials_with_a_project_does_not_offer_the_emulator() {
+    for variable in ["CLOUDRUN_TEST_PROJECT", "GOOGLE_CLOUD_PROJECT"] {
+        let text = child_without_credentials_says(&[(variable, "my-project")]);
+        assert_says(&text, &["no Google credentials found"]);
+        assert!(
+            !text.contains("cloudrun-test emulate"),
+            "{variable}: {text}"
+        );
+    }
 }

@@ -268,7 +268,8 @@ fn expand(test: &TestItem, args: &Args) -> TokenStream {
     // library cannot use is reported once, on the user's tokens, with the
     // library's `on_unimplemented` message. Inside the function the bounds hold,
     // so `run_test` cannot fail a second time. Named so that rustc's note reads
-    // "required by a bound in `cloudrun_test`".
+    // "required by a bound in `cloudrun_test`". `#[track_caller]`, as on `run_test`: a
+    // setup failure's panic is located at the user's test, not in the library.
     let runner = if name == "cloudrun_test" {
         format_ident!("__cloudrun_test")
     } else {
@@ -282,6 +283,7 @@ fn expand(test: &TestItem, args: &Args) -> TokenStream {
         Some(FnArg::Typed(param)) => {
             let param = phantom(&param.ty);
             quote! {
+                #[track_caller]
                 fn #runner<F, P, Fut, R>(
                     spec: #private::TestSpec,
                     test: F,
@@ -299,6 +301,7 @@ fn expand(test: &TestItem, args: &Args) -> TokenStream {
             }
         }
         _ => quote! {
+            #[track_caller]
             fn #runner<F, Fut, R>(
                 spec: #private::TestSpec,
                 test: F,

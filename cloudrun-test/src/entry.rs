@@ -290,7 +290,10 @@ async fn context_for(
 
 /// Runs one test: builds its runtime, resolves the service, fetches a token, builds the
 /// client, runs the body under the test's limit and turns a failure into a panic with
-/// a readable message, as `#[test]` expects.
+/// a readable message, as `#[test]` expects. `#[track_caller]` (here, in `run` and in
+/// the expansion) makes that panic's location the user's test, where the IDE's
+/// click-through should land, rather than this file.
+#[track_caller]
 pub fn run_test<F, Args>(spec: TestSpec, test_fn: F)
 where
     F: TestFn<Args>,
@@ -300,6 +303,7 @@ where
 
 /// [`run_test`] over `settings` (the environment's, read once per process), with
 /// `credentials` instead of the environment's if given (as the unit tests do).
+#[track_caller]
 fn run<F, Args>(
     spec: TestSpec,
     settings: Result<Settings, Error>,

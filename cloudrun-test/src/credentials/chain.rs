@@ -32,6 +32,20 @@ use crate::settings::{env, gcloud_config_dir};
 pub(crate) const FORCE_VARIABLE: &str = "CLOUDRUN_TEST_CREDENTIALS";
 pub(crate) const IMPERSONATE_VARIABLE: &str = "CLOUDRUN_TEST_IMPERSONATE_SERVICE_ACCOUNT";
 
+/// Adds the offline way to `error` (no credentials) when no project is set either: that
+/// is someone who may have no Google account at all, and `emulate` needs none.
+fn offer_the_emulator(error: Error) -> Error {
+    if env("CLOUDRUN_TEST_PROJECT").is_some() || env("GOOGLE_CLOUD_PROJECT").is_some() {
+        return error;
+    }
+    let fix = error.fix().unwrap_or_default().to_owned();
+    error.with_fix(format!("{fix}\n{NO_ACCOUNT}"))
+}
+
+/// How to run a suite without Google credentials.
+pub(crate) const NO_ACCOUNT: &str = "no Google account? run the suite against the local \
+     emulator: cloudrun-test emulate --serve 'NAME=cargo run' -- cargo test";
+
 /// The sources in chain order: name, what is looked at, and how to set it up.
 const SOURCES: [(&str, &str, &str); 5] = [
     (
@@ -286,7 +300,10 @@ pub(crate) fn explain() -> (Result<Credentials, Error>, Vec<ChainStep>) {
                 _ => None,
             })
             .collect();
-        return (Err(Error::no_credentials(tried.join("\n"))), steps);
+        return (
+            Err(offer_the_emulator(Error::no_credentials(tried.join("\n")))),
+            steps,
+        );
     };
     let source = match impersonate {
         None => source,
