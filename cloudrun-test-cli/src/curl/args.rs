@@ -88,3 +88,21 @@ pub struct CurlArgs {
     )]
     pub(super) rest: Vec<String>,
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use clap::Args;
+
+    /// The help spells out the redirect limit's default: it must be the one in force.
+    #[test]
+    fn the_help_states_the_redirect_default_in_force() {
+        let help = super::CurlArgs::augment_args(clap::Command::new("curl"))
+            .render_long_help()
+            .to_string();
+        let default = super::super::options::DEFAULT_MAX_REDIRS;
+        assert!(
+            help.contains(&format!("--max-redirs N (default {default})")),
+            "{help}"
+        );
+    }
+}
