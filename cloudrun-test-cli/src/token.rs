@@ -1,9 +1,11 @@
 //! `cloudrun-test token`: one identity token on stdout, for scripts and `curl`.
 
+use std::future::Future;
 use std::io::Write;
 use std::process::ExitCode;
+use std::task::{Context, Poll, Waker};
 
-use cloudrun_test::Credentials;
+use cloudrun_test::{Credentials, IdToken};
 
 /// Print an identity token for an audience (and a newline), nothing else, on stdout.
 ///
@@ -32,13 +34,7 @@ pub fn run(args: TokenArgs) -> Result<ExitCode, String> {
         (None, None) => unreachable!("clap requires --audience or --url"),
     };
     let credentials = Credentials::from_env().map_err(|error| error.to_string())?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| format!("starting the async runtime failed: {error}"))?;
-    let token = runtime
-        .block_on(credentials.id_token(&audience))
-        .map_err(|error| error.to_string())?;
+    let token = id_token(&credentials, &audience)?;
     eprintln!(
         "cloudrun-test: token for {audience} from {}",
         credentials.describe()
@@ -51,6 +47,23 @@ pub fn run(args: TokenArgs) -> Result<ExitCode, String> {
         .and_then(|()| stdout.flush())
         .map_err(|error| format!("writing the token to stdout failed: {error}"))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The identity token for `audience`. A cached one (in memory or on disk) is ready at
+/// the first poll, so the warm path starts no runtime; only a mint needs one.
+pub(crate) fn id_token(credentials: &Credentials, audience: &str) -> Result<IdToken, String> {
+    let mut future = std::pin::pin!(credentials.id_token(audience));
+    let mut context = Context::from_waker(Waker::noop());
+    let result = match future.as_mut().poll(&mut context) {
+        Poll::Ready(result) => result,
+        // Pending: the mint runs on the library's fetcher thread; this waits for it.
+        Poll::Pending => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| format!("starting the async runtime failed: {error}"))?
+            .block_on(future),
+    };
+    result.map_err(|error| error.to_string())
 }
 
 fn reqwest_url(text: &str) -> Result<cloudrun_test::Url, String> {

@@ -174,6 +174,15 @@ where
         }
     }
 
+    /// Keeps `value` for `key`, found without fetching (on disk), unless a fetch for
+    /// `key` is under way: its waiters get that fetch's result.
+    pub(crate) fn offer(&self, key: K, value: V) {
+        let mut slots = self.lock();
+        if !matches!(slots.get(&key), Some(Slot::Pending(_))) {
+            slots.insert(key, Slot::Ready(value));
+        }
+    }
+
     /// Forgets the value for `key` if `matches` says it is the bad one.
     pub(crate) fn forget_if(&self, key: &K, matches: impl Fn(&V) -> bool) {
         let mut slots = self.lock();
@@ -213,8 +222,9 @@ pub(crate) fn access_token_key(fingerprint: &str) -> TokenKey {
 
 /// The token for `key`: the cached one while it is fresh, else the result of one
 /// shared run of the future `mint` builds (on a miss only), on the fetcher runtime,
-/// through the disk cache when `on_disk`. The future takes [`fetcher_http`] itself
-/// when it runs, so that a disk cache hit builds no HTTP client.
+/// through the disk cache when `on_disk`. A fresh token on disk is read on the caller's
+/// thread, and the future takes [`fetcher_http`] itself when it runs, so that a disk
+/// cache hit starts no fetcher thread and builds no HTTP client.
 pub(crate) async fn token<F>(
     key: TokenKey,
     on_disk: bool,
@@ -225,6 +235,16 @@ where
 {
     // The hot path: a fresh token, with nothing built for a fetch.
     if let Some(token) = TOKENS.ready(&key, Token::is_fresh) {
+        return Ok(token);
+    }
+    // The warm path of a new process: a token another process stored, read here on the
+    // caller's thread (one small file), so that neither the fetcher's runtime nor its
+    // HTTP client is built. A miss takes the locked path below, which reads again.
+    if let Some(token) = DiskCache::get()
+        .filter(|_| on_disk)
+        .and_then(|disk| disk.peek(&key))
+    {
+        TOKENS.offer(key, token.clone());
         return Ok(token);
     }
     let disk_key = key.clone();

@@ -148,6 +148,16 @@ impl DiskCache {
         Ok(token)
     }
 
+    /// The fresh token for `key` on disk, read without the lock and without minting:
+    /// entries are replaced by atomic rename, so a reader sees a whole one or none. The
+    /// warm path of a new process (the CLI, a nextest test) ends here, on the caller's
+    /// thread, with no fetcher runtime or HTTP client built.
+    pub(crate) fn peek(&self, key: &str) -> Option<Token> {
+        let token = read(&self.entry_path(key), key)?;
+        tracing::debug!("identity token served from the disk cache");
+        Some(token)
+    }
+
     /// Deletes the stored token for `key` if it is `bad` (the service refused it with
     /// 401), so that the next `get_or_mint` mints instead of serving it again. At
     /// worst a racing process's fresh token goes too, which costs one mint.

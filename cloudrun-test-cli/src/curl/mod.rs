@@ -175,13 +175,7 @@ fn token_for(url: &Url, audience: &str) -> Result<Option<(IdToken, Credentials)>
         }
         Err(error) => return Err(error.to_string()),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| format!("starting the async runtime failed: {error}"))?;
-    let token = runtime
-        .block_on(credentials.id_token(audience))
-        .map_err(|error| error.to_string())?;
+    let token = crate::token::id_token(&credentials, audience)?;
     tracing::debug!(
         audience,
         source = credentials.describe(),
