@@ -121,6 +121,43 @@ fn emulate_exports_the_environment_and_returns_the_command_status() {
     );
 }
 
+/// Under `emulate`, a caller who may not invoke is told the command's flag that grants
+/// it, not gcloud's binding nor the emulator's Rust API.
+#[test]
+fn emulate_names_its_invoker_flag_for_a_403() {
+    let doctor = format!(
+        "{} doctor --service hello",
+        env!("CARGO_BIN_EXE_cloudrun-test")
+    );
+    let output = run_isolated(
+        &[
+            "emulate",
+            "--service",
+            "hello",
+            "--invoker",
+            "someone-else@example.com",
+            "--",
+            "sh",
+            "-c",
+            &doctor,
+        ],
+        &[],
+    );
+    let text = output_text(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains(
+            "fix: add `--invoker serviceAccount:tester@emulated-project.iam.gserviceaccount.com` \
+             to the `cloudrun-test emulate` command"
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("add-iam-policy-binding hello --region"),
+        "{text}"
+    );
+}
+
 /// Impersonation under `emulate`: the token creator mints through the emulated IAM
 /// (CLOUDRUN_TEST_IAM_ENDPOINT is exported), and only the impersonated account may invoke.
 #[test]

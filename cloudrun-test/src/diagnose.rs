@@ -215,22 +215,13 @@ fn verdict(status: u16, sent: &Sent<'_>) -> Verdict {
             } else {
                 format!("user:{identity}")
             };
-            let project = sent
-                .project
-                .map(|project| format!(" --project {project}"))
-                .unwrap_or_default();
             (
                 Cause::NotInvoker,
                 format!(
                     "the token is valid, but {identity} may not invoke the service (it lacks \
                      roles/run.invoker, if Cloud Run sent the 403 and not your app)"
                 ),
-                Some(format!(
-                    "gcloud run services add-iam-policy-binding {} --region {}{project} \
-                     --member={member} --role=roles/run.invoker",
-                    sent.service.unwrap_or("SERVICE"),
-                    sent.region.unwrap_or("REGION"),
-                )),
+                Some(grant_invoker(sent, &member, under_emulate())),
             )
         }
         (404, _) => (
@@ -268,6 +259,34 @@ fn verdict(status: u16, sent: &Sent<'_>) -> Verdict {
         evidence,
         fix,
     }
+}
+
+/// Whether this process runs under `cloudrun-test emulate` (which says so in
+/// `CLOUDRUN_TEST_EMULATOR`): its fixes are then the command's flags.
+fn under_emulate() -> bool {
+    matches!(crate::settings::Emulated::get(), Ok(Some(_)))
+}
+
+/// How `member` gets `roles/run.invoker` on the service: the `emulate` command's
+/// `--invoker` flag under it (the emulator's grants are the command's flags), else
+/// gcloud's binding.
+fn grant_invoker(sent: &Sent<'_>, member: &str, under_emulate: bool) -> String {
+    if under_emulate {
+        return format!(
+            "add `--invoker {member}` to the `cloudrun-test emulate` command (without \
+             --invoker, only the --as account may invoke)"
+        );
+    }
+    let project = sent
+        .project
+        .map(|project| format!(" --project {project}"))
+        .unwrap_or_default();
+    format!(
+        "gcloud run services add-iam-policy-binding {} --region {}{project} \
+         --member={member} --role=roles/run.invoker",
+        sent.service.unwrap_or("SERVICE"),
+        sent.region.unwrap_or("REGION"),
+    )
 }
 
 /// Who the request was sent as: the token's email, else the credentials' identity.
@@ -821,6 +840,13 @@ mod tests {
             verdict.fix.unwrap(),
             "gcloud run services add-iam-policy-binding hello --region europe-west1 \
              --member=user:me@example.com --role=roles/run.invoker"
+        );
+        // Under `cloudrun-test emulate`, the grant is the command's flag.
+        let emulated = grant_invoker(&sent(&url, Some(&token)), "user:me@example.com", true);
+        assert_eq!(
+            emulated,
+            "add `--invoker user:me@example.com` to the `cloudrun-test emulate` command \
+             (without --invoker, only the --as account may invoke)"
         );
         let none = Verdict::explain(403, &sent(&url, None));
         assert_eq!(none.cause, Cause::NoToken);
