@@ -516,7 +516,19 @@ fn explain_401(refused: &Refused, sent: &Sent<'_>) -> (String, String) {
                 .map(String::as_str)
                 .unwrap_or("https://...");
             let minted_here = audience.trim_end_matches('/') == sent.audience.trim_end_matches('/');
+            // The URL's origin is what tokens are minted for without `audience`.
+            let origin_accepted = accepted
+                .iter()
+                .any(|accepted| accepted.trim_end_matches('/') == here);
             let fix = match &configured {
+                // Removing the setting is the whole fix: naming an accepted audience
+                // would hard-code, say, the emulator's random port.
+                Some(_) if minted_here && origin_accepted => format!(
+                    "remove `audience = \"{}\"` (from the attribute, `ClientBuilder::audience`, \
+                     [services.{service}] in cloudrun-test.toml, or the command's `--audience`): \
+                     it defaults to the URL's origin, {here}, which the service accepts",
+                    sent.audience
+                ),
                 Some(remove) if minted_here => {
                     format!(
                         "{remove}, or set it to one the service accepts (e.g. `audience = \"{first}\"`)"
@@ -753,6 +765,50 @@ mod tests {
                 audience: "https://hello.example.com".into(),
                 url: expected.into(),
             }
+        );
+    }
+
+    /// An `audience` set to something the service does not accept, when the URL's
+    /// origin is accepted: the fix is removing it, not naming an accepted one (under
+    /// the emulator, a random port).
+    #[test]
+    fn a_wrong_configured_audience_is_removed_when_the_origin_is_accepted() {
+        let url = Url::parse("http://127.0.0.1:40041/x").unwrap();
+        let configured = "https://hello.example.com";
+        let token = IdToken(jwt(serde_json::json!({
+            "iss": "https://accounts.google.com",
+            "aud": configured,
+            "exp": now() + 100,
+        })));
+        let explain = |accepted: &[String]| {
+            Verdict::explain(
+                401,
+                &Sent {
+                    audience: configured,
+                    accepted_audiences: accepted,
+                    ..sent(&url, Some(&token))
+                },
+            )
+        };
+        let origin = ["http://127.0.0.1:40041/".to_owned()];
+        let verdict = explain(&origin);
+        assert_eq!(verdict.cause, Cause::WrongAudience);
+        assert_eq!(
+            verdict.fix.unwrap(),
+            "remove `audience = \"https://hello.example.com\"` (from the attribute, \
+             `ClientBuilder::audience`, [services.hello] in cloudrun-test.toml, or the command's \
+             `--audience`): it defaults to the URL's origin, http://127.0.0.1:40041, which the \
+             service accepts"
+        );
+        // When the origin is not accepted either, an accepted audience is named.
+        let elsewhere = ["https://hello-1.europe-west1.run.app".to_owned()];
+        let fix = explain(&elsewhere).fix.unwrap();
+        assert!(
+            fix.ends_with(
+                "or set it to one the service accepts (e.g. `audience = \
+                 \"https://hello-1.europe-west1.run.app\"`)"
+            ),
+            "{fix}"
         );
     }
 
