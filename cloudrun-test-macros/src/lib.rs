@@ -24,6 +24,7 @@
 //! `#[test] fn` with the user's function inside, next to the `compile_error!`s, as
 //! `#[tokio::test]` does: the IDE keeps completion in the body and the test's
 //! "Run Test" button while the attribute is being fixed.
+#![warn(missing_docs)]
 
 use proc_macro::TokenStream;
 
