@@ -450,6 +450,13 @@ impl ClientBuilder {
 
     /// Resolves the service and fetches a first token, so that setup problems surface
     /// here with their fix rather than at the first request.
+    ///
+    /// The error's [`kind`](Error::kind) says which: [`ErrorKind::Setting`] (an invalid
+    /// or missing setting, e.g. no project for a lookup by name),
+    /// [`ErrorKind::NoCredentials`] or [`ErrorKind::CredentialsFile`],
+    /// [`ErrorKind::ServiceNotFound`] or [`ErrorKind::AdminApi`] (the lookup),
+    /// [`ErrorKind::TokenEndpoint`] (the first token), or [`ErrorKind::NotReady`] (after
+    /// [`wait_until_ready`](Self::wait_until_ready)).
     pub async fn build(self) -> Result<Client, Error> {
         let settings = match self.settings {
             Some(settings) => settings,

@@ -26,7 +26,23 @@ use crate::redact::redact;
 /// Everything that can go wrong between a test and the service it calls.
 ///
 /// Its `Display` says what was tried, what went wrong and (on a `fix:` line) what to
-/// do; its methods say the same to code.
+/// do; its methods say the same to code. A test usually just fails with it (`?` in a
+/// test that returns `Result`, or `unwrap`); code that decides on it asks:
+///
+/// ```no_run
+/// # async fn f(client: cloudrun_test::Client) {
+/// use cloudrun_test::ErrorKind;
+///
+/// match client.get("/report").send().await {
+///     Ok(res) => println!("{}", res.status()),
+///     Err(error) if error.is_timeout() => panic!("the service took too long: {error}"),
+///     Err(error) if error.kind() == ErrorKind::NoCredentials => {
+///         eprintln!("skipped, no credentials here: {error}")
+///     }
+///     Err(error) => panic!("{error}"),
+/// }
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Error {
     inner: Arc<Inner>,
