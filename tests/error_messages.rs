@@ -9,7 +9,7 @@ use std::time::Duration;
 use cloudrun_test::{Client, ClientBuilder, Credentials, ErrorKind, cloudrun_test};
 use cloudrun_test_e2e::recorder::{Recorder, response};
 use cloudrun_test_e2e::{Fixture, TESTER, isolate, output_text};
-use cloudrun_test_emulator::Emulator;
+use cloudrun_test_emulator::{Emulator, ServiceConfig};
 use serde_json::{Value, json};
 
 /// A builder that finds no `cloudrun-test.toml` and uses a ready token.
@@ -157,6 +157,62 @@ async fn admin_api_failures_name_the_cause_and_the_fix() {
             "check the network",
             "CLOUDRUN_TEST_RUN_ENDPOINT",
         ],
+    );
+}
+
+/// A misspelt service name: the closest one the caller may list (services.list) is
+/// offered; when none is close, or listing fails, the message is as before.
+#[tokio::test]
+async fn an_unknown_service_offers_the_closest_name_the_caller_may_list() {
+    let fixture = Fixture::start(
+        Emulator::builder()
+            .service(ServiceConfig::new("hello"))
+            .service(ServiceConfig::new("billing")),
+    );
+    let message = fixture
+        .client_for(TESTER, "helo")
+        .build()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_says(
+        &message,
+        &[
+            "Cloud Run service `helo` was not found",
+            "fix: did you mean `hello`? Otherwise check the name with `gcloud run services list",
+        ],
+    );
+    let message = fixture
+        .client_for(TESTER, "orders")
+        .build()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!message.contains("did you mean"), "{message}");
+    assert!(message.contains("fix: check the name with"), "{message}");
+
+    // The lookup says 404 and the list is refused: no guess, the message as before.
+    let api = Recorder::start(|request| {
+        let status = if request.target.ends_with("/services") {
+            403
+        } else {
+            404
+        };
+        response(status, &[("content-type", "application/json")], "{}")
+    });
+    let message = lookup(&fixture, api.url.as_str())
+        .service("helo")
+        .build()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("`helo` was not found"), "{message}");
+    assert!(message.contains("fix: check the name with"), "{message}");
+    assert!(
+        api.requests()
+            .iter()
+            .any(|request| request.target.ends_with("/services")),
+        "services.list was not asked"
     );
 }
 

@@ -406,13 +406,23 @@ impl AdminRequest {
                     "check CLOUDRUN_TEST_RUN_ENDPOINT points at the Cloud Run Admin API".into(),
                 )
             }),
-            404 => Err(Error::service_not_found(
-                &service,
-                project,
-                region,
-                url,
-                env_suffix(&service),
-            )),
+            404 => {
+                let error = Error::service_not_found(
+                    &service,
+                    &project,
+                    &region,
+                    &url,
+                    env_suffix(&service),
+                );
+                // A misspelt name: the closest the caller may list, if any.
+                Err(match closest_service(http, &url, &access_token, &service).await {
+                    Some(name) => {
+                        let fix = error.fix().unwrap_or_default().to_owned();
+                        error.with_fix(format!("did you mean `{name}`? Otherwise {fix}"))
+                    }
+                    None => error,
+                })
+            }
             401 | 403 => Err(admin_error(
                 format!("HTTP {status}: {identity} may not read the service"),
                 format!(
@@ -432,5 +442,91 @@ impl AdminRequest {
             )
             .with_status(status)),
         }
+    }
+}
+
+/// The name closest to `service` among the region's services (`services.list` at the
+/// collection `service_url` is in), if one is close enough to be a misspelling. `None`
+/// when the caller may not list them, or listing fails: the hint is a bonus.
+async fn closest_service(
+    http: &reqwest::Client,
+    service_url: &str,
+    access_token: &crate::token::Token,
+    service: &str,
+) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Listed {
+        #[serde(default)]
+        services: Vec<Named>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: String,
+    }
+    let (collection, _) = service_url.rsplit_once('/')?;
+    let response = http
+        .get(collection)
+        .bearer_auth(access_token.secret())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let body = crate::bounded::read_body(response, crate::bounded::BODY_LIMIT)
+        .await
+        .ok()?;
+    let listed: Listed = serde_json::from_str(&body).ok()?;
+    let names = listed.services.into_iter().filter_map(|named| {
+        // `projects/P/locations/R/services/NAME`.
+        named.name.rsplit('/').next().map(str::to_owned)
+    });
+    closest(service, names)
+}
+
+/// The one of `names` closest to `wanted` by edit distance, if within a third of its
+/// length (at least one edit), as a misspelling would be.
+fn closest(wanted: &str, names: impl IntoIterator<Item = String>) -> Option<String> {
+    let limit = (wanted.chars().count() / 3).max(1);
+    names
+        .into_iter()
+        .filter(|name| name != wanted)
+        .map(|name| (edit_distance(wanted, &name), name))
+        .filter(|(distance, _)| *distance <= limit)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, name)| name)
+}
+
+/// Levenshtein distance: insertions, deletions and substitutions of characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, a) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, b) in b.iter().enumerate() {
+            let substituted = diagonal + usize::from(a != *b);
+            diagonal = row[j + 1];
+            row[j + 1] = substituted.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_misspelt_name_finds_the_closest_and_a_stranger_finds_none() {
+        let names = || ["hello", "hello-api", "billing"].map(str::to_owned);
+        assert_eq!(closest("helo", names()).as_deref(), Some("hello"));
+        assert_eq!(closest("hello-app", names()).as_deref(), Some("hello-api"));
+        assert_eq!(closest("biling", names()).as_deref(), Some("billing"));
+        assert_eq!(closest("orders", names()), None);
+        assert_eq!(closest("hello", ["hello".to_owned()]), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
     }
 }
