@@ -80,6 +80,26 @@ mod expansion_snapshot;
 /// becomes a plain `#[test]` of the same name: `cargo test NAME`, nextest and the IDE's
 /// "Run Test" button find it. A setup failure (no credentials, unknown service...)
 /// fails the test with the cause and the fix.
+///
+/// # Parametrised tests
+///
+/// With `rstest` or `test-case`, write this attribute first, above `#[rstest]` or the
+/// `#[test_case(...)]`s; the function then takes the case values and, anywhere among
+/// them, the parameter chosen by type. Each case is a test of its own, named as those
+/// crates name it (`answers::case_1_root`, `answers::test_case_1_root`):
+///
+/// ```ignore
+/// #[cloudrun_test(service = "hello")]
+/// #[rstest]
+/// #[case::root("/", 200)]
+/// #[case::missing("/missing", 404)]
+/// async fn answers(#[case] path: &str, #[case] status: u16, client: Client) {
+///     assert_eq!(client.get(path).send().await.unwrap().status(), status);
+/// }
+/// ```
+///
+/// Below their attributes it cannot work (they expand first and call the function with
+/// the case values only); `#[case]` without `#[rstest]` is refused with this form.
 #[proc_macro_attribute]
 pub fn cloudrun_test(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::cloudrun_test(args.into(), item.into()).into()

@@ -110,10 +110,13 @@ pub(crate) fn expand(
     let mut sig = sig.clone();
     let mut binding = TokenStream::new();
     if let Some(param) = &injected {
+        // syn's `PartialEq` is behind a feature: compare the tokens.
+        let text = param.to_token_stream().to_string();
+        let is_injected = |input: &FnArg| matches!(input, FnArg::Typed(typed) if typed.to_token_stream().to_string() == text);
         sig.inputs = sig
             .inputs
             .iter()
-            .filter(|input| !matches!(input, FnArg::Typed(typed) if typed == param))
+            .filter(|input| !is_injected(input))
             .cloned()
             .collect();
         let syn::PatType { pat, ty, .. } = param;
@@ -129,5 +132,63 @@ pub(crate) fn expand(
             #binding
             #body
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expand_text(args: TokenStream, item: TokenStream) -> String {
+        crate::expand::cloudrun_test(args, item).to_string()
+    }
+
+    #[test]
+    fn the_injected_parameter_moves_into_the_body_and_our_attribute_goes_last() {
+        let output = expand_text(
+            quote!(service = "hello"),
+            quote! {
+                #[rstest]
+                #[case(1)]
+                async fn cases(#[case] n: u32, client: Client) { body }
+            },
+        );
+        assert_eq!(
+            output,
+            "# [rstest] # [case (1)] # [:: cloudrun_test :: test (service = \"hello\")] \
+             async fn cases (# [case] n : u32) { let client : Client = \
+             :: cloudrun_test :: __private :: injected :: < Client > () ; { body } }"
+        );
+    }
+
+    #[test]
+    fn test_case_keeps_every_value_and_the_crate_path() {
+        let output = expand_text(
+            quote!(service = "hello", crate = "my::lib"),
+            quote! {
+                #[test_case(1, 2)]
+                async fn cases(context: TestContext, a: u32, b: u32) -> Result<(), E> { body }
+            },
+        );
+        assert!(
+            output.contains("# [my :: lib :: test (service = \"hello\" , crate = \"my::lib\")]"),
+            "{output}"
+        );
+        assert!(output.contains("async fn cases (a : u32 , b : u32) -> Result < () , E >"));
+        assert!(output.contains("let context : TestContext = my :: lib :: __private :: injected"));
+    }
+
+    #[test]
+    fn a_case_without_rstest_names_the_supported_form() {
+        let output = expand_text(
+            quote!(service = "hello"),
+            quote! {
+                async fn cases(#[case] n: u32, client: Client) {}
+            },
+        );
+        assert!(output.contains("`#[case]` is rstest's"), "{output}");
+        assert!(output.contains("above `#[rstest]`"), "{output}");
+        // The recovered test keeps no `#[case]`, which would be a second error.
+        assert!(!output.contains("# [case]"), "{output}");
     }
 }
