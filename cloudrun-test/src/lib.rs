@@ -5,7 +5,7 @@
 //! per process and shared by all tests), and hands the test a [`Client`] that attaches
 //! it to every request for the service:
 //!
-//! ```no_run
+//! ```no_run,test_harness
 //! use cloudrun_test::{cloudrun_test, Client};
 //!
 //! #[cloudrun_test(service = "hello")]
@@ -38,7 +38,7 @@
 //! [`reqwest`], which needs no dependency of its own and is always the version this
 //! crate uses:
 //!
-//! ```no_run
+//! ```no_run,test_harness
 //! use cloudrun_test::reqwest::StatusCode;
 //! use cloudrun_test::{Client, TestContext, cloudrun_test};
 //!
