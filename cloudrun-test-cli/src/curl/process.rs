@@ -45,6 +45,10 @@ const KEPT_IN_ENVIRONMENT: &[&str] = &[
     "CURL_CA_BUNDLE",
 ];
 
+/// What a pipe holds before its writer blocks, on any Linux or macOS (one page, even
+/// when the user's pipe memory is used up).
+const PIPE_BUFFER_AT_LEAST: usize = 4096;
+
 /// Decides, from the final response's head, whether curl's standard output is
 /// dropped (a redirect that will be followed, whose body curl's -L would not show).
 pub type OutputGate = Box<dyn FnOnce(&Head) -> bool + Send>;
@@ -150,23 +154,37 @@ pub fn run(hop: Hop) -> Result<Ran, String> {
             format!("starting curl (`{}`) failed: {error}", hop.program)
         }
     })?;
-    // Written once curl runs, from a thread: the lines may exceed a pipe's buffer.
-    let header_writer = header_pipe.map(|(reader, mut writer, header)| {
+    // curl reads up to end of file: the writer is dropped at the end. An error means
+    // curl exited first, and its status tells why. Lines that fit in any pipe's buffer
+    // (a token's do) are written at once; longer ones from a thread, as curl reads.
+    let header_writer = header_pipe.and_then(|(reader, mut writer, header)| {
         drop(reader);
-        std::thread::spawn(move || {
-            // curl reads up to end of file: the writer is dropped at the end. An error
-            // means curl exited first, and its status tells why.
+        if header.len() <= PIPE_BUFFER_AT_LEAST {
             let _ = writer.write_all(header.as_bytes());
-        })
+            return None;
+        }
+        Some(std::thread::spawn(move || {
+            let _ = writer.write_all(header.as_bytes());
+        }))
     });
     // Ctrl-C reaches curl (same process group): let it decide, then report its status.
     let previous = ignore_interrupts();
 
     let (decision_tx, decision_rx) = mpsc::channel();
-    let headers: Option<JoinHandle<Vec<u8>>> = dump.map(|(reader, writer)| {
+    // Without a gate, nothing else waits on curl's output: the header dump is read
+    // here, to its end (curl's exit), without a thread.
+    let mut headers_read_here = None;
+    let headers: Option<JoinHandle<Vec<u8>>> = dump.and_then(|(reader, writer)| {
         drop(writer); // curl holds the only write end now: end of file when it exits
-        let gate = hop.gate.map(|gate| (gate, decision_tx));
-        std::thread::spawn(move || read_headers(reader, gate))
+        match hop.gate {
+            Some(gate) => Some(std::thread::spawn(move || {
+                read_headers(reader, Some((gate, decision_tx)))
+            })),
+            None => {
+                headers_read_here = Some(reader);
+                None
+            }
+        }
     });
     let output = child
         .stdout
@@ -181,6 +199,7 @@ pub fn run(hop: Hop) -> Result<Ran, String> {
         }
         _ => None,
     };
+    let headers_here = headers_read_here.map(|reader| read_headers(reader, None));
     let status = child.wait();
     restore_interrupts(previous);
     let status = status.map_err(|error| format!("waiting for curl failed: {error}"))?;
@@ -190,8 +209,8 @@ pub fn run(hop: Hop) -> Result<Ran, String> {
     if let Some(redactor) = redactor {
         let _ = redactor.join();
     }
-    let headers = headers
-        .and_then(|thread| thread.join().ok())
+    let headers = headers_here
+        .or_else(|| headers.and_then(|thread| thread.join().ok()))
         .unwrap_or_default();
     if let Some(output) = output {
         let _ = output.join();
