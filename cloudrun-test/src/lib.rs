@@ -65,7 +65,8 @@
 //!
 //! Every test becomes a plain `#[test]` of the same name; the tests of a process share
 //! one token per audience (and processes share it through an owner-only disk cache), so
-//! a suite of a hundred tests mints once. The attribute's arguments are listed on
+//! a suite of a hundred tests mints once. The attribute's arguments, and how to
+//! combine it with `rstest` or `test-case` for a test per case, are on
 //! [`cloudrun_test`](macro@cloudrun_test). Outside the attribute, e.g. in a
 //! `#[tokio::test]` or a tool, [`Client::builder`] builds the same client:
 //!
