@@ -208,6 +208,21 @@ fn a_service_that_is_not_emulated_fails_naming_it_and_the_fix() {
     assert_untouched(&recorder, &text);
 }
 
+/// A misspelt emulated service: the closest emulated name is offered.
+#[test]
+fn a_misspelt_service_under_emulate_gets_did_you_mean() {
+    let home = tempfile::tempdir().unwrap();
+    let project = tempfile::tempdir().unwrap();
+    let script = "$BIN doctor --service helo; echo status=$?";
+    let output = emulate(&[], script, &[], home.path(), project.path());
+    let text = output_text(&output);
+    assert!(text.contains("status=1"), "{text}");
+    assert!(
+        text.contains("fix: did you mean `hello`? Otherwise emulate it too: add `--service helo`"),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_url_off_this_machine_gets_no_token_under_emulate() {
     let home = tempfile::tempdir().unwrap();

@@ -45,6 +45,9 @@ pub(super) async fn resolve(
         ));
     };
     if !emulated.services.iter().any(|name| name == service) {
+        let guess = super::closest(service, emulated.services.iter().cloned())
+            .map(|name| format!("did you mean `{name}`? Otherwise "))
+            .unwrap_or_default();
         return Err(Error::setting(
             format!(
                 "service `{service}` is not emulated: under `cloudrun-test emulate` a test reaches \
@@ -53,8 +56,8 @@ pub(super) async fn resolve(
                 emulated.list()
             ),
             format!(
-                "emulate it too: add `--service {service}` (or `--serve {service}=COMMAND` for a \
-                 local upstream) to `cloudrun-test emulate`"
+                "{guess}emulate it too: add `--service {service}` (or `--serve {service}=COMMAND` \
+                 for a local upstream) to `cloudrun-test emulate`"
             ),
         ));
     }
