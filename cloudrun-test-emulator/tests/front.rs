@@ -261,6 +261,13 @@ async fn non_invoker_is_403_until_granted() {
         reason.contains(OUTSIDER) && reason.contains("roles/run.invoker"),
         "{reason}"
     );
+    // The grant in the terms of whoever reads it: the command line's flag first.
+    assert!(
+        reason.contains(&format!(
+            "`--invoker serviceAccount:{OUTSIDER}` on the `cloudrun-test emulate` command"
+        )) && reason.contains("Emulator::add_invoker"),
+        "{reason}"
+    );
     assert_refused(response, StatusCode::FORBIDDEN, "/").await;
 
     emulator.add_invoker("hello", &format!("user:{}", OUTSIDER.to_uppercase()));

@@ -161,8 +161,10 @@ fn authorize(state: &State, service: &Service, headers: &HeaderMap) -> Result<Pa
     if !service.may_invoke(&email) {
         return Err(Denial::Forbidden(format!(
             "{email} lacks roles/run.invoker on service {}; grant it with \
-             Emulator::add_invoker or ServiceConfig::invoker (on Cloud Run: gcloud run services \
-             add-iam-policy-binding {} --member=serviceAccount:{email} --role=roles/run.invoker)",
+             `--invoker serviceAccount:{email}` on the `cloudrun-test emulate` command \
+             (in Rust: Emulator::add_invoker or ServiceConfig::invoker; on Cloud Run: gcloud run \
+             services add-iam-policy-binding {} --member=serviceAccount:{email} \
+             --role=roles/run.invoker)",
             service.name, service.name
         )));
     }
