@@ -30,9 +30,9 @@ use proc_macro::TokenStream;
 
 mod args;
 mod expand;
-mod parametrised;
 #[cfg(test)]
 mod expansion_snapshot;
+mod parametrised;
 
 /// Turns an `async fn` into a test of a Cloud Run service.
 ///
