@@ -589,8 +589,7 @@ async fn websocket_exchanges(fixture: &Fixture, client: &Client) -> Vec<String> 
 }
 
 /// WebSockets: the upgrade carries the token to the service's origin only, and no
-/// error or `Debug` shows it. (Minted tokens only: the canary would be logged by
-/// tungstenite, see the test below, and fail the TRACE test above.)
+/// error or `Debug` shows it. (Its logs at TRACE: the test below.)
 #[tokio::test]
 async fn the_websocket_path_never_shows_or_misroutes_the_token() {
     let fixture = emulator_with_hello();
@@ -603,12 +602,9 @@ async fn the_websocket_path_never_shows_or_misroutes_the_token() {
 }
 
 /// WebSockets at TRACE: tungstenite's client handshake logs the whole upgrade request
-/// (`trace!("Request: {:?}")` in tungstenite 0.30's handshake/client.rs), the token
-/// header included. Ignored until `Client::websocket` stops going through that
-/// handshake (e.g. writes the upgrade itself and wraps the stream with
-/// `WebSocketStream::from_raw_socket`).
+/// (`trace!("Request: {:?}")` in tungstenite 0.30's handshake/client.rs), so
+/// `Client::websocket` writes the upgrade itself and the token never reaches it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: tungstenite logs the upgrade request, token included, at TRACE"]
 async fn websocket_trace_logs_hold_no_token() {
     captured_logs();
     let fixture = emulator_with_hello();

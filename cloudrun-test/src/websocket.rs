@@ -4,7 +4,10 @@
 //! The same rules as for HTTP requests: the token goes to the service's origin only
 //! (https, or a URL on this machine), in the client's token header; a refusal (401/403)
 //! is explained with its fix. `wss` uses the TLS stack and certificate verifier reqwest
-//! uses (rustls, the platform's verifier).
+//! uses (rustls, the platform's verifier). The upgrade itself is ours (`upgrade`), so
+//! the token never reaches tungstenite's handshake, which logs its request at TRACE.
+
+mod upgrade;
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -14,7 +17,7 @@ use rustls_platform_verifier::ConfigVerifierExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::client::Client;
 use crate::credentials::Credentials;
@@ -86,14 +89,16 @@ impl Client {
         } else {
             None
         };
-        let connector = match ws_url.scheme() {
-            "wss" => Connector::Rustls(TLS.clone().map_err(|error| {
+        let tls = match ws_url.scheme() {
+            "wss" => Some(TLS.clone().map_err(|error| {
                 Error::internal(format!("the TLS settings could not be made: {error}"))
             })?),
-            _ => Connector::Plain,
+            _ => None,
         };
-        let upgrade =
-            tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(connector));
+        let upgrade = async {
+            let stream = upgrade::connect(&ws_url, tls).await?;
+            upgrade::upgrade(stream, &request).await
+        };
         let outcome = match tokio::time::timeout(UPGRADE_TIMEOUT, upgrade).await {
             Ok(outcome) => outcome,
             Err(_) => {
@@ -102,11 +107,9 @@ impl Client {
                 );
             }
         };
-        use tokio_tungstenite::tungstenite::Error as WsError;
         match outcome {
-            Ok((socket, _switching)) => Ok(socket),
-            Err(WsError::Http(response)) => {
-                let status = response.status();
+            Ok(socket) => Ok(socket),
+            Err(upgrade::Failure::Answered { status, headers }) => {
                 let problem = if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
                 {
                     let last = Last {
@@ -121,17 +124,19 @@ impl Client {
                     };
                     format!(
                         "the upgrade was refused.\n{}",
-                        outcome::explain_refused(&last, status, response.headers())
+                        outcome::explain_refused(&last, status, &headers)
                     )
                 } else {
                     format!("the service answered {status} instead of switching protocols (101)")
                 };
                 Err(failed(problem).with_status(status))
             }
-            Err(WsError::Io(error)) => {
+            Err(upgrade::Failure::Io(error)) => {
                 Err(failed(format!("the connection failed: {error}")).with_source(error))
             }
-            Err(error) => Err(failed(format!("the upgrade failed: {error}"))),
+            Err(upgrade::Failure::Protocol(problem)) => {
+                Err(failed(format!("the upgrade failed: {problem}")))
+            }
         }
     }
 
