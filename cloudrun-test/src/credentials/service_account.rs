@@ -4,7 +4,6 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use aws_lc_rs::rand::SystemRandom;
@@ -28,13 +27,7 @@ pub(crate) struct ServiceAccountKey {
     client_email: String,
     private_key_id: Option<String>,
     token_uri: String,
-    /// The key's PKCS#8 DER, checked for shape when read and parsed into a key pair on
-    /// the first signature: aws-lc's full check of an RSA key takes about half a
-    /// millisecond, which a process served from the token cache never needs to spend.
-    private_key: Vec<u8>,
-    key_pair: OnceLock<Option<RsaKeyPair>>,
-    /// Where the key sits in the file, for the message if it does not parse.
-    key_field: String,
+    key_pair: RsaKeyPair,
 }
 
 impl fmt::Debug for ServiceAccountKey {
@@ -72,7 +65,7 @@ impl ServiceAccountKey {
         };
         let client_email = required("client_email")?;
         let private_key = required("private_key")?;
-        let private_key = private_key_der(&private_key).map_err(|problem| {
+        let key_pair = parse_private_key(&private_key).map_err(|problem| {
             file_error(format!(
                 "field `{prefix}private_key` is not usable: {problem}"
             ))
@@ -88,9 +81,7 @@ impl ServiceAccountKey {
             client_email,
             private_key_id: field("private_key_id")?,
             token_uri,
-            private_key,
-            key_pair: OnceLock::new(),
-            key_field: format!("{prefix}private_key"),
+            key_pair,
         })
     }
 
@@ -114,9 +105,8 @@ impl ServiceAccountKey {
             URL_SAFE_NO_PAD.encode(header.to_string()),
             URL_SAFE_NO_PAD.encode(claims.to_string())
         );
-        let key_pair = self.key_pair()?;
-        let mut signature = vec![0; key_pair.public_modulus_len()];
-        key_pair
+        let mut signature = vec![0; self.key_pair.public_modulus_len()];
+        self.key_pair
             .sign(
                 &RSA_PKCS1_SHA256,
                 &SystemRandom::new(),
@@ -128,20 +118,6 @@ impl ServiceAccountKey {
             "{signing_input}.{}",
             URL_SAFE_NO_PAD.encode(signature)
         ))
-    }
-
-    /// The key pair, parsed on first use (see `private_key`).
-    fn key_pair(&self) -> Result<&RsaKeyPair, Error> {
-        self.key_pair
-            .get_or_init(|| RsaKeyPair::from_pkcs8(&self.private_key).ok())
-            .as_ref()
-            .ok_or_else(|| {
-                Error::credentials_file(
-                    &self.path,
-                    format!("field `{}` is not usable: {NOT_PKCS8_RSA}", self.key_field),
-                    KEY_FILE_FIX,
-                )
-            })
     }
 
     /// The call to `token_uri` that mints `what` (e.g. "an identity token").
@@ -269,12 +245,8 @@ impl CredentialSource for ServiceAccountKey {
     }
 }
 
-const NOT_PKCS8_RSA: &str = "the PEM body is not a PKCS#8 RSA private key";
-
-/// The DER of the PKCS#8 RSA key in the PEM text Google puts in key files, checked for
-/// shape only: a SEQUENCE whose algorithm, near its start, is rsaEncryption. Whether
-/// the key itself is sound is known when it is parsed, at the first signature.
-fn private_key_der(pem: &str) -> Result<Vec<u8>, String> {
+/// Reads a PKCS#8 RSA key from the PEM text Google puts in key files.
+fn parse_private_key(pem: &str) -> Result<RsaKeyPair, String> {
     const BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
     const END: &str = "-----END PRIVATE KEY-----";
     let start = pem
@@ -288,19 +260,5 @@ fn private_key_der(pem: &str) -> Result<Vec<u8>, String> {
     let der = STANDARD
         .decode(base64_text)
         .map_err(|_| "the PEM body is not valid base64".to_string())?;
-    // AlgorithmIdentifier { rsaEncryption (1.2.840.113549.1.1.1), NULL }, after the
-    // outer SEQUENCE's header and the version INTEGER.
-    const RSA_ALGORITHM: &[u8] = &[
-        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
-    ];
-    let head = &der[..der.len().min(32)];
-    let shaped = der.first() == Some(&0x30)
-        && head
-            .windows(RSA_ALGORITHM.len())
-            .any(|window| window == RSA_ALGORITHM);
-    if shaped {
-        Ok(der)
-    } else {
-        Err(NOT_PKCS8_RSA.into())
-    }
+    RsaKeyPair::from_pkcs8(&der).map_err(|_| "the PEM body is not a PKCS#8 RSA private key".into())
 }
