@@ -1053,10 +1053,17 @@ fn build_cost(report: &mut Report) {
     let manifest = std::fs::read_to_string(root.join("examples/hello/Cargo.toml")).unwrap();
     let main = std::fs::read_to_string(root.join("examples/hello/src/main.rs")).unwrap();
     let lock = root.join("examples/hello/Cargo.lock");
-    // The example, as is, with the library by absolute path.
+    // The example with the library by absolute path and its default features: the
+    // suite in tests/suite.rs needs no other (the WebSocket tests, which need the
+    // `websocket` feature, live apart in tests/websocket.rs), and a user who enables
+    // no protocol feature must pay for none.
     let hello_manifest = manifest.replace(
-        "path = \"../../cloudrun-test\"",
+        "path = \"../../cloudrun-test\", features = [\"websocket\"]",
         &format!("path = \"{}\"", root.join("cloudrun-test").display()),
+    );
+    assert_ne!(
+        hello_manifest, manifest,
+        "examples/hello's dependency on cloudrun-test moved"
     );
     write_crate(
         hello.path(),

@@ -6,9 +6,7 @@
 
 use cloudrun_test::reqwest::StatusCode;
 use cloudrun_test::sse::EventStream;
-use cloudrun_test::tokio_tungstenite::tungstenite::Message;
 use cloudrun_test::{Client, TestContext, cloudrun_test};
-use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 
 #[cloudrun_test(service = "hello")]
@@ -80,24 +78,4 @@ async fn streams_events(client: Client) {
     }
     assert_eq!(seen, ["1", "2", "3"]);
     assert_eq!(events.last_event_id(), "3");
-}
-
-/// A WebSocket opened with the token: the service echoes what it gets.
-#[cloudrun_test(service = "hello")]
-async fn echoes_over_a_websocket(client: Client) {
-    let mut socket = client.websocket("/ws").await.unwrap();
-    for text in ["hello", "again"] {
-        socket.send(Message::text(text)).await.unwrap();
-        let echoed = socket.next().await.unwrap().unwrap();
-        assert_eq!(echoed, Message::text(text));
-    }
-    socket.close(None).await.unwrap();
-}
-
-/// Without a token, Cloud Run refuses the upgrade with 403.
-#[cloudrun_test(service = "hello")]
-async fn a_websocket_without_a_token_is_refused(client: Client) {
-    let error = client.without_auth().websocket("/ws").await.unwrap_err();
-    assert_eq!(error.status(), Some(StatusCode::FORBIDDEN), "{error}");
-    assert!(error.to_string().contains("no token was sent"), "{error}");
 }
