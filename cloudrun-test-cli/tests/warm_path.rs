@@ -67,11 +67,17 @@ fn a_cached_token_needs_no_runtime_client_proxy_or_network() {
     // came from the cache alone.
     env.push(("CLOUDRUN_TEST_DISK_CACHE".into(), "off".into()));
     let uncached = token(&audience, &env, 1024);
-    assert_eq!(
-        uncached.status.code(),
-        Some(1),
-        "{}",
-        output_text(&uncached)
+    let text = output_text(&uncached);
+    assert_eq!(uncached.status.code(), Some(1), "{text}");
+    // The missing CA bundle is the first thing a mint meets: a clear error naming the
+    // variable, not a panic reported as an internal error.
+    assert!(
+        text.contains("SSL_CERT_FILE") && text.contains("fix:"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("panicked") && !text.contains("internal error"),
+        "{text}"
     );
     drop(keys);
 }

@@ -35,8 +35,8 @@ static FETCHER: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 
 /// The fetcher's HTTP client, built on first use: loading the system's CA certificates
 /// takes milliseconds, which a process served by the disk cache never needs to spend.
-pub(crate) fn fetcher_http() -> &'static reqwest::Client {
-    static HTTP: LazyLock<reqwest::Client> = LazyLock::new(|| {
+pub(crate) fn fetcher_http() -> Result<&'static reqwest::Client, Error> {
+    static HTTP: LazyLock<Result<reqwest::Client, Error>> = LazyLock::new(|| {
         let builder = || {
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
@@ -53,9 +53,20 @@ pub(crate) fn fetcher_http() -> &'static reqwest::Client {
                     .dns_resolver(Arc::new(crate::dns::Resolver))
             })
             .build()
-            .expect("building the token fetcher's HTTP client failed")
+            // E.g. SSL_CERT_FILE naming a file without certificates: no CA roots.
+            .map_err(|error| {
+                Error::setting(
+                    format!(
+                        "building the HTTP client for Google's token endpoints failed: {}",
+                        crate::error::describe_http_error(&error)
+                    ),
+                    "check that SSL_CERT_FILE and SSL_CERT_DIR, if set, name readable CA \
+                     certificates (unset them to use the system's)",
+                )
+                .with_source(error)
+            })
     });
-    &HTTP
+    HTTP.as_ref().map_err(Clone::clone)
 }
 
 type Shared<V> = watch::Receiver<Option<Result<V, Error>>>;

@@ -341,7 +341,7 @@ async fn lookup(
             |_| true,
             move || async move {
                 // The HTTP client (and its CA roots) only if the disk has no answer.
-                let ask = async move { request.send(crate::cache::fetcher_http()).await };
+                let ask = async move { request.send(crate::cache::fetcher_http()?).await };
                 match DiskCache::get() {
                     Some(disk) => disk.get_or_look_up(&disk_key, ask).await,
                     None => ask.await,
