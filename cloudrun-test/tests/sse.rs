@@ -273,3 +273,49 @@ async fn events_stream_through_the_emulator_as_soon_as_directly() {
         "the service gets no replayable token"
     );
 }
+
+/// A stream that outlives its token keeps going: Cloud Run (and the emulator's front)
+/// checks the token when the request comes in, not per event. The next request then
+/// carries a fresh token, which the front accepts although the first one has expired.
+#[tokio::test]
+async fn a_stream_outlives_its_token_and_the_next_request_gets_a_fresh_one() {
+    use cloudrun_test_emulator::{Emulator, ServiceConfig};
+
+    let lifetime = Duration::from_secs(1);
+    let identity = Identity::with(
+        Emulator::builder()
+            .id_token_lifetime(lifetime)
+            .service(ServiceConfig::new("ticker").invoker(&format!("serviceAccount:{TESTER}"))),
+    );
+    let front = identity.emulator.service_url("ticker").unwrap().to_string();
+    let client = identity.client_for(TESTER, &front).build().await.unwrap();
+
+    // Four ticks 800 ms apart: the stream lasts well past the token's second.
+    let started = Instant::now();
+    let response = client
+        .get("/sse?count=4&interval_ms=800")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut events = EventStream::new(response);
+    let mut ticks = Vec::new();
+    while let Some(event) = events.next().await.unwrap() {
+        ticks.push(event.data);
+    }
+    assert_eq!(ticks, ["1", "2", "3", "4"]);
+    assert!(started.elapsed() > lifetime * 2, "{:?}", started.elapsed());
+    let minted = identity.emulator.stats().id_tokens_minted;
+
+    // The first token expired during the stream; a new request must not send it.
+    let response = client.get("/").send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "the front accepts the next request's token"
+    );
+    assert!(
+        identity.emulator.stats().id_tokens_minted > minted,
+        "the next request carried a newly minted token"
+    );
+}
