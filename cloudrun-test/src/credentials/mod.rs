@@ -210,7 +210,11 @@ impl Credentials {
         let on_disk = self.source.worth_caching_on_disk();
         cache::token(key, on_disk, || {
             let (source, audience) = (Arc::clone(&self.source), audience.to_owned());
-            async move { source.mint_id_token(cache::fetcher_http()?, &audience).await }
+            async move {
+                source
+                    .mint_id_token(cache::fetcher_http()?, &audience)
+                    .await
+            }
         })
         .await
         .map(IdToken)
