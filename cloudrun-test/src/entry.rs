@@ -75,7 +75,7 @@ impl TestSpec {
 }
 
 /// A boxed test future: one concrete type, so [`run_test`]'s body is compiled once
-/// rather than once per test.
+/// rather than once per test (with [`TestFn`] boxed too, in `run`).
 pub type TestFuture = Pin<Box<dyn Future<Output = Result<(), String>>>>;
 
 /// An `async fn` the attribute can run: with no parameter, or with one whose type
@@ -312,6 +312,28 @@ fn run<F, Args>(
 ) where
     F: TestFn<Args>,
 {
+    run_started(
+        spec,
+        settings,
+        credentials,
+        Box::new(move |context| test_fn.call(context)),
+    );
+}
+
+/// What starts a test once its context is built: one type for every test.
+type StartTest<'a> = Box<dyn FnOnce(TestContext) -> Result<TestFuture, Error> + 'a>;
+
+/// The body of [`run`], not generic: compiled once in this crate rather than once per
+/// test in the user's (the runtime's `block_on`, the setup and the messages would
+/// otherwise be monomorphised for every test, which a 1000-test file pays in compile
+/// time).
+#[track_caller]
+fn run_started(
+    spec: TestSpec,
+    settings: Result<Settings, Error>,
+    credentials: Option<Credentials>,
+    start: StartTest<'_>,
+) {
     // An invalid setting fails every test with its fix, before anything else is tried.
     let settings = match settings {
         Ok(settings) => settings,
@@ -334,7 +356,7 @@ fn run<F, Args>(
             };
             // Building the parameter (a gRPC channel) is setup too.
             let scoped = context.clone();
-            let test = test_fn.call(context).map_err(|error| {
+            let test = start(context).map_err(|error| {
                 format!("cloudrun_test setup failed for `{}`: {error}", spec.name)
             })?;
             set_up.set(true);

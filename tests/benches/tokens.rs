@@ -62,8 +62,8 @@ fn main() -> ExitCode {
         Emulator::builder()
             .service(ServiceConfig::new("hello").invoker(&format!("serviceAccount:{TESTER}"))),
     );
-    // CLOUDRUN_TEST_BENCH_ONLY=per-request or cli-warm-path: that figure alone, e.g.
-    // while working on it.
+    // CLOUDRUN_TEST_BENCH_ONLY=per-request, cli-warm-path, build-cost or compile-loop:
+    // that figure alone, e.g. while working on it.
     match std::env::var("CLOUDRUN_TEST_BENCH_ONLY").as_deref() {
         Ok("per-request") => {
             per_request(&fixture, &mut report);
@@ -71,6 +71,14 @@ fn main() -> ExitCode {
         }
         Ok("cli-warm-path") => {
             cli_warm_path(&fixture, &mut report, full);
+            return report.print();
+        }
+        Ok("build-cost") => {
+            build_cost(&mut report);
+            return report.print();
+        }
+        Ok("compile-loop") => {
+            compile_loop(&mut report);
             return report.print();
         }
         _ => {}
@@ -97,6 +105,7 @@ fn main() -> ExitCode {
     if full {
         mints_generated_crates(&fixture, &mut report, &[40, 1000]);
         build_cost(&mut report);
+        compile_loop(&mut report);
     } else {
         println!(
             "\n(set CLOUDRUN_TEST_BENCH_FULL=1 for generated crates under cargo test and nextest, \
@@ -1048,47 +1057,8 @@ fn build_cost(report: &mut Report) {
         "\nbuild cost: clean `cargo test --no-run` of examples/hello vs reqwest + tokio alone"
     );
     let root = workspace_root();
-    let hello = tempfile::tempdir().unwrap();
-    let baseline = tempfile::tempdir().unwrap();
-    let manifest = std::fs::read_to_string(root.join("examples/hello/Cargo.toml")).unwrap();
-    let main = std::fs::read_to_string(root.join("examples/hello/src/main.rs")).unwrap();
-    let lock = root.join("examples/hello/Cargo.lock");
-    // The example with the library by absolute path and its default features: the
-    // suite in tests/suite.rs needs no other (the WebSocket tests, which need the
-    // `websocket` feature, live apart in tests/websocket.rs), and a user who enables
-    // no protocol feature must pay for none.
-    let hello_manifest = manifest.replace(
-        "path = \"../../cloudrun-test\", features = [\"websocket\"]",
-        &format!("path = \"{}\"", root.join("cloudrun-test").display()),
-    );
-    assert_ne!(
-        hello_manifest, manifest,
-        "examples/hello's dependency on cloudrun-test moved"
-    );
-    write_crate(
-        hello.path(),
-        &hello_manifest,
-        &main,
-        &lock,
-        &[(
-            "tests/suite.rs",
-            &std::fs::read_to_string(root.join("examples/hello/tests/suite.rs")).unwrap(),
-        )],
-    );
-    // The same service; its suite on reqwest + tokio with a token from the environment.
-    let (dependencies, _) = manifest.split_once("[dev-dependencies]").unwrap();
-    let baseline_manifest = format!(
-        "{dependencies}[dev-dependencies]\n\
-         reqwest = {{ version = \"0.13\", default-features = false, features = [\"rustls\", \"json\", \"form\", \"query\", \"http2\"] }}\n\
-         tokio = {{ version = \"1\", features = [\"rt\", \"macros\"] }}\n"
-    );
-    write_crate(
-        baseline.path(),
-        &baseline_manifest,
-        &main,
-        &lock,
-        &[("tests/suite.rs", BASELINE_SUITE)],
-    );
+    let suite = std::fs::read_to_string(root.join("examples/hello/tests/suite.rs")).unwrap();
+    let (hello, baseline) = example_crates(&suite, BASELINE_SUITE);
 
     // Two clean builds each, in the order hello, baseline, baseline, hello, so that a
     // load change during the run weighs on both. Wall time is what a user waits; CPU time
@@ -1138,6 +1108,207 @@ fn build_cost(report: &mut Report) {
     } else {
         row.must(false, "builds");
     }
+}
+
+/// examples/hello twice, with `tests/suite.rs` written as given: once as it is (the
+/// library by absolute path with its default features) and once with reqwest + tokio
+/// as its only dev-dependencies, a token from the environment.
+fn example_crates(suite: &str, baseline_suite: &str) -> (tempfile::TempDir, tempfile::TempDir) {
+    let root = workspace_root();
+    let hello = tempfile::tempdir().unwrap();
+    let baseline = tempfile::tempdir().unwrap();
+    let manifest = std::fs::read_to_string(root.join("examples/hello/Cargo.toml")).unwrap();
+    let main = std::fs::read_to_string(root.join("examples/hello/src/main.rs")).unwrap();
+    let lock = root.join("examples/hello/Cargo.lock");
+    // The example with the library by absolute path and its default features: the
+    // suite in tests/suite.rs needs no other (the WebSocket tests, which need the
+    // `websocket` feature, live apart in tests/websocket.rs), and a user who enables
+    // no protocol feature must pay for none.
+    let hello_manifest = manifest.replace(
+        "path = \"../../cloudrun-test\", features = [\"websocket\"]",
+        &format!("path = \"{}\"", root.join("cloudrun-test").display()),
+    );
+    assert_ne!(
+        hello_manifest, manifest,
+        "examples/hello's dependency on cloudrun-test moved"
+    );
+    write_crate(
+        hello.path(),
+        &hello_manifest,
+        &main,
+        &lock,
+        &[("tests/suite.rs", suite)],
+    );
+    let (dependencies, _) = manifest.split_once("[dev-dependencies]").unwrap();
+    let baseline_manifest = format!(
+        "{dependencies}[dev-dependencies]\n\
+         reqwest = {{ version = \"0.13\", default-features = false, features = [\"rustls\", \"json\", \"form\", \"query\", \"http2\"] }}\n\
+         tokio = {{ version = \"1\", features = [\"rt\", \"macros\"] }}\n"
+    );
+    write_crate(
+        baseline.path(),
+        &baseline_manifest,
+        &main,
+        &lock,
+        &[("tests/suite.rs", baseline_suite)],
+    );
+    (hello, baseline)
+}
+
+/// The loop a test author lives in (dev profile, each crate warm in its own target
+/// folder): rebuild after editing one test body of a 40-test suite, and compiling a new
+/// 1000-test file, `#[cloudrun_test]` against `#[tokio::test]` + reqwest. Rounds
+/// alternate the two crates so that a load change weighs on both; CPU time (of the
+/// compiler processes) is judged, as for the clean build.
+fn compile_loop(report: &mut Report) {
+    println!("\ncompile loop: #[cloudrun_test] vs #[tokio::test] + reqwest, dev profile");
+    let (hello, baseline) =
+        example_crates(&loop_suite(40, None, false), &loop_suite(40, None, true));
+    let targets = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let crates = [hello.path(), baseline.path()];
+    let build = |index: usize, test: &str| {
+        let mut command =
+            cloudrun_test_e2e::cargo_command(&["test", "--offline", "--no-run", "--test", test]);
+        command
+            .current_dir(crates[index])
+            .env("CARGO_TARGET_DIR", targets[index].path());
+        let (cpu_before, started) = (children_cpu_time(), Instant::now());
+        let output = command.output().unwrap();
+        let (wall, cpu) = (started.elapsed(), children_cpu_time() - cpu_before);
+        assert!(
+            output.status.success(),
+            "{test} in {}: {}",
+            ["hello", "baseline"][index],
+            output_text(&output)
+        );
+        (wall, cpu)
+    };
+    for index in [0, 1] {
+        let (wall, _) = build(index, "suite");
+        println!(
+            "  {}: first build {}",
+            ["hello", "baseline"][index],
+            format_time(wall)
+        );
+    }
+
+    let rounds = if OPTIMISED { 7 } else { 2 };
+    let mut edits: [Vec<(Duration, Duration)>; 2] = Default::default();
+    for round in 0..rounds {
+        for index in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let suite = loop_suite(40, Some(round), index == 1);
+            std::fs::write(crates[index].join("tests/suite.rs"), suite).unwrap();
+            edits[index].push(build(index, "suite"));
+        }
+    }
+    report_loop(
+        report,
+        "rebuild after editing one test of 40, CPU",
+        "rebuild after editing one test of 40, wall",
+        &mut edits,
+        1.15,
+    );
+
+    let files = if OPTIMISED { 3 } else { 1 };
+    let mut thousands: [Vec<(Duration, Duration)>; 2] = Default::default();
+    for file in 0..files {
+        for index in if file % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let name = format!("thousand_{file}");
+            let suite = loop_suite(1000, Some(file), index == 1);
+            std::fs::write(crates[index].join(format!("tests/{name}.rs")), suite).unwrap();
+            thousands[index].push(build(index, &name));
+        }
+    }
+    report_loop(
+        report,
+        "a new 1000-test file compiled, CPU",
+        "a new 1000-test file compiled, wall",
+        &mut thousands,
+        1.25,
+    );
+}
+
+/// Medians of `times` (hello's, then the baseline's), as CPU and wall rows; CPU judged.
+fn report_loop(
+    report: &mut Report,
+    cpu_figure: &str,
+    wall_figure: &str,
+    times: &mut [Vec<(Duration, Duration)>; 2],
+    limit: f64,
+) {
+    let medians = times.each_mut().map(|runs| {
+        let mut wall: Vec<Duration> = runs.iter().map(|run| run.0).collect();
+        let mut cpu: Vec<Duration> = runs.iter().map(|run| run.1).collect();
+        (median(&mut wall), median(&mut cpu))
+    });
+    let [(hello_wall, hello_cpu), (base_wall, base_cpu)] = medians;
+    println!(
+        "  {cpu_figure}: hello {} CPU / {} wall, baseline {} CPU / {} wall ({} runs each)",
+        format_time(hello_cpu),
+        format_time(hello_wall),
+        format_time(base_cpu),
+        format_time(base_wall),
+        times[0].len()
+    );
+    let cpu_ratio = hello_cpu.as_secs_f64() / base_cpu.as_secs_f64();
+    report.add(
+        wall_figure,
+        format_time(hello_wall),
+        format!("{} (tokio + reqwest)", format_time(base_wall)),
+        format!("{:.3}×", hello_wall.as_secs_f64() / base_wall.as_secs_f64()),
+    );
+    report
+        .add(
+            cpu_figure,
+            format_time(hello_cpu),
+            format!("{} (tokio + reqwest)", format_time(base_cpu)),
+            format!("{cpu_ratio:.3}×"),
+        )
+        .at_most(cpu_ratio, limit);
+}
+
+/// A suite of `tests` tests of the example, written with `#[cloudrun_test]` or, for the
+/// `baseline`, `#[tokio::test]` + reqwest. `edit` changes one test's body (test 17, or
+/// the last) to a new text each time, as a test author does.
+fn loop_suite(tests: usize, edit: Option<usize>, baseline: bool) -> String {
+    let mut suite = if baseline {
+        "use reqwest::StatusCode;\n\n\
+         fn url(path: &str) -> String {\n    \
+             format!(\"{}{path}\", std::env::var(\"SERVICE_URL\").unwrap())\n}\n\n\
+         fn token() -> String {\n    \
+             format!(\"Bearer {}\", std::env::var(\"ID_TOKEN\").unwrap())\n}\n"
+            .to_owned()
+    } else {
+        "use cloudrun_test::reqwest::StatusCode;\nuse cloudrun_test::{Client, cloudrun_test};\n"
+            .to_owned()
+    };
+    let edited = 17.min(tests - 1);
+    for test in 0..tests {
+        let name = match edit {
+            Some(edit) if test == edited => format!("{test}-edit-{edit}"),
+            _ => test.to_string(),
+        };
+        let request = if baseline {
+            format!(
+                "reqwest::Client::new().get(url(\"/hello/{name}\"))\n        \
+                 .header(\"authorization\", token()).send().await.unwrap()"
+            )
+        } else {
+            format!("client.get(\"/hello/{name}\").send().await.unwrap()")
+        };
+        let (attribute, parameter) = if baseline {
+            ("#[tokio::test]", "")
+        } else {
+            ("#[cloudrun_test(service = \"hello\")]", "client: Client")
+        };
+        suite.push_str(&format!(
+            "\n{attribute}\nasync fn greets_{test}({parameter}) {{\n    \
+             let response = {request};\n    \
+             assert_eq!(response.status(), StatusCode::OK);\n    \
+             assert!(response.text().await.unwrap().contains(\"{name}\"));\n}}\n"
+        ));
+    }
+    suite
 }
 
 /// User + system time of the finished child processes of this one (and theirs), from
