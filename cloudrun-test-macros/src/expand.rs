@@ -1,7 +1,7 @@
 //! From the parsed function and arguments to the generated `#[test] fn`.
 
 use proc_macro2::{Delimiter, Span, TokenStream, TokenTree};
-use quote::{ToTokens, format_ident, quote, quote_spanned};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::parse::{Parse, ParseStream};
 use syn::{Attribute, FnArg, Signature, Token, Visibility};
 
@@ -259,22 +259,10 @@ fn expand(test: &TestItem, args: &Args) -> TokenStream {
             ..#private::TestSpec::DEFAULT
         }
     };
-    // `run_test` is reached through a local generic function whose bounds are
-    // the library's requirements on the parameter and return types. Its type
-    // parameters are inferred from the user's function (the types are not
-    // written a second time, so an unknown type is reported once), and each is
-    // carried by a `PhantomData` argument spanned on the user's type: rustc blames
-    // an unmet bound on the argument holding the type parameter, so a type the
-    // library cannot use is reported once, on the user's tokens, with the
-    // library's `on_unimplemented` message. Inside the function the bounds hold,
-    // so `run_test` cannot fail a second time. Named so that rustc's note reads
-    // "required by a bound in `cloudrun_test`". `#[track_caller]`, as on `run_test`: a
-    // setup failure's panic is located at the user's test, not in the library.
-    let runner = if name == "cloudrun_test" {
-        format_ident!("__cloudrun_test")
-    } else {
-        format_ident!("cloudrun_test")
-    };
+    // The library's generic entry checks the parameter and return types: each is
+    // carried by a `PhantomData` argument spanned on the user's type, so an unmet bound
+    // is reported once, on the user's tokens (see `__private::cloudrun_test`). Nothing
+    // generic is written here: rustc would type-check and compile it once per test.
     let output = match &sig.output {
         syn::ReturnType::Default => phantom(name),
         syn::ReturnType::Type(_, ty) => phantom(ty),
@@ -282,39 +270,9 @@ fn expand(test: &TestItem, args: &Args) -> TokenStream {
     let call = match sig.inputs.first() {
         Some(FnArg::Typed(param)) => {
             let param = phantom(&param.ty);
-            quote! {
-                #[track_caller]
-                fn #runner<F, P, Fut, R>(
-                    spec: #private::TestSpec,
-                    test: F,
-                    _: ::core::marker::PhantomData<P>,
-                    _: ::core::marker::PhantomData<R>,
-                ) where
-                    F: ::core::ops::FnOnce(P) -> Fut,
-                    P: #private::Inject,
-                    Fut: ::core::future::Future<Output = R> + 'static,
-                    R: #private::TestOutcome,
-                {
-                    #private::run_test::<F, (P,)>(spec, test)
-                }
-                #runner(#spec, #name, #param, #output)
-            }
+            quote!(#private::cloudrun_test(#spec, #name, #param, #output))
         }
-        _ => quote! {
-            #[track_caller]
-            fn #runner<F, Fut, R>(
-                spec: #private::TestSpec,
-                test: F,
-                _: ::core::marker::PhantomData<R>,
-            ) where
-                F: ::core::ops::FnOnce() -> Fut,
-                Fut: ::core::future::Future<Output = R> + 'static,
-                R: #private::TestOutcome,
-            {
-                #private::run_test::<F, ()>(spec, test)
-            }
-            #runner(#spec, #name, #output)
-        },
+        _ => quote!(#private::cloudrun_test_without_parameter(#spec, #name, #output)),
     };
     quote! {
         #(#attrs)*
@@ -420,7 +378,7 @@ mod tests {
         );
         assert!(output.contains("service : :: core :: option :: Option :: Some (\"hello\")"));
         assert!(output.contains("Duration :: from_millis (30000u64)"));
-        assert!(output.contains(":: cloudrun_test :: __private :: run_test"));
+        assert!(output.contains(":: cloudrun_test :: __private :: cloudrun_test ("));
         assert!(!output.contains("compile_error"));
     }
 
@@ -436,20 +394,29 @@ mod tests {
                 async fn t() {}
             ),
         );
-        assert!(output.contains("my :: lib :: __private :: run_test"));
+        assert!(output.contains("my :: lib :: __private :: cloudrun_test_without_parameter ("));
         assert!(output.contains("my :: lib :: __private :: Flavor :: MultiThread"));
         assert!(!output.contains("cloudrun_test ::"), "{output}");
     }
 
     #[test]
-    fn a_test_named_like_the_helper_gets_another_helper() {
+    fn a_test_named_like_the_library_entry_still_reaches_it_by_path() {
         let output = expand(
             quote!(service = "a"),
             quote!(
                 async fn cloudrun_test() {}
             ),
         );
-        assert!(output.contains("fn __cloudrun_test <"), "{output}");
+        assert!(
+            output.contains(
+                ":: cloudrun_test :: __private :: cloudrun_test_without_parameter (:: cloudrun_test"
+            ),
+            "{output}"
+        );
+        assert!(
+            output.ends_with(", cloudrun_test , :: core :: marker :: PhantomData) }"),
+            "{output}"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! here, where it is ordinary, testable Rust.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -90,11 +91,10 @@ impl<F, Fut> TestFn<()> for F
 where
     F: FnOnce() -> Fut,
     Fut: Future + 'static,
-    Fut::Output: TestOutcome,
+    Fut::Output: TestOutcome + 'static,
 {
     fn call(self, _context: TestContext) -> Result<TestFuture, Error> {
-        let test = self();
-        Ok(Box::pin(async move { test.await.into_result() }))
+        Ok(outcome(Box::pin(self())))
     }
 }
 
@@ -103,12 +103,17 @@ where
     F: FnOnce(A) -> Fut,
     A: Inject,
     Fut: Future + 'static,
-    Fut::Output: TestOutcome,
+    Fut::Output: TestOutcome + 'static,
 {
     fn call(self, context: TestContext) -> Result<TestFuture, Error> {
-        let test = self(A::inject(&context)?);
-        Ok(Box::pin(async move { test.await.into_result() }))
+        Ok(outcome(Box::pin(self(A::inject(&context)?))))
     }
+}
+
+/// The test's future with its outcome turned into a result. Generic over the output
+/// type only (a suite has a few), not over each test's future, which comes boxed.
+fn outcome<R: TestOutcome + 'static>(test: Pin<Box<dyn Future<Output = R>>>) -> TestFuture {
+    Box::pin(async move { test.await.into_result() })
 }
 
 /// A parameter type `#[cloudrun_test]` knows how to build, chosen by type as in `#[sqlx::test]`.
@@ -299,6 +304,47 @@ where
     F: TestFn<Args>,
 {
     run(spec, Settings::from_env(), None, test_fn);
+}
+
+/// What the attribute's expansion calls for `async fn test(parameter: P) -> R`. The
+/// bounds are the library's requirements on the parameter and return types, written
+/// once here rather than in a generic function of every test's expansion (which
+/// rustc type-checked and compiled once per test). `P` and `R` are carried by
+/// `PhantomData` arguments spanned on the user's types: rustc blames an unmet bound on
+/// the argument holding the type parameter, so a type the library cannot use is
+/// reported once, on the user's tokens, with the library's `on_unimplemented` message.
+/// Named after the attribute, so that rustc's note reads "required by a bound in
+/// `cloudrun_test`".
+#[track_caller]
+pub fn cloudrun_test<F, P, Fut, R>(spec: TestSpec, test: F, _: PhantomData<P>, _: PhantomData<R>)
+where
+    F: FnOnce(P) -> Fut,
+    P: Inject,
+    Fut: Future<Output = R> + 'static,
+    R: TestOutcome + 'static,
+{
+    run_started(
+        spec,
+        Settings::from_env(),
+        None,
+        Box::new(move |context| Ok(outcome(Box::pin(test(P::inject(&context)?))))),
+    );
+}
+
+/// [`cloudrun_test`] for a test without a parameter.
+#[track_caller]
+pub fn cloudrun_test_without_parameter<F, Fut, R>(spec: TestSpec, test: F, _: PhantomData<R>)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = R> + 'static,
+    R: TestOutcome + 'static,
+{
+    run_started(
+        spec,
+        Settings::from_env(),
+        None,
+        Box::new(move |_| Ok(outcome(Box::pin(test())))),
+    );
 }
 
 /// [`run_test`] over `settings` (the environment's, read once per process), with

@@ -250,6 +250,7 @@ pub struct ReadmeDoctests;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::entry::{
-        Flavor, Inject, TestFn, TestFuture, TestOutcome, TestSpec, injected, run_test,
+        Flavor, Inject, TestFn, TestFuture, TestOutcome, TestSpec, cloudrun_test,
+        cloudrun_test_without_parameter, injected, run_test,
     };
 }
