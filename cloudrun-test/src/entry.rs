@@ -323,11 +323,25 @@ where
     Fut: Future<Output = R> + 'static,
     R: TestOutcome + 'static,
 {
+    // Only the boxing is compiled per test; the rest once per parameter and output type.
+    run_boxed::<P, R>(
+        spec,
+        Box::new(move |parameter| -> Pin<Box<dyn Future<Output = R>>> {
+            Box::pin(test(parameter))
+        }),
+    );
+}
+
+/// A test function with its future boxed: one type per parameter and output type.
+type BoxedTest<'a, P, R> = Box<dyn FnOnce(P) -> Pin<Box<dyn Future<Output = R>>> + 'a>;
+
+#[track_caller]
+fn run_boxed<P: Inject, R: TestOutcome + 'static>(spec: TestSpec, test: BoxedTest<'_, P, R>) {
     run_started(
         spec,
         Settings::from_env(),
         None,
-        Box::new(move |context| Ok(outcome(Box::pin(test(P::inject(&context)?))))),
+        Box::new(move |context| Ok(outcome(test(P::inject(&context)?)))),
     );
 }
 
