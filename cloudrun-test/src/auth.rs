@@ -100,10 +100,21 @@ impl Auth {
             && crate::transport::allows_credentials(url)
     }
 
-    /// The header that carries the token, for transports that build their own requests.
+    /// For transports that build their own requests (gRPC, WebSocket): puts the token
+    /// in `headers` when `url` may have it (as [`Auth::sends_token_to`] decides), and
+    /// returns it (for the diagnosis of a refusal); `None` when `url` gets no token.
     #[cfg(any(feature = "grpc", feature = "websocket"))]
-    pub(crate) fn header_name(&self) -> HeaderName {
-        self.header.name()
+    pub(crate) async fn authorize(
+        &self,
+        url: &Url,
+        headers: &mut reqwest::header::HeaderMap,
+    ) -> Result<Option<Token>, Error> {
+        if !self.sends_token_to(url) {
+            return Ok(None);
+        }
+        let token = self.token().await?;
+        headers.insert(self.header.name(), token.authorization());
+        Ok(Some(token))
     }
 
     /// Puts `token` on `request`, in the chosen header.

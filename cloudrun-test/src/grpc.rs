@@ -157,15 +157,11 @@ async fn call(
     let sender = client.sender();
     // Every call goes to the service's origin: it carries a token whenever the client
     // has credentials (and the URL is https or on this machine, as for HTTP).
-    let token = if sender.auth.sends_token_to(client.url()) {
-        let token = sender.auth.token().await.map_err(no_token)?;
-        request
-            .headers_mut()
-            .insert(sender.auth.header_name(), token.authorization());
-        Some(token)
-    } else {
-        None
-    };
+    let token = sender
+        .auth
+        .authorize(client.url(), request.headers_mut())
+        .await
+        .map_err(no_token)?;
     let url = client
         .url()
         .join(request.uri().path())

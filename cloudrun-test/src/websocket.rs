@@ -80,15 +80,10 @@ impl Client {
             .map_err(|error| failed(format!("the upgrade request could not be built: {error}")))?;
         configure(&mut request);
         let sender = self.sender();
-        let token = if sender.auth.sends_token_to(&http_url) {
-            let token = sender.auth.token().await?;
-            request
-                .headers_mut()
-                .insert(sender.auth.header_name(), token.authorization());
-            Some(token)
-        } else {
-            None
-        };
+        let token = sender
+            .auth
+            .authorize(&http_url, request.headers_mut())
+            .await?;
         let tls = match ws_url.scheme() {
             "wss" => Some(TLS.clone().map_err(|error| {
                 Error::internal(format!("the TLS settings could not be made: {error}"))

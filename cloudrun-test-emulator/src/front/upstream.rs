@@ -58,6 +58,15 @@ pub(crate) fn client_now(state: &State, http2: bool) -> Result<&reqwest::Client,
     }
 }
 
+/// A handler's answer when the upstream client could not be built: a 502 saying why.
+pub(crate) fn no_client(error: &str) -> Response {
+    (
+        StatusCode::BAD_GATEWAY,
+        format!("cloudrun-test emulator: {error}\n"),
+    )
+        .into_response()
+}
+
 /// `upstream`'s URL for `request`: its path joined with the request's path and query.
 pub(crate) fn target(upstream: &reqwest::Url, request: &Request) -> reqwest::Url {
     let mut url = upstream.clone();
@@ -113,13 +122,7 @@ pub(crate) async fn proxy(
     }
     let http = match client_now(state, service.use_http2) {
         Ok(http) => http,
-        Err(error) => {
-            return (
-                StatusCode::BAD_GATEWAY,
-                format!("cloudrun-test emulator: {error}\n"),
-            )
-                .into_response();
-        }
+        Err(error) => return no_client(error),
     };
     let answer = http
         .request(parts.method, url)

@@ -8,7 +8,7 @@ use axum::http::{StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
-use super::upstream::{client_now, stream_back, target, upstream_failure};
+use super::upstream::{client_now, no_client, stream_back, target, upstream_failure};
 use crate::services::Service;
 use crate::state::State;
 
@@ -34,13 +34,7 @@ pub(crate) async fn pass_through(
     let url = target(upstream, &request);
     let http = match client_now(state, false) {
         Ok(http) => http,
-        Err(error) => {
-            return (
-                StatusCode::BAD_GATEWAY,
-                format!("cloudrun-test emulator: {error}\n"),
-            )
-                .into_response();
-        }
+        Err(error) => return no_client(error),
     };
     let (parts, _) = request.into_parts();
     let mut headers = parts.headers;
