@@ -2,7 +2,7 @@
 //! which re-exports it as `cloudrun_test::cloudrun_test` and `cloudrun_test::test`.
 //!
 //! The macro is thin: it checks the arguments and the signature, then hands the
-//! function to `cloudrun_test::__private::run_test`, where the real work is. This is its
+//! function to `cloudrun_test::__private::cloudrun_test`, where the real work is. This is its
 //! real output for a sample test (`src/expansion_snapshot.rs` renders it with
 //! `prettyplease` and fails when this page no longer matches):
 //!
@@ -11,12 +11,12 @@
 //! - The `#[test] fn` keeps the function's name and module, which is what
 //!   `cargo test NAME` and rust-analyzer's "Run Test" look for; the user's function
 //!   is inside it, unchanged, so rustc reports errors in the body on the user's tokens.
-//! - The local `cloudrun_test` function states the library's requirements on the
-//!   parameter and return types as bounds. Each `PhantomData` argument is spanned on
-//!   the user's type (the parameter's, then the return type's), and rustc blames an
-//!   unmet bound on the argument that carries the type: a type the library cannot use
-//!   is reported once, on the user's tokens, with the library's `on_unimplemented`
-//!   message. Inside, the bounds hold, so `run_test` cannot fail a second time.
+//! - The library's `__private::cloudrun_test` states its requirements on the parameter
+//!   and return types as bounds. Each `PhantomData` argument is spanned on the user's
+//!   type (the parameter's, then the return type's), and rustc blames an unmet bound on
+//!   the argument that carries the type: a type the library cannot use is reported
+//!   once, on the user's tokens, with the library's `on_unimplemented` message. Nothing
+//!   generic is defined in the expansion, so a test costs rustc little beyond its body.
 //! - Only the given arguments become `TestSpec` fields; the rest come from
 //!   `TestSpec::DEFAULT`. The library's path is the `crate = "..."` argument when given.
 //!

@@ -49,6 +49,10 @@ FIXTURE_TESTS = {
     "nested::deeper::two_levels_down": " --ignored",
     "bad_arguments": "",
     "not_async_yet": "",
+    "rstest_paths::case_1_first": "",
+    "rstest_paths::case_2_second": "",
+    "test_case_paths::test_case_1_first": "",
+    "test_case_paths::test_case_2_second": "",
 }
 # What rust-analyzer must show on the broken tests: the macro's own messages.
 FIXTURE_ERRORS = [
@@ -243,9 +247,9 @@ def main():
 
     if shutil.which("rust-analyzer") is None:
         sys.exit("rust-analyzer is not on PATH: run `rustup component add rust-analyzer`")
-    # The fixture resolves to exactly the versions the example uses, offline, and
-    # shares rust-analyzer's build-script outputs with it.
-    shutil.copy(HELLO / "Cargo.lock", FIXTURE / "Cargo.lock")
+    # The fixture resolves offline to the versions the workspace uses (rstest and
+    # test-case included).
+    shutil.copy(ROOT / "Cargo.lock", FIXTURE / "Cargo.lock")
 
     hello_file = HELLO / "tests" / "suite.rs"
     fixture_file = FIXTURE / "tests" / "suite.rs"
