@@ -3,7 +3,7 @@
 # under Wine against the emulator on loopback: the emulator and the example service run
 # natively, the Windows test binary reaches them at 127.0.0.1 with the environment
 # `cloudrun-test emulate` gives it (Wine maps /tmp/... to Z:\tmp\...).
-# Not part of .ci/run (Wine is a large install); run by hand: bash .ci/wine/run-suite.sh
+# .ci/run runs it; by hand: bash .ci/wine/run-suite.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 target=target/windows
@@ -28,3 +28,5 @@ cargo build -q --locked -p cloudrun-test-cli
 WINEDEBUG=-all target/debug/cloudrun-test emulate \
     --serve 'hello=cargo run -q --manifest-path examples/hello/Cargo.toml' \
     -- wine "$target/wine/suite.exe"
+# Wine leaves its server running for a while; nothing else needs it.
+wineserver -k 2>/dev/null || true
