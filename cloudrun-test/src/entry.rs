@@ -313,8 +313,8 @@ where
 /// `PhantomData` arguments spanned on the user's types: rustc blames an unmet bound on
 /// the argument holding the type parameter, so a type the library cannot use is
 /// reported once, on the user's tokens, with the library's `on_unimplemented` message.
-/// Named after the attribute, so that rustc's note reads "required by a bound in
-/// `cloudrun_test`".
+/// Named after the attribute, so that rustc's note names it: "required by a bound in
+/// `cloudrun_test::__private::cloudrun_test`".
 #[track_caller]
 pub fn cloudrun_test<F, P, Fut, R>(spec: TestSpec, test: F, _: PhantomData<P>, _: PhantomData<R>)
 where
