@@ -1,5 +1,5 @@
 //! What a test gets to know: built once per test from the attribute's arguments
-//! (by `entry::run_test`).
+//! (by the test entry, `entry::run_started`).
 
 use crate::client::Client;
 

@@ -1,9 +1,11 @@
-//! What `#[cloudrun_test]` expands into: a plain `#[test] fn` that calls [`run_test`].
+//! What `#[cloudrun_test]` expands into: a plain `#[test] fn` that calls
+//! [`cloudrun_test`] (or [`cloudrun_test_without_parameter`]).
 //!
 //! The macro stays thin (sqlx's `test_attr.rs` is the model): it validates the
 //! arguments, writes a [`TestSpec`] literal and hands the user's `async fn` to
-//! [`run_test`]. Everything else — runtime, resolution, tokens, the client — lives
-//! here, where it is ordinary, testable Rust.
+//! [`cloudrun_test`]. Everything else — runtime, resolution, tokens, the client — lives
+//! here, where it is ordinary, testable Rust. [`run_test`] runs a closure the same way
+//! (the benchmarks use it).
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -295,8 +297,9 @@ async fn context_for(
 
 /// Runs one test: builds its runtime, resolves the service, fetches a token, builds the
 /// client, runs the body under the test's limit and turns a failure into a panic with
-/// a readable message, as `#[test]` expects. `#[track_caller]` (here, in `run` and in
-/// the expansion) makes that panic's location the user's test, where the IDE's
+/// a readable message, as `#[test]` expects. `#[track_caller]` (on every function from
+/// the expansion's call to the panic: `cloudrun_test`, `run_boxed`, `run_test`, `run`,
+/// `run_started`) makes that panic's location the user's test, where the IDE's
 /// click-through should land, rather than this file.
 #[track_caller]
 pub fn run_test<F, Args>(spec: TestSpec, test_fn: F)

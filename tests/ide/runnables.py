@@ -41,8 +41,9 @@ TARGET = ROOT / "target" / "ide-check"
 LOG = TARGET / "rust-analyzer.log"
 
 # The fixture's tests as `cargo test` names them, with the flags after `--exact`
-# (rust-analyzer runs an `#[ignore]`d test with `--ignored`). The last two have a
-# wrong attribute or signature.
+# (rust-analyzer runs an `#[ignore]`d test with `--ignored`). `bad_arguments` and
+# `not_async_yet` have a wrong attribute or signature; the last four are the cases of
+# an rstest and a test-case test.
 FIXTURE_TESTS = {
     "top_level": "",
     "nested::in_a_module": "",
