@@ -227,20 +227,9 @@ async fn hello_answer(fixture: &Fixture, toml: &str, settings: Settings) -> Valu
     client.get("/").send().await.unwrap().json().await.unwrap()
 }
 
-fn config_fixture() -> Fixture {
-    let invoker = format!("serviceAccount:{TESTER}");
-    Fixture::start(
-        Emulator::builder()
-            .project("emulated-project")
-            .region("europe-west1")
-            .service(ServiceConfig::new("hello").invoker(&invoker).tag("canary"))
-            .service(ServiceConfig::new("hello-staging").invoker(&invoker)),
-    )
-}
-
 #[tokio::test]
 async fn a_profile_switches_service_url_and_the_file_can_pick_a_tag() {
-    let fixture = config_fixture();
+    let fixture = Fixture::for_config_files();
     let staging = fixture.emulator.service_url("hello-staging").unwrap();
     let toml = format!(
         "[services.hello]\ntag = \"canary\"\n\n[profiles.staging.services.hello]\nurl = \"{staging}\"\n"
@@ -258,7 +247,7 @@ async fn a_profile_switches_service_url_and_the_file_can_pick_a_tag() {
 
 #[tokio::test]
 async fn settings_win_over_the_file() {
-    let fixture = config_fixture();
+    let fixture = Fixture::for_config_files();
     let staging = fixture.emulator.service_url("hello-staging").unwrap();
     let toml = "[services.hello]\nurl = \"http://127.0.0.1:9\"\n";
     let settings = Settings::default().service_url("hello", staging.as_str());

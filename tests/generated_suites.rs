@@ -221,17 +221,6 @@ async fn which_service(context: TestContext) {
     krate
 }
 
-fn config_fixture() -> Fixture {
-    let invoker = format!("serviceAccount:{TESTER}");
-    Fixture::start(
-        Emulator::builder()
-            .project("emulated-project")
-            .region("europe-west1")
-            .service(ServiceConfig::new("hello").invoker(&invoker).tag("canary"))
-            .service(ServiceConfig::new("hello-staging").invoker(&invoker)),
-    )
-}
-
 fn run_which_service(krate: &GeneratedCrate, env: &[(String, String)]) -> String {
     let output = krate.cargo(
         &[
@@ -255,7 +244,7 @@ fn run_which_service(krate: &GeneratedCrate, env: &[(String, String)]) -> String
 /// default credentials (a service-account key in the well-known place) are enough.
 #[test]
 fn the_config_file_is_found_with_no_environment_variables() {
-    let fixture = config_fixture();
+    let fixture = Fixture::for_config_files();
     let toml = format!(
         "project = \"emulated-project\"\nregion = \"europe-west1\"\nrun_endpoint = \"{}\"\n",
         fixture
@@ -283,7 +272,7 @@ fn the_config_file_is_found_with_no_environment_variables() {
 
 #[test]
 fn a_malformed_config_file_names_file_line_and_column() {
-    let fixture = config_fixture();
+    let fixture = Fixture::for_config_files();
     let krate = config_suite("project = \"p\"\n[services.hello]\nurll = \"x\"\n");
     let output = krate.cargo(
         &[

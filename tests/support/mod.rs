@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use cloudrun_test_emulator::{Emulator, EmulatorBuilder};
+use cloudrun_test_emulator::{Emulator, EmulatorBuilder, ServiceConfig};
 
 pub mod recorder;
 pub mod tier;
@@ -33,6 +33,20 @@ impl Fixture {
         let emulator = builder.start().expect("the emulator starts");
         let keys = tempfile::tempdir().expect("a temporary folder");
         Fixture { emulator, keys }
+    }
+
+    /// The emulator the `cloudrun-test.toml` tests resolve against: `hello` (with a
+    /// `canary` tag) and `hello-staging` in emulated-project / europe-west1, both
+    /// invoked by [`TESTER`].
+    pub fn for_config_files() -> Fixture {
+        let invoker = format!("serviceAccount:{TESTER}");
+        Fixture::start(
+            Emulator::builder()
+                .project("emulated-project")
+                .region("europe-west1")
+                .service(ServiceConfig::new("hello").invoker(&invoker).tag("canary"))
+                .service(ServiceConfig::new("hello-staging").invoker(&invoker)),
+        )
     }
 
     /// Writes `email`'s key file and returns its path.
