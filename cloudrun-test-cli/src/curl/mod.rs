@@ -12,7 +12,9 @@ mod process;
 mod redact;
 mod redirect;
 
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use cloudrun_test::transport;
@@ -43,15 +45,7 @@ pub fn run(args: CurlArgs) -> Result<ExitCode, String> {
         .clone()
         .or(args.audience)
         .unwrap_or_else(|| url.origin().ascii_serialization());
-    let token = token_for(&url, &audience)?;
-    // The token's header, then the checked lines of any -H @FILE: one pipe for both.
-    let mut header = match &token {
-        Some((token, _)) => header_line(token.as_str(), x_serverless)?,
-        None => String::new(),
-    };
-    header.push_str(&checked.file_headers);
-    let header = (!header.is_empty()).then_some(header);
-    let program = curl_program();
+    let program = curl_program()?;
 
     // One curl per request: more than one only with -L, for redirects within the origin.
     let mut current = url.clone();
@@ -63,6 +57,7 @@ pub fn run(args: CurlArgs) -> Result<ExitCode, String> {
     };
     let mut as_get = false;
     let mut followed = 0;
+    let mut fetched: Option<Option<(IdToken, Credentials)>> = None;
     let (ran, exit) = loop {
         let gate = checked.location.then(|| {
             let (origin, at, sent) = (url.clone(), current.clone(), sent.clone());
@@ -74,16 +69,29 @@ pub fn run(args: CurlArgs) -> Result<ExitCode, String> {
                 )
             }) as process::OutputGate
         });
-        let ran = process::run(process::Hop {
+        let hop = process::Hop {
             program: &program,
             url: &current,
             options: checked.curl_args(as_get),
-            header: header.as_deref(),
-            secret: token.as_ref().map(|(token, _)| token.as_str()),
             verbose: checked.verbose,
             dump: !checked.dump_header,
             proxy: proxy.as_ref(),
             gate,
+        };
+        // The token is fetched once, while the first curl starts.
+        let ran = process::run(hop, || {
+            let token = match &mut fetched {
+                Some(token) => token,
+                None => fetched.insert(token_for(&url, &audience)?),
+            };
+            let mut lines = match token {
+                Some((token, _)) => header_line(token.as_str(), x_serverless)?,
+                None => String::new(),
+            };
+            // The token's header, then the checked lines of any -H @FILE: one pipe for both.
+            lines.push_str(&checked.file_headers);
+            let secret = token.as_ref().map(|(token, _)| token.as_str().to_owned());
+            Ok(process::Header { lines, secret })
         })?;
         let head = final_head(&ran.headers);
         let step = match &head {
@@ -110,6 +118,7 @@ pub fn run(args: CurlArgs) -> Result<ExitCode, String> {
             }
         }
     };
+    let token = fetched.flatten();
     explain_rejection(&ran.headers, &current, &audience, token.as_ref());
     Ok(match (exit, ran.status.code(), ran.status.signal()) {
         (Some(exit), _, _) => ExitCode::from(exit),
@@ -119,8 +128,32 @@ pub fn run(args: CurlArgs) -> Result<ExitCode, String> {
     })
 }
 
-fn curl_program() -> String {
-    std::env::var("CLOUDRUN_TEST_CURL").unwrap_or_else(|_| "curl".into())
+/// curl's path: `CLOUDRUN_TEST_CURL`, or the first executable `curl` in an absolute
+/// folder of PATH (a relative one, such as the empty entry for the current folder, is
+/// no place to take a program from). Found here rather than by the spawn: a program
+/// looked up on a PATH that curl's environment also sets is started with a slower
+/// fork instead of `posix_spawn`.
+fn curl_program() -> Result<PathBuf, String> {
+    let program = std::env::var_os("CLOUDRUN_TEST_CURL").unwrap_or_else(|| "curl".into());
+    if Path::new(&program).components().count() > 1 {
+        return Ok(program.into());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .filter(|folder| folder.is_absolute())
+        .map(|folder| folder.join(&program))
+        .find(|candidate| {
+            candidate
+                .metadata()
+                .is_ok_and(|file| file.is_file() && file.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(|| {
+            format!(
+                "`{}` was not found on PATH\nfix: install curl (e.g. `apt-get install curl`), \
+                 or set CLOUDRUN_TEST_CURL to its path",
+                program.to_string_lossy()
+            )
+        })
 }
 
 fn parse_url(text: &str) -> Result<Url, String> {

@@ -3,16 +3,20 @@
 //! The header line with the token travels through a pipe that curl reads as
 //! `-H @/dev/fd/N` (with the checked lines of the user's `-H @FILE`): no argument,
 //! environment variable or file holds the token, and nothing is left behind if
-//! either process is killed. Standard input stays the user's (for `-d @-`). The
-//! response headers come back through a second pipe (`-D /dev/fd/M`, unless the user
-//! asked for `-D`), to explain a 401 or 403 and to follow redirects. curl gets `-q`
-//! first (no `.curlrc`), `--globoff` (the URL is one URL, not a pattern), and an
-//! environment without proxy settings, a TLS key log or the token's variable: the
-//! proxy, if any, is the one the library's rules pick.
+//! either process is killed. curl starts first and the token is fetched while its
+//! libraries load (most of its start-up): curl blocks on the pipe until the line is
+//! written, and is killed, before it can send anything, if no token comes. Standard
+//! input stays the user's (for `-d @-`). The response headers come back through a
+//! second pipe (`-D /dev/fd/M`, unless the user asked for `-D`), to explain a 401 or
+//! 403 and to follow redirects. curl gets `-q` first (no `.curlrc`), `--globoff` (the
+//! URL is one URL, not a pattern), and an environment without proxy settings, a TLS
+//! key log or the token's variable: the proxy, if any, is the one the library's rules
+//! pick.
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -55,15 +59,10 @@ pub type OutputGate = Box<dyn FnOnce(&Head) -> bool + Send>;
 
 /// One request.
 pub struct Hop<'a> {
-    pub program: &'a str,
+    pub program: &'a Path,
     pub url: &'a Url,
     /// The user's checked options.
     pub options: Vec<String>,
-    /// The header lines curl reads from our pipe: `Name: Bearer TOKEN\n` if there is a
-    /// token, then those of the user's `-H @FILE`, checked.
-    pub header: Option<&'a str>,
-    /// The token, redacted from curl's stderr when `verbose`.
-    pub secret: Option<&'a str>,
     pub verbose: bool,
     /// Add our own `-D` pipe (the user gave none).
     pub dump: bool,
@@ -72,14 +71,29 @@ pub struct Hop<'a> {
     pub gate: Option<OutputGate>,
 }
 
+/// What curl reads from our pipe, known once curl has started.
+pub struct Header {
+    /// `Name: Bearer TOKEN\n` if there is a token, then the checked lines of the user's
+    /// `-H @FILE`; empty for neither.
+    pub lines: String,
+    /// The token, redacted from curl's stderr when `verbose`.
+    pub secret: Option<String>,
+}
+
 pub struct Ran {
     pub status: ExitStatus,
     /// What curl wrote to our `-D` pipe (empty without one).
     pub headers: Vec<u8>,
 }
 
-pub fn run(hop: Hop) -> Result<Ran, String> {
+/// Starts curl, then calls `header` for the lines to hand it (the token is fetched
+/// meanwhile); if that fails, curl is killed before it has read a byte.
+pub fn run(hop: Hop, header: impl FnOnce() -> Result<Header, String>) -> Result<Ran, String> {
     let mut command = Command::new(hop.program);
+    // As a shell would name it (`ps` shows `curl ...`); the path is found by our caller.
+    if let Some(name) = hop.program.file_name() {
+        command.arg0(name);
+    }
     command.env_clear();
     for name in KEPT_IN_ENVIRONMENT {
         if let Some(value) = std::env::var_os(name) {
@@ -100,38 +114,22 @@ pub fn run(hop: Hop) -> Result<Ran, String> {
     }
 
     let pipe = || io::pipe().map_err(|error| format!("creating a pipe for curl failed: {error}"));
-    let mut inherited: [RawFd; 2] = [-1, -1];
-    // Keep the pipe ends alive until curl has started: their fds are named in its arguments.
-    let mut header_pipe = None;
-    if let Some(header) = hop.header {
-        let (reader, writer) = pipe()?;
-        inherited[0] = reader.as_raw_fd();
-        command.args(["-H", &format!("@/dev/fd/{}", inherited[0])]);
-        header_pipe = Some((reader, writer, header.to_owned()));
-    }
+    let (header_reader, header_writer) = pipe()?;
+    let header_for_curl = inheritable(&header_reader)?;
+    command.args(["-H", &format!("@/dev/fd/{}", header_for_curl.as_raw_fd())]);
     let mut dump = None;
+    let mut dump_for_curl = None;
     if hop.dump {
         let (reader, writer) = pipe()?;
-        inherited[1] = writer.as_raw_fd();
-        command.args(["-D", &format!("/dev/fd/{}", inherited[1])]);
-        dump = Some((reader, writer));
+        let for_curl = inheritable(&writer)?;
+        command.args(["-D", &format!("/dev/fd/{}", for_curl.as_raw_fd())]);
+        dump = Some(reader);
+        dump_for_curl = Some(for_curl);
     }
     command.arg(hop.url.as_str());
     command.args(&hop.options);
-    // The pipes are close-on-exec in this process; curl gets exactly these two.
-    // SAFETY: fcntl is async-signal-safe, and the closure allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            for fd in inherited.into_iter().filter(|fd| *fd >= 0) {
-                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    let redact = hop.verbose && hop.secret.is_some();
-    if redact {
+    // Piped whenever -v: whether there is a token to redact is known only later.
+    if hop.verbose {
         command.stderr(Stdio::piped());
     }
     if hop.gate.is_some() {
@@ -139,34 +137,58 @@ pub fn run(hop: Hop) -> Result<Ran, String> {
     }
     tracing::debug!(
         url = %hop.url,
-        via = if hop.secret.is_some() { "a pipe (-H @/dev/fd/N)" } else { "nothing: no token" },
         proxy = hop.proxy.map(|proxy| proxy.origin().ascii_serialization()),
         "running curl"
     );
     let mut child = command.spawn().map_err(|error| {
         if error.kind() == io::ErrorKind::NotFound {
             format!(
-                "`{}` was not found on PATH\nfix: install curl (e.g. `apt-get install curl`), \
-                 or set CLOUDRUN_TEST_CURL to its path",
-                hop.program
+                "`{}` was not found\nfix: install curl (e.g. `apt-get install curl`), or set \
+                 CLOUDRUN_TEST_CURL to its path",
+                hop.program.display()
             )
         } else {
-            format!("starting curl (`{}`) failed: {error}", hop.program)
+            format!(
+                "starting curl (`{}`) failed: {error}",
+                hop.program.display()
+            )
         }
     })?;
+    // curl holds the only copies of its ends now: end of file when it exits.
+    drop((header_reader, header_for_curl, dump_for_curl));
+    let header = match header() {
+        Ok(header) => header,
+        Err(error) => {
+            // curl is still blocked reading the header pipe, whose writer is open: it
+            // dies there, before it has sent anything.
+            let _ = child.kill();
+            let _ = child.wait();
+            drop(header_writer);
+            return Err(error);
+        }
+    };
+    tracing::debug!(
+        via = if header.secret.is_some() {
+            "a pipe (-H @/dev/fd/N)"
+        } else {
+            "nothing: no token"
+        },
+        "token handed to curl"
+    );
     // curl reads up to end of file: the writer is dropped at the end. An error means
     // curl exited first, and its status tells why. Lines that fit in any pipe's buffer
     // (a token's do) are written at once; longer ones from a thread, as curl reads.
-    let header_writer = header_pipe.and_then(|(reader, mut writer, header)| {
-        drop(reader);
-        if header.len() <= PIPE_BUFFER_AT_LEAST {
-            let _ = writer.write_all(header.as_bytes());
-            return None;
-        }
+    let lines = header.lines;
+    let header_writer = if lines.len() <= PIPE_BUFFER_AT_LEAST {
+        let mut writer = header_writer;
+        let _ = writer.write_all(lines.as_bytes());
+        None
+    } else {
+        let mut writer = header_writer;
         Some(std::thread::spawn(move || {
-            let _ = writer.write_all(header.as_bytes());
+            let _ = writer.write_all(lines.as_bytes());
         }))
-    });
+    };
     // Ctrl-C reaches curl (same process group): let it decide, then report its status.
     let previous = ignore_interrupts();
 
@@ -174,31 +196,27 @@ pub fn run(hop: Hop) -> Result<Ran, String> {
     // Without a gate, nothing else waits on curl's output: the header dump is read
     // here, to its end (curl's exit), without a thread.
     let mut headers_read_here = None;
-    let headers: Option<JoinHandle<Vec<u8>>> = dump.and_then(|(reader, writer)| {
-        drop(writer); // curl holds the only write end now: end of file when it exits
-        match hop.gate {
-            Some(gate) => Some(std::thread::spawn(move || {
-                read_headers(reader, Some((gate, decision_tx)))
-            })),
-            None => {
-                headers_read_here = Some(reader);
-                None
-            }
+    let headers: Option<JoinHandle<Vec<u8>>> = dump.and_then(|reader| match hop.gate {
+        Some(gate) => Some(std::thread::spawn(move || {
+            read_headers(reader, Some((gate, decision_tx)))
+        })),
+        None => {
+            headers_read_here = Some(reader);
+            None
         }
     });
     let output = child
         .stdout
         .take()
         .map(|stdout| std::thread::spawn(move || copy_gated(stdout, decision_rx)));
-    let redactor = match (child.stderr.take(), hop.secret) {
-        (Some(stderr), Some(secret)) if redact => {
-            let secret = secret.to_owned();
-            Some(std::thread::spawn(move || {
-                copy_redacted(stderr, &secret, io::stderr())
-            }))
-        }
-        _ => None,
-    };
+    let log = child.stderr.take().map(|stderr| {
+        std::thread::spawn(move || match header.secret {
+            Some(secret) => copy_redacted(stderr, &secret, io::stderr()),
+            None => {
+                let _ = io::copy(&mut { stderr }, &mut io::stderr());
+            }
+        })
+    });
     let headers_here = headers_read_here.map(|reader| read_headers(reader, None));
     let status = child.wait();
     restore_interrupts(previous);
@@ -206,8 +224,8 @@ pub fn run(hop: Hop) -> Result<Ran, String> {
     if let Some(writer) = header_writer {
         let _ = writer.join();
     }
-    if let Some(redactor) = redactor {
-        let _ = redactor.join();
+    if let Some(log) = log {
+        let _ = log.join();
     }
     let headers = headers_here
         .or_else(|| headers.and_then(|thread| thread.join().ok()))
@@ -216,6 +234,23 @@ pub fn run(hop: Hop) -> Result<Ran, String> {
         let _ = output.join();
     }
     Ok(Ran { status, headers })
+}
+
+/// A copy of a pipe end without close-on-exec, for curl to inherit: curl is started
+/// without running code in the child between fork and exec (so `posix_spawn`, the
+/// quicker way), and this copy is closed here as soon as curl has started. Nothing
+/// else in this process starts programs meanwhile, so no other child inherits it.
+fn inheritable(fd: &impl AsFd) -> Result<OwnedFd, String> {
+    fd.as_fd()
+        .try_clone_to_owned()
+        .and_then(|copy| {
+            // SAFETY: a plain fcntl on a descriptor this function owns.
+            match unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_SETFD, 0) } {
+                -1 => Err(io::Error::last_os_error()),
+                _ => Ok(copy),
+            }
+        })
+        .map_err(|error| format!("preparing a pipe for curl failed: {error}"))
 }
 
 /// Reads curl's header dump to its end; once the final head is complete, tells the

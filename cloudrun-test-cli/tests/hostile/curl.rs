@@ -15,13 +15,14 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use cloudrun_test_e2e::recorder::{Recorded, Recorder, response};
-use cloudrun_test_emulator::{Emulator, ServiceConfig, Upstream};
+use cloudrun_test_emulator::{Emulator, Fault, ServiceConfig, Upstream};
 use serde_json::Value;
 
 use crate::support::{self, Fixture, TESTER, assert_no_token, output_text};
 
 /// A wrapper around the real curl, named by `CLOUDRUN_TEST_CURL`: records that it ran,
-/// its arguments and its environment, then runs curl.
+/// its process id (curl's: it execs curl), its arguments and its environment, then
+/// runs curl.
 struct Spy {
     dir: tempfile::TempDir,
 }
@@ -31,6 +32,7 @@ impl Spy {
         let dir = tempfile::tempdir().unwrap();
         let script = format!(
             "#!/bin/sh\n\
+             echo $$ > '{dir}/pid'\n\
              for arg in \"$@\"; do printf '%s\\n' \"$arg\"; done > '{dir}/argv'\n\
              env > '{dir}/environ'\n\
              exec curl \"$@\"\n",
@@ -755,4 +757,75 @@ fn the_token_variable_is_not_in_curls_environment() {
     );
     assert!(environ.contains("PATH="), "curl keeps PATH");
     assert_no_token(&environ, &token, "curl's environment");
+}
+
+#[test]
+fn when_no_token_comes_the_started_curl_is_killed_before_it_sends_anything() {
+    // curl starts while the token is fetched; the token endpoint answers late, then
+    // refuses. curl has been waiting on its header pipe all along: it must die there.
+    let world = World::new();
+    let service = Recorder::start(|_| ok());
+    let emulator = &world.fixture.emulator;
+    emulator
+        .inject(Fault::TokenDelay(Duration::from_millis(500)))
+        .unwrap();
+    emulator
+        .inject(Fault::TokenErrors {
+            status: 400,
+            times: 1,
+        })
+        .unwrap();
+    let output = world.curl(&[service.at("/").as_str(), "-sS"], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{}", output_text(&output));
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("400"),
+        "{stderr}"
+    );
+    assert!(world.spy.ran(), "curl was started before the token came");
+    assert!(service.requests().is_empty(), "curl sent a request");
+    let pid = world.spy.record("pid");
+    let pid = pid.trim();
+    assert!(!pid.is_empty(), "the spy recorded curl's process id");
+    assert!(
+        !Path::new("/proc").join(pid).exists(),
+        "curl (process {pid}) outlived cloudrun-test curl"
+    );
+}
+
+#[test]
+fn curl_waits_on_its_pipe_for_a_token_that_comes_late() {
+    let world = World::new();
+    world
+        .fixture
+        .emulator
+        .inject(Fault::TokenDelay(Duration::from_millis(500)))
+        .unwrap();
+    let output = world.curl(&[&world.url("hello"), "-sS"], &[]);
+    assert_served(&output);
+    assert!(world.spy.ran());
+}
+
+#[test]
+fn curl_is_never_taken_from_a_relative_folder_of_path() {
+    // `.` (or an empty entry) in PATH would run whatever `curl` the current folder holds.
+    let world = World::new();
+    let folder = tempfile::tempdir().unwrap();
+    let planted = folder.path().join("curl");
+    std::fs::write(&planted, "#!/bin/sh\ntouch planted-ran\nexit 0\n").unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(".::{}", std::env::var("PATH").unwrap());
+    let mut env = world.fixture.environment(TESTER);
+    env.push(("PATH".into(), path));
+    let mut command = support::command(
+        &["curl", &world.url("hello"), "-sS"],
+        &env,
+        world.home.path(),
+    );
+    let output = command.current_dir(folder.path()).output().unwrap();
+    assert_served(&output);
+    assert!(
+        !folder.path().join("planted-ran").exists(),
+        "the planted curl ran"
+    );
 }
