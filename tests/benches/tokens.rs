@@ -1498,6 +1498,24 @@ fn cli_warm_path(fixture: &Fixture, report: &mut Report, full: bool) {
             (start_up + result.baseline).as_secs_f64() / result.baseline.as_secs_f64()
         ),
     );
+    // And what no Rust wrapper can beat: the start of a program that does nothing.
+    let empty = |n: u32| {
+        let started = Instant::now();
+        for _ in 0..n {
+            let status = Command::new(env!("CARGO_BIN_EXE_empty-program"))
+                .status()
+                .unwrap();
+            assert!(status.success(), "the empty program failed: {status}");
+        }
+        started.elapsed()
+    };
+    let floor = compare(61, 2, plain, empty);
+    report.add(
+        "floor of any Rust wrapper: (empty Rust program + curl) / curl",
+        format_time(floor.subject + floor.baseline),
+        format_time(floor.baseline),
+        format!("{:.3}×", 1.0 + floor.ratio),
+    );
 }
 
 /// A limit asserted in the full optimised run (the bench fails if it is missed), and
