@@ -275,7 +275,7 @@ fn closest_key(key: &str) -> Option<&'static str> {
     // is a better hint than raw distance.
     let by_distance = KEYS
         .iter()
-        .map(|known| (edit_distance(&key, known), *known))
+        .map(|known| (strsim::levenshtein(&key, known), *known))
         .filter(|(distance, known)| *distance <= (known.len() / 3).max(1))
         .min();
     by_distance.map(|(_, known)| known).or_else(|| {
@@ -283,23 +283,6 @@ fn closest_key(key: &str) -> Option<&'static str> {
             .find(|known| key.len() >= 3 && (known.contains(&key) || key.contains(*known)))
             .copied()
     })
-}
-
-/// Levenshtein distance, counting in characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    // One row of the classic dynamic-programming table is enough.
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = diagonal + usize::from(ca != *cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
-        }
-    }
-    row[b.len()]
 }
 
 /// Parses `timeout = "..."` into milliseconds, in the one duration syntax of
@@ -457,15 +440,6 @@ mod tests {
             let error = parse_timeout(too_large).unwrap_err();
             assert!(error.contains("too large"), "{too_large}: {error}");
         }
-    }
-
-    #[test]
-    fn distances() {
-        assert_eq!(edit_distance("", ""), 0);
-        assert_eq!(edit_distance("service", "service"), 0);
-        assert_eq!(edit_distance("servce", "service"), 1);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("", "url"), 3);
     }
 
     #[test]
