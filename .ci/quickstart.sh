@@ -17,13 +17,17 @@ cargo new -q --bin my-service
 cd my-service
 cp "$repo/Cargo.lock" Cargo.lock
 
-# Step 1: the dev-dependency, as the README writes it for an unpublished crate.
+# Step 1: the dev-dependency, as the README writes it for an unpublished crate, and
+# its optional profile line.
 cat >> Cargo.toml <<'TOML'
 axum = { version = "0.8", default-features = false, features = ["http1", "tokio"] }
 tokio = { version = "1", features = ["rt-multi-thread", "macros", "net"] }
 
 [dev-dependencies]
 cloudrun-test = { path = "../cloudrun-test/cloudrun-test" }
+
+[profile.dev.package.cloudrun-test]
+debug = "line-tables-only"
 TOML
 
 # The user's own service: listens on $PORT, as Cloud Run requires.
