@@ -25,7 +25,7 @@ for line in sys.stdin:
         print(m["executable"])')
 cp "$suite" "$target/wine/suite.exe"
 cargo build -q --locked -p cloudrun-test-cli
-WINEDEBUG=-all target/debug/cloudrun-test emulate \
+WINEDEBUG=-all "${CARGO_TARGET_DIR:-target}/debug/cloudrun-test" emulate \
     --serve 'hello=cargo run -q --manifest-path examples/hello/Cargo.toml' \
     -- wine "$target/wine/suite.exe"
 # Wine leaves its server running for a while; nothing else needs it.
