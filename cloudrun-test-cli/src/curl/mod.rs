@@ -12,10 +12,10 @@ mod process;
 mod redact;
 mod redirect;
 
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use cloudrun_test::transport;
 use cloudrun_test::{Credentials, ErrorKind, IdToken, Url};
@@ -25,6 +25,9 @@ use options::Checked;
 use redirect::{Sent, Step, final_head};
 
 pub use args::CurlArgs;
+
+/// curl's exit status when its -m limit is reached.
+const OPERATION_TIMED_OUT: u8 = 28;
 
 /// Header text larger than this is not an identity token (they are ~1 KB).
 const MAX_HEADER: usize = 16 * 1024;
@@ -46,6 +49,14 @@ pub fn run(args: CurlArgs) -> Result<ExitCode, String> {
         .or(args.audience)
         .unwrap_or_else(|| url.origin().ascii_serialization());
     let program = curl_program()?;
+    let token = token_for(&url, &audience)?;
+    // The token's header, then the checked lines of any -H @FILE: one pipe for both.
+    let mut header = match &token {
+        Some((token, _)) => header_line(token.as_str(), x_serverless)?,
+        None => String::new(),
+    };
+    header.push_str(&checked.file_headers);
+    let header = (!header.is_empty()).then_some(header);
 
     // One curl per request: more than one only with -L, for redirects within the origin.
     let mut current = url.clone();
@@ -57,7 +68,8 @@ pub fn run(args: CurlArgs) -> Result<ExitCode, String> {
     };
     let mut as_get = false;
     let mut followed = 0;
-    let mut fetched: Option<Option<(IdToken, Credentials)>> = None;
+    // -m bounds the whole command, as it bounds curl's own -L: each hop gets what is left.
+    let started = Instant::now();
     let (ran, exit) = loop {
         let gate = checked.location.then(|| {
             let (origin, at, sent) = (url.clone(), current.clone(), sent.clone());
@@ -69,29 +81,16 @@ pub fn run(args: CurlArgs) -> Result<ExitCode, String> {
                 )
             }) as process::OutputGate
         });
-        let hop = process::Hop {
+        let ran = process::run(process::Hop {
             program: &program,
             url: &current,
-            options: checked.curl_args(as_get),
+            options: checked.curl_args(as_get, time_left(&checked, started)),
+            header: header.as_deref(),
+            secret: token.as_ref().map(|(token, _)| token.as_str()),
             verbose: checked.verbose,
             dump: !checked.dump_header,
             proxy: proxy.as_ref(),
             gate,
-        };
-        // The token is fetched once, while the first curl starts.
-        let ran = process::run(hop, || {
-            let token = match &mut fetched {
-                Some(token) => token,
-                None => fetched.insert(token_for(&url, &audience)?),
-            };
-            let mut lines = match token {
-                Some((token, _)) => header_line(token.as_str(), x_serverless)?,
-                None => String::new(),
-            };
-            // The token's header, then the checked lines of any -H @FILE: one pipe for both.
-            lines.push_str(&checked.file_headers);
-            let secret = token.as_ref().map(|(token, _)| token.as_str().to_owned());
-            Ok(process::Header { lines, secret })
         })?;
         let head = final_head(&ran.headers);
         let step = match &head {
@@ -106,6 +105,15 @@ pub fn run(args: CurlArgs) -> Result<ExitCode, String> {
                 eprintln!("cloudrun-test curl: {note}");
                 break (ran, exit);
             }
+            Step::Follow { url: next, .. }
+                if time_left(&checked, started).is_some_and(|left| left.is_zero()) =>
+            {
+                eprintln!(
+                    "cloudrun-test curl: not following the redirect to {next}: the time given \
+                     with -m is up"
+                );
+                break (ran, Some(OPERATION_TIMED_OUT));
+            }
             Step::Follow {
                 url: next,
                 as_get: to_get,
@@ -118,7 +126,6 @@ pub fn run(args: CurlArgs) -> Result<ExitCode, String> {
             }
         }
     };
-    let token = fetched.flatten();
     explain_rejection(&ran.headers, &current, &audience, token.as_ref());
     Ok(match (exit, ran.status.code(), ran.status.signal()) {
         (Some(exit), _, _) => ExitCode::from(exit),
@@ -128,32 +135,49 @@ pub fn run(args: CurlArgs) -> Result<ExitCode, String> {
     })
 }
 
-/// curl's path: `CLOUDRUN_TEST_CURL`, or the first executable `curl` in an absolute
-/// folder of PATH (a relative one, such as the empty entry for the current folder, is
-/// no place to take a program from). Found here rather than by the spawn: a program
-/// looked up on a PATH that curl's environment also sets is started with a slower
-/// fork instead of `posix_spawn`.
+/// What is left of the user's `-m` (`None`: no limit).
+fn time_left(checked: &Checked, started: Instant) -> Option<Duration> {
+    Some(checked.max_time?.saturating_sub(started.elapsed()))
+}
+
+/// curl's path: `CLOUDRUN_TEST_CURL` if it names a path (has a `/`), else the first
+/// `curl` (or that name) we may execute in an absolute folder of PATH, or of
+/// `/bin:/usr/bin` when PATH is unset, as `execvp` does. A relative folder, such as the
+/// empty entry for the current one, is no place to take a program from. Found here
+/// rather than by the spawn: a program looked up on a PATH that curl's environment also
+/// sets is started with a slower fork instead of `posix_spawn`.
 fn curl_program() -> Result<PathBuf, String> {
     let program = std::env::var_os("CLOUDRUN_TEST_CURL").unwrap_or_else(|| "curl".into());
-    if Path::new(&program).components().count() > 1 {
+    if program.as_encoded_bytes().contains(&b'/') {
         return Ok(program.into());
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
+    let path = std::env::var_os("PATH");
+    let folders = path.clone().unwrap_or_else(|| "/bin:/usr/bin".into());
+    std::env::split_paths(&folders)
         .filter(|folder| folder.is_absolute())
         .map(|folder| folder.join(&program))
-        .find(|candidate| {
-            candidate
-                .metadata()
-                .is_ok_and(|file| file.is_file() && file.permissions().mode() & 0o111 != 0)
-        })
+        .find(|candidate| candidate.is_file() && may_execute(candidate))
         .ok_or_else(|| {
+            let searched = match path {
+                Some(_) => "on PATH".to_owned(),
+                None => "in /bin or /usr/bin (PATH is not set)".to_owned(),
+            };
             format!(
-                "`{}` was not found on PATH\nfix: install curl (e.g. `apt-get install curl`), \
-                 or set CLOUDRUN_TEST_CURL to its path",
+                "`{}` was not found {searched}\nfix: install curl (e.g. `apt-get install \
+                 curl`), or set CLOUDRUN_TEST_CURL to its path",
                 program.to_string_lossy()
             )
         })
+}
+
+/// Whether this process may execute `file` (its owner, group and mode, as `execvp`
+/// would find).
+fn may_execute(file: &Path) -> bool {
+    let Ok(file) = std::ffi::CString::new(file.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: a valid C string; access only reads it.
+    unsafe { libc::access(file.as_ptr(), libc::X_OK) == 0 }
 }
 
 fn parse_url(text: &str) -> Result<Url, String> {

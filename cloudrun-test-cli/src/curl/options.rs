@@ -10,6 +10,7 @@
 //! no URL for a value.
 
 use std::fmt;
+use std::time::Duration;
 
 use cloudrun_test::Url;
 
@@ -54,6 +55,9 @@ enum Role {
     /// `-L`, `--max-redirs`: redirects are followed by cloudrun-test, not curl.
     Location,
     MaxRedirs,
+    /// `-m`: one limit for the whole command, redirects included, as with curl's own
+    /// `-L`: each hop gets what is left of it.
+    MaxTime,
     /// `-q`, `-g`: cloudrun-test always passes them itself.
     Implied,
     /// cloudrun-test's own options, not curl's.
@@ -122,7 +126,7 @@ const ALLOWED: &[Spec] = &[
     spec("ipv6", Some('6'), Value::None, Role::Pass),
     spec("cacert", None, Value::Text, Role::Pass),
     spec("capath", None, Value::Text, Role::Pass),
-    spec("max-time", Some('m'), Value::Seconds, Role::Pass),
+    spec("max-time", Some('m'), Value::Seconds, Role::MaxTime),
     spec("connect-timeout", None, Value::Seconds, Role::Pass),
     spec("retry", None, Value::Count, Role::Pass),
     spec("retry-delay", None, Value::Count, Role::Pass),
@@ -352,6 +356,9 @@ pub struct Checked {
     pub dump_header: bool,
     pub location: bool,
     pub max_redirs: u32,
+    /// The last `-m`: the whole command's limit. `None` without one, or for `-m 0`,
+    /// which curl reads as no limit.
+    pub max_time: Option<Duration>,
     pub x_serverless: bool,
     pub audience: Option<String>,
     /// The lines of every `-H @FILE`, checked, one per line: curl reads them from our
@@ -429,6 +436,7 @@ impl Checked {
             dump_header: false,
             location: false,
             max_redirs: DEFAULT_MAX_REDIRS,
+            max_time: None,
             x_serverless,
             audience: None,
             file_headers: String::new(),
@@ -442,6 +450,14 @@ impl Checked {
                 Role::Location => checked.location = true,
                 Role::MaxRedirs => {
                     checked.max_redirs = option.value.as_deref().unwrap_or("").parse().unwrap_or(0)
+                }
+                Role::MaxTime => {
+                    checked.max_time = option
+                        .value
+                        .as_deref()
+                        .and_then(|seconds| seconds.parse::<f64>().ok())
+                        .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+                        .filter(|limit| !limit.is_zero())
                 }
                 Role::XServerless => checked.x_serverless = true,
                 Role::Audience => checked.audience = option.value.clone(),
@@ -491,6 +507,7 @@ impl Checked {
                             | Role::Head
                             | Role::Verbose
                             | Role::DumpHeader
+                            | Role::MaxTime
                     )
             })
             .collect();
@@ -499,14 +516,22 @@ impl Checked {
 
     /// The options for curl, each spelled as curl's short letter or exact long name.
     /// `drop_body` leaves out the body, -X and -G (a redirect turned the request into
-    /// a plain GET of the new URL).
-    pub fn curl_args(&self, drop_body: bool) -> Vec<String> {
+    /// a plain GET of the new URL); `time_left` replaces the user's `-m`, if any.
+    pub fn curl_args(&self, drop_body: bool, time_left: Option<Duration>) -> Vec<String> {
         let mut args = Vec::new();
+        let time_left = time_left.filter(|_| self.max_time.is_some());
         for option in &self.given {
-            let body = matches!(option.spec.role, Role::Body | Role::Method | Role::Get);
-            if !(drop_body && body) {
+            let dropped =
+                drop_body && matches!(option.spec.role, Role::Body | Role::Method | Role::Get);
+            let replaced = option.spec.role == Role::MaxTime && time_left.is_some();
+            if !dropped && !replaced {
                 option.push_args(&mut args);
             }
+        }
+        if let Some(left) = time_left {
+            // At least a millisecond: curl reads 0 as no limit.
+            let left = left.max(Duration::from_millis(1));
+            args.extend(["--max-time".into(), format!("{:.3}", left.as_secs_f64())]);
         }
         args
     }
@@ -999,7 +1024,7 @@ mod tests {
         ];
         for (given, passed) in cases {
             let checked = check(given).unwrap_or_else(|error| panic!("{given:?}: {error}"));
-            assert_eq!(checked.curl_args(false), *passed, "{given:?}");
+            assert_eq!(checked.curl_args(false, None), *passed, "{given:?}");
         }
     }
 
@@ -1007,7 +1032,7 @@ mod tests {
     fn short_clusters_take_their_value_from_the_rest_or_the_next_argument() {
         let checked = check(&["-sSv", "-XPOST", "-sd", "x=1", "-ohttps://x"]).unwrap();
         assert_eq!(
-            checked.curl_args(false),
+            checked.curl_args(false, None),
             [
                 "-s",
                 "-S",
@@ -1025,7 +1050,7 @@ mod tests {
         // Values that look like URLs or options are values, as curl takes them.
         let checked = check(&["-e", "https://elsewhere.example/", "-d", "--url"]).unwrap();
         assert_eq!(
-            checked.curl_args(false),
+            checked.curl_args(false, None),
             ["-e", "https://elsewhere.example/", "-d", "--url"]
         );
     }
@@ -1043,11 +1068,33 @@ mod tests {
             "https://a.example",
         ])
         .unwrap();
-        assert_eq!(checked.curl_args(false), ["-s"]);
+        assert_eq!(checked.curl_args(false, None), ["-s"]);
         assert!(checked.location && checked.x_serverless);
         assert_eq!(checked.max_redirs, 3);
         assert_eq!(checked.audience.as_deref(), Some("https://a.example"));
         assert_eq!(check(&[]).unwrap().max_redirs, DEFAULT_MAX_REDIRS);
+    }
+
+    #[test]
+    fn the_max_time_is_one_limit_that_later_hops_get_what_is_left_of() {
+        let checked = check(&["-s", "-m", "5", "--max-time", "2.5"]).unwrap();
+        assert_eq!(checked.max_time, Some(Duration::from_millis(2500)));
+        assert_eq!(
+            checked.curl_args(false, Some(Duration::from_millis(1200))),
+            ["-s", "--max-time", "1.200"]
+        );
+        assert_eq!(
+            checked.curl_args(false, Some(Duration::ZERO)),
+            ["-s", "--max-time", "0.001"],
+            "never 0, which curl reads as no limit"
+        );
+        // -m 0 is curl's "no limit": passed on as given, on every hop.
+        let unlimited = check(&["-m", "0"]).unwrap();
+        assert_eq!(unlimited.max_time, None);
+        assert_eq!(
+            unlimited.curl_args(false, Some(Duration::from_secs(1))),
+            ["-m", "0"]
+        );
     }
 
     #[test]
@@ -1279,7 +1326,7 @@ mod tests {
             checked.file_headers,
             "Accept: text/plain\nX-Key: s3cret\nX-Empty;\n"
         );
-        assert_eq!(checked.curl_args(false), ["-s", "-H", "A: b"]);
+        assert_eq!(checked.curl_args(false, None), ["-s", "-H", "A: b"]);
         for (text, why) in [
             ("Accept: a\nHost: other.example\n", "another host"),
             ("X-A: 1\nAuthorization: Bearer mine\n", "Authorization"),
@@ -1378,7 +1425,7 @@ mod tests {
     fn a_redirect_to_get_drops_the_body_the_method_and_get() {
         let checked = check(&["-s", "-X", "PUT", "-d", "a", "--json", "{}", "-H", "A: b"]).unwrap();
         assert_eq!(checked.method(), "PUT");
-        assert_eq!(checked.curl_args(true), ["-s", "-H", "A: b"]);
+        assert_eq!(checked.curl_args(true, None), ["-s", "-H", "A: b"]);
         assert_eq!(check(&["-d", "a"]).unwrap().method(), "POST");
         assert_eq!(check(&["-G", "-d", "a"]).unwrap().method(), "GET");
         assert_eq!(check(&["-I"]).unwrap().method(), "HEAD");

@@ -3,10 +3,10 @@
 //! The header line with the token travels through a pipe that curl reads as
 //! `-H @/dev/fd/N` (with the checked lines of the user's `-H @FILE`): no argument,
 //! environment variable or file holds the token, and nothing is left behind if
-//! either process is killed. curl starts first and the token is fetched while its
-//! libraries load (most of its start-up): curl blocks on the pipe until the line is
-//! written, and is killed, before it can send anything, if no token comes. Standard
-//! input stays the user's (for `-d @-`). The response headers come back through a
+//! either process is killed. The token is in hand before curl starts: a curl started
+//! earlier would send its request without the token if this process died while
+//! fetching it (the pipe would end empty). Standard input stays the user's (for
+//! `-d @-`). The response headers come back through a
 //! second pipe (`-D /dev/fd/M`, unless the user asked for `-D`), to explain a 401 or
 //! 403 and to follow redirects. curl gets `-q` first (no `.curlrc`), `--globoff` (the
 //! URL is one URL, not a pattern), and an environment without proxy settings, a TLS
@@ -63,6 +63,11 @@ pub struct Hop<'a> {
     pub url: &'a Url,
     /// The user's checked options.
     pub options: Vec<String>,
+    /// The header lines curl reads from our pipe: `Name: Bearer TOKEN\n` if there is a
+    /// token, then those of the user's `-H @FILE`, checked.
+    pub header: Option<&'a str>,
+    /// The token, redacted from curl's stderr when `verbose`.
+    pub secret: Option<&'a str>,
     pub verbose: bool,
     /// Add our own `-D` pipe (the user gave none).
     pub dump: bool,
@@ -71,24 +76,13 @@ pub struct Hop<'a> {
     pub gate: Option<OutputGate>,
 }
 
-/// What curl reads from our pipe, known once curl has started.
-pub struct Header {
-    /// `Name: Bearer TOKEN\n` if there is a token, then the checked lines of the user's
-    /// `-H @FILE`; empty for neither.
-    pub lines: String,
-    /// The token, redacted from curl's stderr when `verbose`.
-    pub secret: Option<String>,
-}
-
 pub struct Ran {
     pub status: ExitStatus,
     /// What curl wrote to our `-D` pipe (empty without one).
     pub headers: Vec<u8>,
 }
 
-/// Starts curl, then calls `header` for the lines to hand it (the token is fetched
-/// meanwhile); if that fails, curl is killed before it has read a byte.
-pub fn run(hop: Hop, header: impl FnOnce() -> Result<Header, String>) -> Result<Ran, String> {
+pub fn run(hop: Hop) -> Result<Ran, String> {
     let mut command = Command::new(hop.program);
     // As a shell would name it (`ps` shows `curl ...`); the path is found by our caller.
     if let Some(name) = hop.program.file_name() {
@@ -114,22 +108,28 @@ pub fn run(hop: Hop, header: impl FnOnce() -> Result<Header, String>) -> Result<
     }
 
     let pipe = || io::pipe().map_err(|error| format!("creating a pipe for curl failed: {error}"));
-    let (header_reader, header_writer) = pipe()?;
-    let header_for_curl = inheritable(&header_reader)?;
-    command.args(["-H", &format!("@/dev/fd/{}", header_for_curl.as_raw_fd())]);
+    // The ends curl gets, as inheritable copies: dropped as soon as curl has started.
+    let mut for_curl = Vec::new();
+    let mut header_pipe = None;
+    if let Some(header) = hop.header {
+        let (reader, writer) = pipe()?;
+        let copy = inheritable(&reader)?;
+        command.args(["-H", &format!("@/dev/fd/{}", copy.as_raw_fd())]);
+        for_curl.push(copy);
+        header_pipe = Some((writer, header.to_owned()));
+    }
     let mut dump = None;
-    let mut dump_for_curl = None;
     if hop.dump {
         let (reader, writer) = pipe()?;
-        let for_curl = inheritable(&writer)?;
-        command.args(["-D", &format!("/dev/fd/{}", for_curl.as_raw_fd())]);
+        let copy = inheritable(&writer)?;
+        command.args(["-D", &format!("/dev/fd/{}", copy.as_raw_fd())]);
+        for_curl.push(copy);
         dump = Some(reader);
-        dump_for_curl = Some(for_curl);
     }
     command.arg(hop.url.as_str());
     command.args(&hop.options);
-    // Piped whenever -v: whether there is a token to redact is known only later.
-    if hop.verbose {
+    let redact = hop.verbose && hop.secret.is_some();
+    if redact {
         command.stderr(Stdio::piped());
     }
     if hop.gate.is_some() {
@@ -137,6 +137,7 @@ pub fn run(hop: Hop, header: impl FnOnce() -> Result<Header, String>) -> Result<
     }
     tracing::debug!(
         url = %hop.url,
+        via = if hop.secret.is_some() { "a pipe (-H @/dev/fd/N)" } else { "nothing: no token" },
         proxy = hop.proxy.map(|proxy| proxy.origin().ascii_serialization()),
         "running curl"
     );
@@ -155,40 +156,19 @@ pub fn run(hop: Hop, header: impl FnOnce() -> Result<Header, String>) -> Result<
         }
     })?;
     // curl holds the only copies of its ends now: end of file when it exits.
-    drop((header_reader, header_for_curl, dump_for_curl));
-    let header = match header() {
-        Ok(header) => header,
-        Err(error) => {
-            // curl is still blocked reading the header pipe, whose writer is open: it
-            // dies there, before it has sent anything.
-            let _ = child.kill();
-            let _ = child.wait();
-            drop(header_writer);
-            return Err(error);
-        }
-    };
-    tracing::debug!(
-        via = if header.secret.is_some() {
-            "a pipe (-H @/dev/fd/N)"
-        } else {
-            "nothing: no token"
-        },
-        "token handed to curl"
-    );
+    drop(for_curl);
     // curl reads up to end of file: the writer is dropped at the end. An error means
     // curl exited first, and its status tells why. Lines that fit in any pipe's buffer
     // (a token's do) are written at once; longer ones from a thread, as curl reads.
-    let lines = header.lines;
-    let header_writer = if lines.len() <= PIPE_BUFFER_AT_LEAST {
-        let mut writer = header_writer;
-        let _ = writer.write_all(lines.as_bytes());
-        None
-    } else {
-        let mut writer = header_writer;
+    let header_writer = header_pipe.and_then(|(mut writer, header)| {
+        if header.len() <= PIPE_BUFFER_AT_LEAST {
+            let _ = writer.write_all(header.as_bytes());
+            return None;
+        }
         Some(std::thread::spawn(move || {
-            let _ = writer.write_all(lines.as_bytes());
+            let _ = writer.write_all(header.as_bytes());
         }))
-    };
+    });
     // Ctrl-C reaches curl (same process group): let it decide, then report its status.
     let previous = ignore_interrupts();
 
@@ -209,14 +189,15 @@ pub fn run(hop: Hop, header: impl FnOnce() -> Result<Header, String>) -> Result<
         .stdout
         .take()
         .map(|stdout| std::thread::spawn(move || copy_gated(stdout, decision_rx)));
-    let log = child.stderr.take().map(|stderr| {
-        std::thread::spawn(move || match header.secret {
-            Some(secret) => copy_redacted(stderr, &secret, io::stderr()),
-            None => {
-                let _ = io::copy(&mut { stderr }, &mut io::stderr());
-            }
-        })
-    });
+    let redactor = match (child.stderr.take(), hop.secret) {
+        (Some(stderr), Some(secret)) if redact => {
+            let secret = secret.to_owned();
+            Some(std::thread::spawn(move || {
+                copy_redacted(stderr, &secret, io::stderr())
+            }))
+        }
+        _ => None,
+    };
     let headers_here = headers_read_here.map(|reader| read_headers(reader, None));
     let status = child.wait();
     restore_interrupts(previous);
@@ -224,8 +205,8 @@ pub fn run(hop: Hop, header: impl FnOnce() -> Result<Header, String>) -> Result<
     if let Some(writer) = header_writer {
         let _ = writer.join();
     }
-    if let Some(log) = log {
-        let _ = log.join();
+    if let Some(redactor) = redactor {
+        let _ = redactor.join();
     }
     let headers = headers_here
         .or_else(|| headers.and_then(|thread| thread.join().ok()))

@@ -21,8 +21,7 @@ use serde_json::Value;
 use crate::support::{self, Fixture, TESTER, assert_no_token, output_text};
 
 /// A wrapper around the real curl, named by `CLOUDRUN_TEST_CURL`: records that it ran,
-/// its process id (curl's: it execs curl), its arguments and its environment, then
-/// runs curl.
+/// its arguments and its environment, then runs curl.
 struct Spy {
     dir: tempfile::TempDir,
 }
@@ -32,7 +31,6 @@ impl Spy {
         let dir = tempfile::tempdir().unwrap();
         let script = format!(
             "#!/bin/sh\n\
-             echo $$ > '{dir}/pid'\n\
              for arg in \"$@\"; do printf '%s\\n' \"$arg\"; done > '{dir}/argv'\n\
              env > '{dir}/environ'\n\
              exec curl \"$@\"\n",
@@ -357,6 +355,27 @@ fn a_redirect_loop_stops_at_max_redirs_with_curls_status() {
     assert_eq!(output.status.code(), Some(47), "{}", output_text(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("stopped after 3 redirects"));
     assert_eq!(app.requests().len(), 4);
+}
+
+#[test]
+fn the_max_time_bounds_the_whole_command_across_redirects_as_curl_does() {
+    // Each answer takes 300 ms and redirects again: -m 1 must end the chain near 1 s
+    // with curl's timeout status, not give every one of 20 hops its own second.
+    let app = Recorder::start(|_| {
+        std::thread::sleep(Duration::from_millis(300));
+        response(307, &[("location", "/again")], "")
+    });
+    let world = World::with(Emulator::builder().service(service_behind("slow", &app)));
+    let started = std::time::Instant::now();
+    let output = world.curl(
+        &[&world.url("slow"), "-sSL", "--max-redirs", "20", "-m", "1"],
+        &[],
+    );
+    let took = started.elapsed();
+    assert_eq!(output.status.code(), Some(28), "{}", output_text(&output));
+    let requests = app.requests().len();
+    assert!((2..=5).contains(&requests), "{requests} requests");
+    assert!(took < Duration::from_secs(4), "took {took:?}");
 }
 
 #[test]
@@ -760,50 +779,28 @@ fn the_token_variable_is_not_in_curls_environment() {
 }
 
 #[test]
-fn when_no_token_comes_the_started_curl_is_killed_before_it_sends_anything() {
-    // curl starts while the token is fetched; the token endpoint answers late, then
-    // refuses. curl has been waiting on its header pipe all along: it must die there.
+fn a_token_that_cannot_be_had_starts_no_curl() {
+    // A curl started before the token is in hand would send the request without it if
+    // cloudrun-test died meanwhile: curl starts only once the token is there.
     let world = World::new();
     let service = Recorder::start(|_| ok());
-    let emulator = &world.fixture.emulator;
-    emulator
-        .inject(Fault::TokenDelay(Duration::from_millis(500)))
-        .unwrap();
-    emulator
+    world
+        .fixture
+        .emulator
         .inject(Fault::TokenErrors {
             status: 400,
             times: 1,
         })
         .unwrap();
-    let output = world.curl(&[service.at("/").as_str(), "-sS"], &[]);
+    let output = world.curl(&[service.at("/").as_str(), "-sS", "-d", "x=1"], &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{}", output_text(&output));
     assert!(
         stderr.starts_with("error: ") && stderr.contains("400"),
         "{stderr}"
     );
-    assert!(world.spy.ran(), "curl was started before the token came");
-    assert!(service.requests().is_empty(), "curl sent a request");
-    let pid = world.spy.record("pid");
-    let pid = pid.trim();
-    assert!(!pid.is_empty(), "the spy recorded curl's process id");
-    assert!(
-        !Path::new("/proc").join(pid).exists(),
-        "curl (process {pid}) outlived cloudrun-test curl"
-    );
-}
-
-#[test]
-fn curl_waits_on_its_pipe_for_a_token_that_comes_late() {
-    let world = World::new();
-    world
-        .fixture
-        .emulator
-        .inject(Fault::TokenDelay(Duration::from_millis(500)))
-        .unwrap();
-    let output = world.curl(&[&world.url("hello"), "-sS"], &[]);
-    assert_served(&output);
-    assert!(world.spy.ran());
+    assert!(!world.spy.ran(), "curl was started: {stderr}");
+    assert!(service.requests().is_empty(), "a request was sent");
 }
 
 #[test]
@@ -828,4 +825,17 @@ fn curl_is_never_taken_from_a_relative_folder_of_path() {
         !folder.path().join("planted-ran").exists(),
         "the planted curl ran"
     );
+}
+
+#[test]
+fn curl_is_found_in_bin_or_usr_bin_when_path_is_unset() {
+    let world = World::new();
+    let env = world.fixture.environment(TESTER);
+    let mut command = support::command(
+        &["curl", &world.url("hello"), "-sS"],
+        &env,
+        world.home.path(),
+    );
+    let output = command.env_remove("PATH").output().unwrap();
+    assert_served(&output);
 }
