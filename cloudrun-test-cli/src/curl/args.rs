@@ -38,7 +38,7 @@
 ///   redirects  -L/--location, --max-redirs N (default 10): followed by cloudrun-test
 ///              within URL's origin only; a redirect elsewhere is shown, not followed.
 ///              With -L you see the final response only, and -D is refused (use -i);
-///              -m bounds the whole command, redirects included.
+///              -m bounds all the requests together, redirects and retries included.
 ///   always     -q first (curl reads no .curlrc), --globoff (URL is not a pattern);
 ///              the proxy is HTTPS_PROXY for https unless NO_PROXY names the host,
 ///              never for loopback; curl's own proxy variables and SSLKEYLOGFILE are

@@ -68,8 +68,10 @@ pub fn run(args: CurlArgs) -> Result<ExitCode, String> {
     };
     let mut as_get = false;
     let mut followed = 0;
-    // -m bounds the whole command, as it bounds curl's own -L: each hop gets what is left.
+    // -m bounds all the requests together, as with curl's own -L: the first gets all of
+    // it, each redirect what is left.
     let started = Instant::now();
+    let mut limit = checked.max_time;
     let (ran, exit) = loop {
         let gate = checked.location.then(|| {
             let (origin, at, sent) = (url.clone(), current.clone(), sent.clone());
@@ -84,7 +86,7 @@ pub fn run(args: CurlArgs) -> Result<ExitCode, String> {
         let ran = process::run(process::Hop {
             program: &program,
             url: &current,
-            options: checked.curl_args(as_get, time_left(&checked, started)),
+            options: checked.curl_args(as_get, limit),
             header: header.as_deref(),
             secret: token.as_ref().map(|(token, _)| token.as_str()),
             verbose: checked.verbose,
@@ -105,19 +107,18 @@ pub fn run(args: CurlArgs) -> Result<ExitCode, String> {
                 eprintln!("cloudrun-test curl: {note}");
                 break (ran, exit);
             }
-            Step::Follow { url: next, .. }
-                if time_left(&checked, started).is_some_and(|left| left.is_zero()) =>
-            {
-                eprintln!(
-                    "cloudrun-test curl: not following the redirect to {next}: the time given \
-                     with -m is up"
-                );
-                break (ran, Some(OPERATION_TIMED_OUT));
-            }
             Step::Follow {
                 url: next,
                 as_get: to_get,
             } => {
+                let Ok(left) = time_left(checked.max_time, started.elapsed()) else {
+                    eprintln!(
+                        "cloudrun-test curl: not following the redirect to {next}: the time \
+                         given with -m is up"
+                    );
+                    break (ran, Some(OPERATION_TIMED_OUT));
+                };
+                limit = left;
                 tracing::debug!(from = %current, to = %next, as_get = to_get, "following a redirect");
                 current = next;
                 sent = sent.after(to_get);
@@ -135,9 +136,21 @@ pub fn run(args: CurlArgs) -> Result<ExitCode, String> {
     })
 }
 
-/// What is left of the user's `-m` (`None`: no limit).
-fn time_left(checked: &Checked, started: Instant) -> Option<Duration> {
-    Some(checked.max_time?.saturating_sub(started.elapsed()))
+/// Less than a millisecond, the least curl counts, is left of the user's `-m`.
+#[derive(Debug, PartialEq)]
+struct TimeUp;
+
+/// What is left of `max_time` (the user's `-m`, `None` for no limit) after `elapsed`,
+/// for the next request.
+fn time_left(max_time: Option<Duration>, elapsed: Duration) -> Result<Option<Duration>, TimeUp> {
+    let Some(max_time) = max_time else {
+        return Ok(None);
+    };
+    let left = max_time.saturating_sub(elapsed);
+    if left < Duration::from_millis(1) {
+        return Err(TimeUp);
+    }
+    Ok(Some(left))
 }
 
 /// curl's path: `CLOUDRUN_TEST_CURL` if it names a path (has a `/`), else the first
@@ -147,7 +160,12 @@ fn time_left(checked: &Checked, started: Instant) -> Option<Duration> {
 /// rather than by the spawn: a program looked up on a PATH that curl's environment also
 /// sets is started with a slower fork instead of `posix_spawn`.
 fn curl_program() -> Result<PathBuf, String> {
-    let program = std::env::var_os("CLOUDRUN_TEST_CURL").unwrap_or_else(|| "curl".into());
+    let chosen = std::env::var_os("CLOUDRUN_TEST_CURL").filter(|program| !program.is_empty());
+    let fix = match chosen {
+        Some(_) => "check CLOUDRUN_TEST_CURL",
+        None => "install curl (e.g. `apt-get install curl`), or set CLOUDRUN_TEST_CURL to its path",
+    };
+    let program = chosen.unwrap_or_else(|| "curl".into());
     if program.as_encoded_bytes().contains(&b'/') {
         return Ok(program.into());
     }
@@ -159,12 +177,11 @@ fn curl_program() -> Result<PathBuf, String> {
         .find(|candidate| candidate.is_file() && may_execute(candidate))
         .ok_or_else(|| {
             let searched = match path {
-                Some(_) => "on PATH".to_owned(),
-                None => "in /bin or /usr/bin (PATH is not set)".to_owned(),
+                Some(_) => "in the absolute folders of PATH",
+                None => "in /bin or /usr/bin (PATH is not set)",
             };
             format!(
-                "`{}` was not found {searched}\nfix: install curl (e.g. `apt-get install \
-                 curl`), or set CLOUDRUN_TEST_CURL to its path",
+                "`{}` was not found {searched}\nfix: {fix}",
                 program.to_string_lossy()
             )
         })
@@ -281,4 +298,20 @@ fn explain_rejection(
         "  more: cloudrun-test doctor --url {}",
         url.origin().ascii_serialization()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_request_gets_what_is_left_of_the_max_time_and_none_under_a_millisecond() {
+        let ms = Duration::from_millis;
+        assert_eq!(time_left(None, ms(10_000)), Ok(None), "no limit");
+        assert_eq!(time_left(Some(ms(1000)), ms(300)), Ok(Some(ms(700))));
+        assert_eq!(time_left(Some(ms(1000)), ms(999)), Ok(Some(ms(1))));
+        let under_a_millisecond = ms(999) + Duration::from_micros(500);
+        assert_eq!(time_left(Some(ms(1000)), under_a_millisecond), Err(TimeUp));
+        assert_eq!(time_left(Some(ms(1000)), ms(5000)), Err(TimeUp));
+    }
 }

@@ -356,8 +356,9 @@ pub struct Checked {
     pub dump_header: bool,
     pub location: bool,
     pub max_redirs: u32,
-    /// The last `-m`: the whole command's limit. `None` without one, or for `-m 0`,
-    /// which curl reads as no limit.
+    /// The last `-m`, in whole milliseconds as curl counts it: the limit for all the
+    /// requests together. `None` without one, for less than a millisecond (curl's "no
+    /// limit"), or for more than 49 days (passed on as given).
     pub max_time: Option<Duration>,
     pub x_serverless: bool,
     pub audience: Option<String>,
@@ -456,8 +457,7 @@ impl Checked {
                         .value
                         .as_deref()
                         .and_then(|seconds| seconds.parse::<f64>().ok())
-                        .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
-                        .filter(|limit| !limit.is_zero())
+                        .and_then(whole_milliseconds)
                 }
                 Role::XServerless => checked.x_serverless = true,
                 Role::Audience => checked.audience = option.value.clone(),
@@ -530,8 +530,9 @@ impl Checked {
         }
         if let Some(left) = time_left {
             // At least a millisecond: curl reads 0 as no limit.
-            let left = left.max(Duration::from_millis(1));
-            args.extend(["--max-time".into(), format!("{:.3}", left.as_secs_f64())]);
+            let millis = left.as_millis().max(1);
+            let seconds = format!("{}.{:03}", millis / 1000, millis % 1000);
+            args.extend(["--max-time".into(), seconds]);
         }
         args
     }
@@ -823,6 +824,17 @@ fn check_head_text(shown: &str, text: &str) -> Result<(), Refusal> {
     ))
 }
 
+/// `-m`'s seconds as curl takes them, cut to whole milliseconds; `None` for what curl
+/// reads as no limit (under a millisecond) and for more than `u32::MAX` milliseconds
+/// (49 days), which is passed on as given.
+fn whole_milliseconds(seconds: f64) -> Option<Duration> {
+    // A float-to-integer `as` saturates: NaN is 0, huge values u64::MAX.
+    let millis = (seconds * 1000.0) as u64;
+    (1..=u64::from(u32::MAX))
+        .contains(&millis)
+        .then(|| Duration::from_millis(millis))
+}
+
 /// RFC 9110 token characters (method and header names).
 fn is_token_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
@@ -1080,21 +1092,34 @@ mod tests {
         let checked = check(&["-s", "-m", "5", "--max-time", "2.5"]).unwrap();
         assert_eq!(checked.max_time, Some(Duration::from_millis(2500)));
         assert_eq!(
-            checked.curl_args(false, Some(Duration::from_millis(1200))),
-            ["-s", "--max-time", "1.200"]
+            checked.curl_args(false, Some(Duration::from_micros(1_200_900))),
+            ["-s", "--max-time", "1.200"],
+            "whole milliseconds, cut as curl cuts them"
+        );
+        let cluster = check(&["-sm5"]).unwrap();
+        assert_eq!(cluster.max_time, Some(Duration::from_secs(5)));
+        assert_eq!(
+            check(&["-m", "1.9999"]).unwrap().max_time,
+            Some(Duration::from_millis(1999))
         );
         assert_eq!(
             checked.curl_args(false, Some(Duration::ZERO)),
             ["-s", "--max-time", "0.001"],
             "never 0, which curl reads as no limit"
         );
-        // -m 0 is curl's "no limit": passed on as given, on every hop.
-        let unlimited = check(&["-m", "0"]).unwrap();
-        assert_eq!(unlimited.max_time, None);
-        assert_eq!(
-            unlimited.curl_args(false, Some(Duration::from_secs(1))),
-            ["-m", "0"]
-        );
+        // -m 0, or under a millisecond, is curl's "no limit": passed on as given, on
+        // every hop; so is a limit beyond 49 days. The last -m counts.
+        for given in [
+            &["-m", "0"][..],
+            &["-m", "0.0005"],
+            &["-m", "1e300"],
+            &["-m", "5", "-m", "0"],
+        ] {
+            let unlimited = check(given).unwrap();
+            assert_eq!(unlimited.max_time, None, "{given:?}");
+            let passed = unlimited.curl_args(false, Some(Duration::from_secs(1)));
+            assert_eq!(passed, given, "{given:?}");
+        }
     }
 
     #[test]

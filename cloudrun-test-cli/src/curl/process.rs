@@ -112,11 +112,18 @@ pub fn run(hop: Hop) -> Result<Ran, String> {
     let mut for_curl = Vec::new();
     let mut header_pipe = None;
     if let Some(header) = hop.header {
-        let (reader, writer) = pipe()?;
+        let (reader, mut writer) = pipe()?;
         let copy = inheritable(&reader)?;
         command.args(["-H", &format!("@/dev/fd/{}", copy.as_raw_fd())]);
         for_curl.push(copy);
-        header_pipe = Some((writer, header.to_owned()));
+        // Whole lines that fit in any pipe's buffer (the token's does) go in before curl
+        // starts: a curl that finds the pipe empty and closed, because this process died,
+        // would send its request without them. The rest, from a thread, as curl reads.
+        let (now, later) = split_for_pipe(header);
+        writer
+            .write_all(now.as_bytes())
+            .map_err(|error| format!("writing curl's header lines to its pipe failed: {error}"))?;
+        header_pipe = Some((writer, later.to_owned()));
     }
     let mut dump = None;
     if hop.dump {
@@ -142,32 +149,29 @@ pub fn run(hop: Hop) -> Result<Ran, String> {
         "running curl"
     );
     let mut child = command.spawn().map_err(|error| {
-        if error.kind() == io::ErrorKind::NotFound {
-            format!(
-                "`{}` was not found\nfix: install curl (e.g. `apt-get install curl`), or set \
-                 CLOUDRUN_TEST_CURL to its path",
-                hop.program.display()
-            )
-        } else {
-            format!(
-                "starting curl (`{}`) failed: {error}",
-                hop.program.display()
-            )
+        let program = hop.program.display();
+        match error.kind() {
+            io::ErrorKind::NotFound if hop.program.exists() => format!(
+                "starting curl (`{program}`) failed: {error}; the file is there, so the \
+                 interpreter on its `#!` line may be missing"
+            ),
+            io::ErrorKind::NotFound => format!(
+                "`{program}` was not found\nfix: install curl (e.g. `apt-get install curl`), \
+                 or set CLOUDRUN_TEST_CURL to its path"
+            ),
+            _ => format!("starting curl (`{program}`) failed: {error}"),
         }
     })?;
     // curl holds the only copies of its ends now: end of file when it exits.
     drop(for_curl);
     // curl reads up to end of file: the writer is dropped at the end. An error means
-    // curl exited first, and its status tells why. Lines that fit in any pipe's buffer
-    // (a token's do) are written at once; longer ones from a thread, as curl reads.
-    let header_writer = header_pipe.and_then(|(mut writer, header)| {
-        if header.len() <= PIPE_BUFFER_AT_LEAST {
-            let _ = writer.write_all(header.as_bytes());
-            return None;
-        }
-        Some(std::thread::spawn(move || {
-            let _ = writer.write_all(header.as_bytes());
-        }))
+    // curl exited first, and its status tells why.
+    let header_writer = header_pipe.and_then(|(mut writer, later)| {
+        (!later.is_empty()).then(|| {
+            std::thread::spawn(move || {
+                let _ = writer.write_all(later.as_bytes());
+            })
+        })
     });
     // Ctrl-C reaches curl (same process group): let it decide, then report its status.
     let previous = ignore_interrupts();
@@ -217,10 +221,25 @@ pub fn run(hop: Hop) -> Result<Ran, String> {
     Ok(Ran { status, headers })
 }
 
+/// `header` as what goes into curl's pipe before it starts (whole lines, at most what
+/// any pipe holds) and the rest.
+fn split_for_pipe(header: &str) -> (&str, &str) {
+    if header.len() <= PIPE_BUFFER_AT_LEAST {
+        return (header, "");
+    }
+    let end = header.as_bytes()[..PIPE_BUFFER_AT_LEAST]
+        .iter()
+        .rposition(|byte| *byte == b'\n')
+        .map_or(0, |newline| newline + 1);
+    header.split_at(end)
+}
+
 /// A copy of a pipe end without close-on-exec, for curl to inherit: curl is started
 /// without running code in the child between fork and exec (so `posix_spawn`, the
-/// quicker way), and this copy is closed here as soon as curl has started. Nothing
-/// else in this process starts programs meanwhile, so no other child inherits it.
+/// quicker way), and this copy is closed here as soon as curl has started. No other
+/// child may inherit it: the token is fetched (the only other place that starts
+/// programs: gcloud, credential helpers) before any copy exists, and nothing starts a
+/// program in the background.
 fn inheritable(fd: &impl AsFd) -> Result<OwnedFd, String> {
     fd.as_fd()
         .try_clone_to_owned()
@@ -325,6 +344,23 @@ fn restore_interrupts(previous: Dispositions) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_lines_that_fit_a_pipe_go_in_whole_before_curl_starts() {
+        let token = format!("Authorization: Bearer {}\n", "t".repeat(900));
+        assert_eq!(split_for_pipe(&token), (token.as_str(), ""));
+        let long = format!("{token}{}", "X-A: 1\n".repeat(1000));
+        let (now, later) = split_for_pipe(&long);
+        assert!(
+            now.starts_with(&token) && now.ends_with('\n'),
+            "whole lines"
+        );
+        assert!(now.len() <= PIPE_BUFFER_AT_LEAST);
+        assert_eq!(format!("{now}{later}"), long);
+        // A single line longer than a pipe's buffer: all of it from the thread.
+        let huge = "X".repeat(PIPE_BUFFER_AT_LEAST + 1);
+        assert_eq!(split_for_pipe(&huge), ("", huge.as_str()));
+    }
 
     #[test]
     fn the_header_reader_decides_once_the_final_head_is_complete() {
