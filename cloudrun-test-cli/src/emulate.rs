@@ -43,7 +43,9 @@ pub struct EmulateArgs {
     /// A service: NAME (echo app) or NAME=UPSTREAM_URL. Repeatable.
     #[arg(long = "service", value_name = "NAME[=UPSTREAM]")]
     services: Vec<String>,
-    /// A service whose upstream is COMMAND, started with PORT set. Repeatable.
+    /// A service whose upstream is COMMAND, started with PORT set. It keeps your
+    /// environment, as when you run it yourself (its settings, and the credentials it
+    /// uses for real backends), minus CLOUDRUN_TEST_ID_TOKEN. Repeatable.
     #[arg(long = "serve", value_name = "NAME=COMMAND")]
     serves: Vec<String>,
     /// A traffic tag with its own URL in front of the same upstream, as
