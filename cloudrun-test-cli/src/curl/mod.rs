@@ -166,25 +166,28 @@ fn curl_program() -> Result<PathBuf, String> {
         None => "install curl (e.g. `apt-get install curl`), or set CLOUDRUN_TEST_CURL to its path",
     };
     let program = chosen.unwrap_or_else(|| "curl".into());
-    if program.as_encoded_bytes().contains(&b'/') {
-        return Ok(program.into());
-    }
     let path = std::env::var_os("PATH");
-    let folders = path.clone().unwrap_or_else(|| "/bin:/usr/bin".into());
-    std::env::split_paths(&folders)
-        .filter(|folder| folder.is_absolute())
-        .map(|folder| folder.join(&program))
-        .find(|candidate| candidate.is_file() && may_execute(candidate))
-        .ok_or_else(|| {
-            let searched = match path {
-                Some(_) => "in the absolute folders of PATH",
-                None => "in /bin or /usr/bin (PATH is not set)",
-            };
-            format!(
-                "`{}` was not found {searched}\nfix: {fix}",
-                program.to_string_lossy()
-            )
-        })
+    let (found, searched) = if program.as_encoded_bytes().contains(&b'/') {
+        let given = PathBuf::from(&program);
+        (given.exists().then_some(given), "")
+    } else {
+        let folders = path.clone().unwrap_or_else(|| "/bin:/usr/bin".into());
+        let found = std::env::split_paths(&folders)
+            .filter(|folder| folder.is_absolute())
+            .map(|folder| folder.join(&program))
+            .find(|candidate| candidate.is_file() && may_execute(candidate));
+        let searched = match path {
+            Some(_) => " in the absolute folders of PATH",
+            None => " in /bin or /usr/bin (PATH is not set)",
+        };
+        (found, searched)
+    };
+    found.ok_or_else(|| {
+        format!(
+            "`{}` was not found{searched}\nfix: {fix}",
+            program.to_string_lossy()
+        )
+    })
 }
 
 /// Whether this process may execute `file` (its owner, group and mode, as `execvp`

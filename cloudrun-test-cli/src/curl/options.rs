@@ -55,8 +55,8 @@ enum Role {
     /// `-L`, `--max-redirs`: redirects are followed by cloudrun-test, not curl.
     Location,
     MaxRedirs,
-    /// `-m`: one limit for the whole command, redirects included, as with curl's own
-    /// `-L`: each hop gets what is left of it.
+    /// `-m`: one limit for all the requests together, redirects included, as with
+    /// curl's own `-L`: each hop gets what is left of it.
     MaxTime,
     /// `-q`, `-g`: cloudrun-test always passes them itself.
     Implied,

@@ -6,12 +6,11 @@
 //! either process is killed. The token is in hand before curl starts: a curl started
 //! earlier would send its request without the token if this process died while
 //! fetching it (the pipe would end empty). Standard input stays the user's (for
-//! `-d @-`). The response headers come back through a
-//! second pipe (`-D /dev/fd/M`, unless the user asked for `-D`), to explain a 401 or
-//! 403 and to follow redirects. curl gets `-q` first (no `.curlrc`), `--globoff` (the
-//! URL is one URL, not a pattern), and an environment without proxy settings, a TLS
-//! key log or the token's variable: the proxy, if any, is the one the library's rules
-//! pick.
+//! `-d @-`). The response headers come back through a second pipe (`-D /dev/fd/M`,
+//! unless the user asked for `-D`), to explain a 401 or 403 and to follow redirects.
+//! curl gets `-q` first (no `.curlrc`), `--globoff` (the URL is one URL, not a
+//! pattern), and an environment without proxy settings, a TLS key log or the token's
+//! variable: the proxy, if any, is the one the library's rules pick.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -148,16 +147,13 @@ pub fn run(hop: Hop) -> Result<Ran, String> {
         proxy = hop.proxy.map(|proxy| proxy.origin().ascii_serialization()),
         "running curl"
     );
+    // The caller found the program, so "not found" here is about its `#!` interpreter.
     let mut child = command.spawn().map_err(|error| {
         let program = hop.program.display();
         match error.kind() {
             io::ErrorKind::NotFound if hop.program.exists() => format!(
                 "starting curl (`{program}`) failed: {error}; the file is there, so the \
                  interpreter on its `#!` line may be missing"
-            ),
-            io::ErrorKind::NotFound => format!(
-                "`{program}` was not found\nfix: install curl (e.g. `apt-get install curl`), \
-                 or set CLOUDRUN_TEST_CURL to its path"
             ),
             _ => format!("starting curl (`{program}`) failed: {error}"),
         }

@@ -839,3 +839,24 @@ fn curl_is_found_in_bin_or_usr_bin_when_path_is_unset() {
     let output = command.env_remove("PATH").output().unwrap();
     assert_served(&output);
 }
+
+#[test]
+fn a_curl_path_that_does_not_exist_is_a_clear_error_naming_the_variable() {
+    let world = World::new();
+    let missing = world.home.path().join("no-such-curl");
+    let missing = missing.display().to_string();
+    let mut env = world.fixture.environment(TESTER);
+    env.push(("CLOUDRUN_TEST_CURL".into(), missing.clone()));
+    let output = support::run(
+        &["curl", &world.url("hello"), "-sS"],
+        &env,
+        world.home.path(),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{}", output_text(&output));
+    assert!(
+        stderr.contains(&format!("`{missing}` was not found"))
+            && stderr.contains("fix: check CLOUDRUN_TEST_CURL"),
+        "{stderr}"
+    );
+}
