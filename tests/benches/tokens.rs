@@ -1486,17 +1486,14 @@ fn cli_warm_path(fixture: &Fixture, report: &mut Report, full: bool) {
     )
     .unwrap();
     let plain = |n: u32| {
-        let started = Instant::now();
-        for _ in 0..n {
-            let status = Command::new("curl")
+        time_processes(n, || {
+            let mut command = Command::new("curl");
+            command
                 .args(["-sS", "-f", "-o", "/dev/null", "-H"])
                 .arg(format!("@{}", header.display()))
-                .arg(url.as_str())
-                .status()
-                .unwrap();
-            assert!(status.success(), "plain curl failed: {status}");
-        }
-        started.elapsed()
+                .arg(url.as_str());
+            command
+        })
     };
     let curl_args = ["curl", url.as_str(), "-sS", "-f", "-o", "/dev/null"];
     let result = compare(61, 2, plain, |n| timed(&curl_args, n));
@@ -1521,16 +1518,7 @@ fn cli_warm_path(fixture: &Fixture, report: &mut Report, full: bool) {
         ),
     );
     // And what no Rust wrapper can beat: the start of a program that does nothing.
-    let empty = |n: u32| {
-        let started = Instant::now();
-        for _ in 0..n {
-            let status = Command::new(env!("CARGO_BIN_EXE_empty-program"))
-                .status()
-                .unwrap();
-            assert!(status.success(), "the empty program failed: {status}");
-        }
-        started.elapsed()
-    };
+    let empty = |n: u32| time_processes(n, || Command::new(env!("CARGO_BIN_EXE_empty-program")));
     let floor = compare(61, 2, plain, empty);
     report.add(
         "floor of any Rust wrapper: (empty Rust program + curl) / curl",
@@ -1538,6 +1526,18 @@ fn cli_warm_path(fixture: &Fixture, report: &mut Report, full: bool) {
         format_time(floor.baseline),
         format!("{:.3}×", 1.0 + floor.ratio),
     );
+}
+
+/// How long `n` runs of the program `command` builds take, one after another; each must
+/// succeed.
+fn time_processes(n: u32, command: impl Fn() -> Command) -> Duration {
+    let started = Instant::now();
+    for _ in 0..n {
+        let mut command = command();
+        let status = command.status().unwrap();
+        assert!(status.success(), "{command:?} failed: {status}");
+    }
+    started.elapsed()
 }
 
 /// A limit asserted in the full optimised run (the bench fails if it is missed), and
