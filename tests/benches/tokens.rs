@@ -1069,7 +1069,7 @@ fn build_cost(report: &mut Report) {
     for index in [0, 1, 1, 0] {
         let (name, dir) = [("hello", hello.path()), ("baseline", baseline.path())][index];
         let target = tempfile::tempdir().unwrap();
-        let mut command = cloudrun_test_e2e::cargo_command(&["test", "--offline", "--no-run"]);
+        let mut command = timed_build(&["test", "--offline", "--no-run"]);
         command
             .current_dir(dir)
             .env("CARGO_TARGET_DIR", target.path());
@@ -1183,8 +1183,7 @@ fn compile_loop(report: &mut Report) {
     let crates = [hello.path(), baseline.path(), default_debug.path()];
     const NAMES: [&str; 3] = ["hello", "baseline", "hello without the profile line"];
     let build = |index: usize, test: &str| {
-        let mut command =
-            cloudrun_test_e2e::cargo_command(&["test", "--offline", "--no-run", "--test", test]);
+        let mut command = timed_build(&["test", "--offline", "--no-run", "--test", test]);
         command
             .current_dir(crates[index])
             .env("CARGO_TARGET_DIR", targets[index].path());
@@ -1331,6 +1330,19 @@ fn loop_suite(tests: usize, edit: Option<usize>, baseline: bool) -> String {
         ));
     }
     suite
+}
+
+/// `cargo ARGS` for a build that is timed: with cargo's own build settings, whatever the
+/// caller's environment says (CI turns incremental builds and most debug information off).
+fn timed_build(args: &[&str]) -> Command {
+    let mut command = cloudrun_test_e2e::cargo_command(args);
+    command.env_remove("CARGO_INCREMENTAL");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("CARGO_PROFILE_") {
+            command.env_remove(name);
+        }
+    }
+    command
 }
 
 /// User + system time of the finished child processes of this one (and theirs), from
