@@ -5,8 +5,10 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use reqwest::header::{AUTHORIZATION, COOKIE, HeaderName, PROXY_AUTHORIZATION, WWW_AUTHENTICATE};
-use reqwest::{Request, Url};
+use reqwest::Url;
+use reqwest::header::{
+    AUTHORIZATION, COOKIE, HeaderMap, HeaderName, PROXY_AUTHORIZATION, WWW_AUTHENTICATE,
+};
 
 use crate::credentials::Credentials;
 use crate::error::Error;
@@ -100,28 +102,33 @@ impl Auth {
             && crate::transport::allows_credentials(url)
     }
 
+    /// The token for a request to `url`: the service's (minted if need be) when `url`
+    /// may have it, as [`Auth::sends_token_to`] decides; `None` when it gets none.
+    pub(crate) async fn token_for(&self, url: &Url) -> Result<Option<Token>, Error> {
+        if !self.sends_token_to(url) {
+            return Ok(None);
+        }
+        self.token().await.map(Some)
+    }
+
     /// For transports that build their own requests (gRPC, WebSocket): puts the token
-    /// in `headers` when `url` may have it (as [`Auth::sends_token_to`] decides), and
-    /// returns it (for the diagnosis of a refusal); `None` when `url` gets no token.
+    /// for `url`, if any, in `headers`, and returns it (for the diagnosis of a refusal).
     #[cfg(any(feature = "grpc", feature = "websocket"))]
     pub(crate) async fn authorize(
         &self,
         url: &Url,
-        headers: &mut reqwest::header::HeaderMap,
+        headers: &mut HeaderMap,
     ) -> Result<Option<Token>, Error> {
-        if !self.sends_token_to(url) {
-            return Ok(None);
+        let token = self.token_for(url).await?;
+        if let Some(token) = &token {
+            self.attach(headers, token);
         }
-        let token = self.token().await?;
-        headers.insert(self.header.name(), token.authorization());
-        Ok(Some(token))
+        Ok(token)
     }
 
-    /// Puts `token` on `request`, in the chosen header.
-    pub(crate) fn attach(&self, request: &mut Request, token: &Token) {
-        request
-            .headers_mut()
-            .insert(self.header.name(), token.authorization());
+    /// Puts `token` in `headers`, in the chosen header.
+    pub(crate) fn attach(&self, headers: &mut HeaderMap, token: &Token) {
+        headers.insert(self.header.name(), token.authorization());
     }
 
     /// The token for the service: this client's own copy while it is fresh, else one

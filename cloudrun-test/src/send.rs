@@ -176,7 +176,7 @@ fn dispatch(
     token: Option<Token>,
 ) -> Started<impl Future<Output = Result<Response, reqwest::Error>> + Send + Unpin + use<>> {
     if let Some(token) = &token {
-        sender.auth.attach(&mut request, token);
+        sender.auth.attach(request.headers_mut(), token);
     }
     Started {
         response: sender.http.execute(request),
@@ -207,11 +207,7 @@ fn copy_request(request: &Request) -> Option<Request> {
 /// One hop: the token if `url` is the service's origin (minted if need be), and the
 /// request.
 pub(crate) async fn send_hop(sender: &Sender, request: Request, url: Url) -> Result<Hop, Error> {
-    let token = if sender.auth.sends_token_to(&url) {
-        Some(sender.auth.token().await?)
-    } else {
-        None
-    };
+    let token = sender.auth.token_for(&url).await?;
     Ok(dispatch(sender, request, url, token).finish().await)
 }
 
